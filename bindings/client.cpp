@@ -1,0 +1,129 @@
+#include "py_common.hpp"
+#include "yokan/client.hpp"
+
+namespace yokan::python {
+
+namespace {
+
+// Raw sizes as Python ints (sentinels included; the Python layer maps them).
+py::list size_list(const std::vector<uint64_t>& sizes) {
+  py::list out(sizes.size());
+  for (size_t i = 0; i < sizes.size(); ++i) out[i] = py::int_(sizes[i]);
+  return out;
+}
+
+}  // namespace
+
+void bind_client(py::module_& m) {
+  py::class_<Client>(m, "Client")
+      .def(py::init<std::shared_ptr<Engine>>(), py::arg("engine"))
+      .def("make_database_handle", &Client::make_database_handle, py::arg("address"),
+           py::arg("provider_id"), py::arg("check") = true,
+           py::call_guard<py::gil_scoped_release>());
+
+  py::class_<Database>(m, "Database")
+      .def_property_readonly("provider_id", &Database::provider_id)
+      .def("address", &Database::address)
+      .def("transport_info", &Database::transport_info, py::call_guard<py::gil_scoped_release>())
+      .def("count", &Database::count, py::arg("mode"), py::arg("timeout_ms"),
+           py::call_guard<py::gil_scoped_release>())
+      .def(
+          "put",
+          [](const Database& db, py::handle keys, py::handle values, int32_t mode, double t) {
+            ByteViews views;
+            Keys k = views.read_list(keys, "key");
+            Keys v = views.read_list(values, "value");
+            py::gil_scoped_release nogil;
+            db.put(mode, k, v, t);
+          },
+          py::arg("keys"), py::arg("values"), py::arg("mode"), py::arg("timeout_ms"))
+      .def(
+          "get",
+          [](const Database& db, py::handle keys, py::handle buffers, int32_t mode, double t) {
+            ByteViews views;
+            Keys k = views.read_list(keys, "key");
+            std::vector<Destination> out;
+            for (auto b : py::reinterpret_borrow<py::sequence>(buffers)) {
+              auto [p, n] = views.write(b, "value buffer");
+              out.push_back({p, n});
+            }
+            std::vector<uint64_t> sizes;
+            {
+              py::gil_scoped_release nogil;
+              sizes = db.get(mode, k, out, t);
+            }
+            return size_list(sizes);
+          },
+          py::arg("keys"), py::arg("buffers"), py::arg("mode"), py::arg("timeout_ms"))
+      .def(
+          "get_packed",
+          [](const Database& db, py::handle keys, py::handle buffer, int32_t mode, double t) {
+            ByteViews views;
+            Keys k = views.read_list(keys, "key");
+            auto [p, n] = views.write(buffer, "values buffer");
+            std::vector<uint64_t> sizes;
+            {
+              py::gil_scoped_release nogil;
+              sizes = db.get_packed(mode, k, {p, n}, t);
+            }
+            return size_list(sizes);
+          },
+          py::arg("keys"), py::arg("buffer"), py::arg("mode"), py::arg("timeout_ms"))
+      .def(
+          "get_alloc",
+          [](const Database& db, py::handle keys, int32_t mode, double t) {
+            ByteViews views;
+            Keys k = views.read_list(keys, "key");
+            std::vector<uint64_t> sizes;
+            Buffer values;
+            {
+              py::gil_scoped_release nogil;
+              sizes = db.get_alloc(mode, k, &values, t);
+            }
+            py::list out(sizes.size());
+            size_t offset = 0;
+            for (size_t i = 0; i < sizes.size(); ++i) {
+              if (sizes[i] == KEY_NOT_FOUND || sizes[i] > values.size() - offset) {
+                out[i] = py::none();
+                continue;
+              }
+              out[i] = py::bytes(values.data() + offset, sizes[i]);
+              offset += sizes[i];
+            }
+            return out;
+          },
+          py::arg("keys"), py::arg("mode"), py::arg("timeout_ms"))
+      .def(
+          "exists",
+          [](const Database& db, py::handle keys, int32_t mode, double t) {
+            ByteViews views;
+            Keys k = views.read_list(keys, "key");
+            py::gil_scoped_release nogil;
+            return db.exists(mode, k, t);
+          },
+          py::arg("keys"), py::arg("mode"), py::arg("timeout_ms"))
+      .def(
+          "length",
+          [](const Database& db, py::handle keys, int32_t mode, double t) {
+            ByteViews views;
+            Keys k = views.read_list(keys, "key");
+            std::vector<uint64_t> sizes;
+            {
+              py::gil_scoped_release nogil;
+              sizes = db.length(mode, k, t);
+            }
+            return size_list(sizes);
+          },
+          py::arg("keys"), py::arg("mode"), py::arg("timeout_ms"))
+      .def(
+          "erase",
+          [](const Database& db, py::handle keys, int32_t mode, double t) {
+            ByteViews views;
+            Keys k = views.read_list(keys, "key");
+            py::gil_scoped_release nogil;
+            db.erase(mode, k, t);
+          },
+          py::arg("keys"), py::arg("mode"), py::arg("timeout_ms"));
+}
+
+}  // namespace yokan::python

@@ -1,0 +1,130 @@
+// The compiled module mochi.yokan._yokan. Each class is bound once here; the
+// Python conveniences live in python/mochi/yokan/*.py.
+#include "py_common.hpp"
+#include "yokan/backend.hpp"
+
+namespace yokan::python {
+
+ByteViews::~ByteViews() {
+  for (auto& v : views_) PyBuffer_Release(&v);
+}
+
+std::string_view ByteViews::read(py::handle obj, const char* what) {
+  if (PyUnicode_Check(obj.ptr())) {
+    Py_ssize_t n = 0;
+    const char* s = PyUnicode_AsUTF8AndSize(obj.ptr(), &n);
+    if (!s) throw py::error_already_set();
+    return {s, static_cast<size_t>(n)};
+  }
+  if (PyBytes_Check(obj.ptr()))
+    return {PyBytes_AS_STRING(obj.ptr()), static_cast<size_t>(PyBytes_GET_SIZE(obj.ptr()))};
+  if (!PyObject_CheckBuffer(obj.ptr()))
+    throw py::type_error(std::string(what) + " must be str or a bytes-like object, not " +
+                         Py_TYPE(obj.ptr())->tp_name);
+  Py_buffer view;
+  if (PyObject_GetBuffer(obj.ptr(), &view, PyBUF_STRIDES) != 0) {
+    PyErr_Clear();
+    throw Exception(Status::YOKAN_ERR_NONCONTIG, std::string(what) + " is not a contiguous buffer");
+  }
+  views_.push_back(view);
+  if (!PyBuffer_IsContiguous(&view, 'C'))
+    throw Exception(Status::YOKAN_ERR_NONCONTIG, std::string(what) + " is not C-contiguous");
+  return {static_cast<const char*>(view.buf), static_cast<size_t>(view.len)};
+}
+
+std::pair<char*, size_t> ByteViews::write(py::handle obj, const char* what) {
+  if (!PyObject_CheckBuffer(obj.ptr()) || PyUnicode_Check(obj.ptr()))
+    throw py::type_error(std::string(what) + " must be a writable bytes-like object, not " +
+                         Py_TYPE(obj.ptr())->tp_name);
+  Py_buffer view;
+  if (PyObject_GetBuffer(obj.ptr(), &view, PyBUF_STRIDES) != 0) {
+    PyErr_Clear();
+    throw Exception(Status::YOKAN_ERR_NONCONTIG, std::string(what) + " is not a contiguous buffer");
+  }
+  views_.push_back(view);
+  if (view.readonly) throw Exception(Status::YOKAN_ERR_READONLY, std::string(what) + " is read-only");
+  if (!PyBuffer_IsContiguous(&view, 'C'))
+    throw Exception(Status::YOKAN_ERR_NONCONTIG, std::string(what) + " is not C-contiguous");
+  return {static_cast<char*>(view.buf), static_cast<size_t>(view.len)};
+}
+
+std::vector<std::string_view> ByteViews::read_list(py::handle seq, const char* what) {
+  std::vector<std::string_view> out;
+  py::sequence s = py::reinterpret_borrow<py::sequence>(seq);
+  out.reserve(s.size());
+  for (auto item : s) out.push_back(read(item, what));
+  return out;
+}
+
+namespace {
+py::object client_exception_class;
+py::object server_exception_class;
+
+std::string full_message(const Exception& e) {
+  std::string base = status_message(e.code());
+  std::string what = e.what();
+  return what == base ? base : base + ": " + what;
+}
+
+void raise(const py::object& cls, const Exception& e) {
+  if (!cls) {
+    PyErr_SetString(PyExc_RuntimeError, full_message(e).c_str());
+    return;
+  }
+  py::object exc = cls(full_message(e), static_cast<int>(e.code()));
+  PyErr_SetObject(cls.ptr(), exc.ptr());
+}
+}  // namespace
+
+}  // namespace yokan::python
+
+PYBIND11_MODULE(_yokan, m) {
+  using namespace yokan;
+  using namespace yokan::python;
+  m.doc() = "mochi-yokan native core (engine, provider, client)";
+
+  py::dict errors;
+#define YOKAN_ERROR(name, value, message) errors[#name] = py::make_tuple(value, message);
+#include "yokan/errors.def"
+#undef YOKAN_ERROR
+  m.attr("errors") = errors;
+  py::list modes;
+#define YOKAN_MODE(name, value, exported) \
+  if (exported) modes.append(py::make_tuple(#name, value));
+#include "yokan/modes.def"
+#undef YOKAN_MODE
+  m.attr("modes") = modes;
+  m.attr("KEY_NOT_FOUND") = KEY_NOT_FOUND;
+  m.attr("SIZE_TOO_SMALL") = SIZE_TOO_SMALL;
+  m.def("available_backends", &available_backends);
+  m.def("mode_is_compatible", &mode_is_compatible);
+#ifdef YOKAN_HAVE_LUA
+  m.attr("has_lua") = true;
+#else
+  m.attr("has_lua") = false;
+#endif
+
+  m.def("_register_exceptions", [](py::object client_cls, py::object server_cls) {
+    client_exception_class = client_cls;
+    server_exception_class = server_cls;
+  });
+  py::register_exception_translator([](std::exception_ptr p) {
+    try {
+      if (p) std::rethrow_exception(p);
+    } catch (const ServerError& e) {
+      raise(server_exception_class, e);
+    } catch (const Exception& e) {
+      raise(client_exception_class, e);
+    }
+  });
+  // Drop the class references before the interpreter tears down.
+  auto atexit = py::module_::import("atexit");
+  atexit.attr("register")(py::cpp_function([] {
+    client_exception_class = py::object();
+    server_exception_class = py::object();
+  }));
+
+  bind_engine(m);
+  bind_server(m);
+  bind_client(m);
+}

@@ -1,0 +1,49 @@
+// Shared pieces of the binding: byte views over Python objects, exception
+// classes, and the registration functions of each binding file.
+#pragma once
+
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <string_view>
+#include <vector>
+
+#include "yokan/common.hpp"
+
+namespace py = pybind11;
+
+namespace yokan::python {
+
+// An error raised on the server side (Provider construction); the translator
+// maps it to mochi.yokan.server.Exception, every other yokan::Exception to
+// mochi.yokan.client.Exception.
+class ServerError : public Exception {
+ public:
+  explicit ServerError(const Exception& e) : Exception(e.code(), e.what()) {}
+};
+
+// Holds the Py_buffers (or str storage) behind a set of byte views until the
+// call is over. The GIL must be held to build it and to destroy it.
+class ByteViews {
+ public:
+  ByteViews() = default;
+  ByteViews(const ByteViews&) = delete;
+  ByteViews& operator=(const ByteViews&) = delete;
+  ~ByteViews();
+
+  // str -> its UTF-8 bytes; bytes-like -> its buffer (C-contiguous, else
+  // YOKAN_ERR_NONCONTIG). `what` names the argument in TypeErrors.
+  std::string_view read(py::handle obj, const char* what);
+  // A writable C-contiguous buffer (YOKAN_ERR_READONLY / YOKAN_ERR_NONCONTIG).
+  std::pair<char*, size_t> write(py::handle obj, const char* what);
+  std::vector<std::string_view> read_list(py::handle seq, const char* what);
+
+ private:
+  std::vector<Py_buffer> views_;
+};
+
+void bind_engine(py::module_& m);
+void bind_server(py::module_& m);
+void bind_client(py::module_& m);
+
+}  // namespace yokan::python

@@ -1,0 +1,86 @@
+// The storage backend interface.
+//
+// A backend sees byte spans and returns a Status; it never sees RPCs, wire
+// encoding, modes or Python. Modes (APPEND, NEW_ONLY, CONSUME, WAIT, filters...)
+// are implemented once, above the backend, by the provider.
+//
+// Thread-safety: every method may be called concurrently from several handler
+// threads; a backend protects its own state (or declares use_lock=false in its
+// config and leaves it to the caller). The provider serialises conditional
+// writes on the same key, so a backend only needs each call to be atomic.
+//
+// Ownership: spans passed in are only valid for the duration of the call; spans
+// passed to visitors are only valid during the visitor call.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "yokan/common.hpp"
+
+namespace yokan {
+
+using json = nlohmann::json;
+
+// What a backend can do; the provider answers unsupported operations from it.
+struct BackendTraits {
+  bool sorted = false;      // iterate() yields keys in bytewise order and honours `from`
+  bool values = true;       // can store non-empty values (false for set / unordered_set)
+  bool persistent = false;  // data survives the process (files on disk)
+};
+
+// Called for each pair during iteration; return false to stop early.
+using PairVisitor = std::function<bool(std::string_view key, std::string_view value)>;
+// Called once with the value of a key that was found.
+using ValueVisitor = std::function<void(std::string_view value)>;
+
+class Backend {
+ public:
+  virtual ~Backend() = default;
+
+  virtual BackendTraits traits() const = 0;
+  // The backend's complete configuration, defaults filled in.
+  virtual json config() const = 0;
+
+  // Store (or overwrite) one pair.
+  virtual Status put(std::string_view key, std::string_view value) = 0;
+  // Store several pairs; backends with atomic write batches override this.
+  virtual Status put_batch(const std::vector<std::pair<std::string_view, std::string_view>>& pairs);
+  // Call `visit` with the value; YOKAN_ERR_KEY_NOT_FOUND if absent.
+  virtual Status get(std::string_view key, const ValueVisitor& visit) = 0;
+  // Value size; YOKAN_ERR_KEY_NOT_FOUND if absent. Default: through get().
+  virtual Status length(std::string_view key, size_t* size);
+  virtual Status exists(std::string_view key, bool* found);
+  // Erase one key; erasing an absent key is not an error.
+  virtual Status erase(std::string_view key) = 0;
+  // Number of keys. Default: counts through iterate().
+  virtual Status count(uint64_t* n);
+
+  // Visit pairs. On sorted backends, in bytewise key order, starting at `from`
+  // (included if `inclusive`, else the first key after it; "" means the start).
+  // Unsorted backends visit every pair in their own order and ignore `from`.
+  // `want_values` = false lets a backend pass empty values cheaply.
+  virtual Status iterate(std::string_view from, bool inclusive, bool want_values,
+                         const PairVisitor& visit) = 0;
+
+  // Make everything acknowledged so far durable (no-op for in-memory backends).
+  virtual Status flush() { return Status::YOKAN_SUCCESS; }
+};
+
+// Creates a backend from its JSON config. On failure returns a status (usually
+// YOKAN_ERR_INVALID_CONFIG) and a message naming the offending key in `error`.
+using BackendFactory =
+    std::function<Status(const json& config, std::unique_ptr<Backend>* out, std::string* error)>;
+
+// Registry of compiled-in backends (held inside a function, filled on first use).
+Status create_backend(const std::string& type, const json& config, std::unique_ptr<Backend>* out,
+                      std::string* error);
+std::vector<std::string> available_backends();
+
+}  // namespace yokan

@@ -1,0 +1,130 @@
+// The RPC engine: requests and responses as UCX active messages.
+//
+// An Engine owns one UCX context and worker, a progress thread and a pool of
+// handler threads. Providers register handlers under (provider id, rpc id);
+// clients send requests to an Endpoint and wait for the response.
+//
+// Addresses: "tcp://HOST:PORT" or "na+sm://PID-N". Either way the peer's UCX
+// *worker address* is fetched through a tiny bootstrap socket (TCP, or an
+// abstract unix socket for na+sm) and the UCX endpoint is created from it, so
+// that two processes on one host talk over UCX shared memory while remote
+// hosts use the network device the engine was pinned to.
+//
+// Thread-safety: every public method may be called from any thread.
+// Errors: create() and lookup() throw yokan::Exception; call() returns a Status
+// (YOKAN_ERR_TIMEOUT when the deadline passes, YOKAN_ERR_FROM_MERCURY when the
+// transport fails or the peer dies).
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "yokan/buffer.hpp"
+#include "yokan/common.hpp"
+
+namespace yokan {
+
+// A borrowed span of bytes to send; must stay valid until call() returns.
+struct Segment {
+  const void* data;
+  size_t size;
+};
+
+// A destination span for a response body.
+struct Destination {
+  void* data;
+  size_t size;
+};
+
+class Endpoint;
+using EndpointPtr = std::shared_ptr<Endpoint>;
+
+// A request as a handler sees it. The handler (or whoever it hands the request
+// to) must call respond() exactly once; a request destroyed without a response
+// answers YOKAN_ERR_OTHER so that no client ever waits forever.
+class Request {
+ public:
+  virtual ~Request() = default;
+  virtual uint16_t rpc() const = 0;
+  virtual uint16_t provider_id() const = 0;
+  // Client-side deadline budget in ms (0 = none).
+  virtual uint32_t timeout_ms() const = 0;
+  virtual std::string_view meta() const = 0;
+  virtual std::string_view body() const = 0;
+  // Sends the response; `body` is moved into the engine and kept until sent.
+  virtual void respond(Status status, std::string meta = {}, Buffer body = {}) = 0;
+  // True once the requesting peer has gone away or stopped waiting.
+  virtual bool abandoned() const = 0;
+};
+using RequestPtr = std::unique_ptr<Request>;
+using Handler = std::function<void(RequestPtr)>;
+
+// The response to a call. When the caller's scatter function accepted the
+// body, it was written straight into the caller's destinations and `body` is
+// empty.
+struct Reply {
+  Status status = Status::YOKAN_SUCCESS;
+  std::string meta;
+  Buffer body;
+  bool scattered = false;
+};
+// Given the response meta and body length, fills `dst` with destinations whose
+// sizes add up to exactly `body_len` and returns true; or returns false to
+// receive the body into Reply::body.
+using Scatter =
+    std::function<bool(std::string_view meta, size_t body_len, std::vector<Destination>& dst)>;
+
+struct CallOptions {
+  double timeout_ms = 0;    // <= 0: no deadline
+  bool no_rdma = false;     // force eager (inline) transfer of large bodies
+  const Scatter* scatter = nullptr;
+};
+
+class Engine {
+ public:
+  // `address`: "tcp", "tcp://HOST", "tcp://HOST:PORT", "tcp://IFACE", "na+sm", "sm",
+  // "verbs" ... (see README). `listen`: server mode. `config`: JSON object text
+  // ("" for defaults): {"num_rpc_threads": 4, "rndv_threshold": 16384,
+  // "spin_us": 50, "ucx": {"TLS": "..."}}.
+  static std::shared_ptr<Engine> create(const std::string& address, bool listen,
+                                        const std::string& config = "");
+  virtual ~Engine() = default;
+
+  virtual std::string self_address() const = 0;
+  virtual bool listening() const = 0;
+  virtual std::string protocol() const = 0;
+  virtual std::string config() const = 0;
+  // Resolves an address string (cached); throws yokan::Exception on failure.
+  virtual EndpointPtr lookup(const std::string& address) = 0;
+  virtual std::string endpoint_address(const EndpointPtr& ep) const = 0;
+  // Describes the UCX lanes of an endpoint (which transports it uses).
+  virtual std::string endpoint_info(const EndpointPtr& ep) = 0;
+
+  // Registers the handler of (provider_id, rpc). Returns false if taken.
+  // `run_inline`: the handler never blocks for long, so it may run on the
+  // thread that received the request (no hand-off); it can still post() work.
+  virtual bool register_handler(uint16_t provider_id, uint16_t rpc, Handler handler,
+                                bool run_inline = false) = 0;
+  // Runs `job` on a handler thread.
+  virtual void post(std::function<void()> job) = 0;
+  virtual bool provider_registered(uint16_t provider_id) const = 0;
+  virtual void deregister_provider(uint16_t provider_id) = 0;
+  // Runs `fn` when the engine finalizes (before its threads stop).
+  virtual void on_finalize(uint64_t token, std::function<void()> fn) = 0;
+  virtual void cancel_on_finalize(uint64_t token) = 0;
+
+  virtual Status call(const EndpointPtr& ep, uint16_t provider_id, uint16_t rpc,
+                      std::string_view meta, const std::vector<Segment>& body,
+                      const CallOptions& options, Reply* reply) = 0;
+
+  virtual void finalize() = 0;
+  virtual bool finalized() const = 0;
+  // Waits until finalize() is called; returns false if `timeout_ms` (>= 0) passed first.
+  virtual bool wait_for_finalize(double timeout_ms = -1) = 0;
+};
+
+}  // namespace yokan

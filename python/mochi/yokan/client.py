@@ -1,0 +1,212 @@
+"""The client side: :class:`Client` and :class:`Database`.
+
+Keys, values and prefixes are ``str`` (stored as UTF-8) or any object with the
+buffer protocol (bytes, bytearray, memoryview slices, numpy arrays), taken
+without copying. Output buffers must be writable and C-contiguous; they are
+written in place. Every call that talks to a provider releases the GIL.
+"""
+
+from mochi.yokan import _yokan
+from mochi.yokan.exception import ClientException as Exception  # noqa: A004
+from mochi.yokan.exception import (
+    YOKAN_ERR_BUFFER_SIZE,
+    YOKAN_ERR_INVALID_ARGS,
+    YOKAN_ERR_KEY_NOT_FOUND,
+)
+from mochi.yokan.server import _native_engine
+
+__all__ = ["Client", "Database", "Exception"]
+
+_KEY_NOT_FOUND = _yokan.KEY_NOT_FOUND
+_SIZE_TOO_SMALL = _yokan.SIZE_TOO_SMALL
+
+
+def _size_or_none(size):
+    """Multi-call convention: None if absent, -1 if the buffer was too small."""
+    if size == _KEY_NOT_FOUND:
+        return None
+    if size == _SIZE_TOO_SMALL:
+        return -1
+    return size
+
+
+def _split_packed(buffer, sizes, what):
+    """Zero-copy slices of a packed buffer, one per size."""
+    view = memoryview(buffer).cast("B") if not isinstance(buffer, str) else buffer
+    if isinstance(view, str):
+        view = memoryview(view.encode())
+    sizes = [int(s) for s in sizes]
+    if any(s < 0 for s in sizes):
+        raise ValueError(f"{what} sizes must not be negative")
+    if sum(sizes) > len(view):
+        raise ValueError(f"{what} buffer is smaller than the sum of its sizes")
+    out, offset = [], 0
+    for s in sizes:
+        out.append(view[offset : offset + s])
+        offset += s
+    return out
+
+
+def _is_pair(item):
+    return isinstance(item, (tuple, list)) and len(item) == 2
+
+
+class Client:
+    """A Yokan client on an engine (``mochi.margo.Engine``)."""
+
+    def __init__(self, engine):
+        self._engine = engine
+        self._native = _yokan.Client(_native_engine(engine))
+
+    def make_database_handle(self, address, provider_id, check=True):
+        """A :class:`Database` for the provider ``provider_id`` at ``address``.
+
+        ``address`` is an ``Address`` (``engine.addr()``, ``engine.lookup()``)
+        or its string form. With ``check`` the provider's existence is verified
+        (``YOKAN_ERR_INVALID_PROVIDER`` otherwise).
+        """
+        if not isinstance(provider_id, int) or not 0 <= provider_id <= 0xFFFF:
+            raise Exception("provider_id must be an integer in [0, 65535]", YOKAN_ERR_INVALID_ARGS)
+        native = self._native.make_database_handle(str(address), provider_id, check)
+        return Database(native, self)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+class Database:
+    """A handle on one provider's database. Safe to share between threads."""
+
+    def __init__(self, native, client=None):
+        self._db = native
+        self._client = client  # keeps the engine alive
+
+    @property
+    def provider_id(self):
+        return self._db.provider_id
+
+    @property
+    def address(self):
+        return self._db.address()
+
+    def transport_info(self):
+        """Which UCX transports this handle's connection uses (diagnostics)."""
+        return self._db.transport_info()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    # -- single key -------------------------------------------------------
+
+    def count(self, mode=0, timeout_ms=0.0):
+        """Number of keys in the database."""
+        return self._db.count(int(mode), timeout_ms)
+
+    def put(self, key, value, mode=0, timeout_ms=0.0):
+        """Stores ``value`` under ``key``."""
+        self._db.put((key,), (value,), int(mode), timeout_ms)
+
+    def get(self, key, value=None, mode=0, timeout_ms=0.0):
+        """The value of ``key``.
+
+        Without ``value``, returns it as ``bytes``. With a writable buffer
+        ``value``, writes it there and returns its size. Raises
+        ``YOKAN_ERR_KEY_NOT_FOUND`` if absent, ``YOKAN_ERR_BUFFER_SIZE`` if the
+        buffer is too small.
+        """
+        if value is None:
+            (result,) = self._db.get_alloc((key,), int(mode), timeout_ms)
+            if result is None:
+                raise Exception("Key not found", YOKAN_ERR_KEY_NOT_FOUND)
+            return result
+        (size,) = self._db.get((key,), (value,), int(mode), timeout_ms)
+        if size == _KEY_NOT_FOUND:
+            raise Exception("Key not found", YOKAN_ERR_KEY_NOT_FOUND)
+        if size == _SIZE_TOO_SMALL:
+            raise Exception("Buffer too small", YOKAN_ERR_BUFFER_SIZE)
+        return size
+
+    def exists(self, key, mode=0, timeout_ms=0.0):
+        return self._db.exists((key,), int(mode), timeout_ms)[0]
+
+    def length(self, key, mode=0, timeout_ms=0.0):
+        """Size of the value, or ``None`` if the key is absent."""
+        return _size_or_none(self._db.length((key,), int(mode), timeout_ms)[0])
+
+    def erase(self, key, mode=0, timeout_ms=0.0):
+        """Erases ``key``; erasing an absent key is not an error."""
+        self._db.erase((key,), int(mode), timeout_ms)
+
+    # -- batches ----------------------------------------------------------
+
+    def put_multi(self, pairs, values=None, mode=0, timeout_ms=0.0):
+        """``put_multi([(k, v), ...])`` or ``put_multi(keys, values)``.
+
+        With NEW_ONLY / EXIST_ONLY, pairs that fail the condition are skipped.
+        """
+        if values is not None and not isinstance(values, (list, tuple)):
+            # put_multi(pairs, mode) positional form
+            mode, values = values, None
+        if values is None:
+            pairs = list(pairs)
+            if not all(_is_pair(p) for p in pairs):
+                raise TypeError("put_multi expects (key, value) pairs or keys and values")
+            keys = [p[0] for p in pairs]
+            values = [p[1] for p in pairs]
+        else:
+            keys = list(pairs)
+            values = list(values)
+            if len(keys) != len(values):
+                raise ValueError("keys and values should have the same length")
+        self._db.put(keys, values, int(mode), timeout_ms)
+
+    def put_packed(self, keys, key_sizes, values, value_sizes, mode=0, timeout_ms=0.0):
+        if len(key_sizes) != len(value_sizes):
+            raise ValueError("key_sizes and value_sizes should have the same length")
+        k = _split_packed(keys, key_sizes, "keys")
+        v = _split_packed(values, value_sizes, "values")
+        self._db.put(k, v, int(mode), timeout_ms)
+
+    def get_multi(self, pairs, mode=0, timeout_ms=0.0):
+        """``get_multi([(key, buffer), ...])`` fills the buffers and returns
+        sizes (``None`` if absent, ``-1`` if too small); ``get_multi(keys)``
+        returns a list of ``bytes`` or ``None``."""
+        items = list(pairs)
+        if items and all(_is_pair(p) for p in items):
+            keys = [p[0] for p in items]
+            buffers = [p[1] for p in items]
+            sizes = self._db.get(keys, buffers, int(mode), timeout_ms)
+            return [_size_or_none(s) for s in sizes]
+        return self._db.get_alloc(items, int(mode), timeout_ms)
+
+    def get_packed(self, keys, key_sizes, values, mode=0, timeout_ms=0.0):
+        """Values back to back in ``values``; sizes, ``None`` if absent, ``-1``
+        if it did not fit (and every later found value too)."""
+        k = _split_packed(keys, key_sizes, "keys")
+        sizes = self._db.get_packed(k, values, int(mode), timeout_ms)
+        return [_size_or_none(s) for s in sizes]
+
+    def exists_multi(self, keys, mode=0, timeout_ms=0.0):
+        return self._db.exists(list(keys), int(mode), timeout_ms)
+
+    def exists_packed(self, keys, key_sizes, mode=0, timeout_ms=0.0):
+        return self._db.exists(_split_packed(keys, key_sizes, "keys"), int(mode), timeout_ms)
+
+    def length_multi(self, keys, mode=0, timeout_ms=0.0):
+        return [_size_or_none(s) for s in self._db.length(list(keys), int(mode), timeout_ms)]
+
+    def length_packed(self, keys, key_sizes, mode=0, timeout_ms=0.0):
+        sizes = self._db.length(_split_packed(keys, key_sizes, "keys"), int(mode), timeout_ms)
+        return [_size_or_none(s) for s in sizes]
+
+    def erase_multi(self, keys, mode=0, timeout_ms=0.0):
+        self._db.erase(list(keys), int(mode), timeout_ms)
+
+    def erase_packed(self, keys, key_sizes, mode=0, timeout_ms=0.0):
+        self._db.erase(_split_packed(keys, key_sizes, "keys"), int(mode), timeout_ms)

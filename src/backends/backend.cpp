@@ -1,0 +1,38 @@
+#include "yokan/backend.hpp"
+
+namespace yokan {
+
+Status Backend::put_batch(const std::vector<std::pair<std::string_view, std::string_view>>& pairs) {
+  for (const auto& [key, value] : pairs) {
+    Status s = put(key, value);
+    if (!ok(s)) return s;
+  }
+  return Status::YOKAN_SUCCESS;
+}
+
+Status Backend::length(std::string_view key, size_t* size) {
+  return get(key, [size](std::string_view v) { *size = v.size(); });
+}
+
+Status Backend::exists(std::string_view key, bool* found) {
+  size_t size = 0;
+  Status s = length(key, &size);
+  if (s == Status::YOKAN_ERR_KEY_NOT_FOUND) {
+    *found = false;
+    return Status::YOKAN_SUCCESS;
+  }
+  *found = ok(s);
+  return s;
+}
+
+Status Backend::count(uint64_t* n) {
+  uint64_t c = 0;
+  Status s = iterate({}, true, false, [&c](std::string_view, std::string_view) {
+    ++c;
+    return true;
+  });
+  *n = c;
+  return s;
+}
+
+}  // namespace yokan

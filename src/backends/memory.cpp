@@ -1,0 +1,186 @@
+// In-memory backends: map, unordered_map, set, unordered_set (one template),
+// and null (discards everything).
+#include <map>
+#include <mutex>
+#include <shared_mutex>
+#include <unordered_map>
+
+#include "config_reader.hpp"
+
+namespace yokan {
+namespace {
+
+// A lock that can be switched off by config (use_lock=false).
+class OptionalLock {
+ public:
+  explicit OptionalLock(bool enabled) : enabled_(enabled) {}
+  void lock() {
+    if (enabled_) m_.lock();
+  }
+  void unlock() {
+    if (enabled_) m_.unlock();
+  }
+  void lock_shared() {
+    if (enabled_) m_.lock_shared();
+  }
+  void unlock_shared() {
+    if (enabled_) m_.unlock_shared();
+  }
+
+ private:
+  bool enabled_;
+  std::shared_mutex m_;
+};
+
+template <typename Container, bool kSorted, bool kValues>
+class MemoryBackend final : public Backend {
+ public:
+  MemoryBackend(json config, bool use_lock) : config_(std::move(config)), lock_(use_lock) {}
+
+  BackendTraits traits() const override { return {kSorted, kValues, false}; }
+  json config() const override { return config_; }
+
+  Status put(std::string_view key, std::string_view value) override {
+    if (!kValues && !value.empty()) return Status::YOKAN_ERR_INVALID_ARGS;
+    std::unique_lock<OptionalLock> guard(lock_);
+    store(key, value);
+    return Status::YOKAN_SUCCESS;
+  }
+
+  Status put_batch(const std::vector<std::pair<std::string_view, std::string_view>>& pairs) override {
+    if (!kValues)
+      for (const auto& p : pairs)
+        if (!p.second.empty()) return Status::YOKAN_ERR_INVALID_ARGS;
+    std::unique_lock<OptionalLock> guard(lock_);
+    for (const auto& [key, value] : pairs) store(key, value);
+    return Status::YOKAN_SUCCESS;
+  }
+
+  Status get(std::string_view key, const ValueVisitor& visit) override {
+    std::shared_lock<OptionalLock> guard(lock_);
+    auto it = data_.find(std::string(key));
+    if (it == data_.end()) return Status::YOKAN_ERR_KEY_NOT_FOUND;
+    visit(it->second);
+    return Status::YOKAN_SUCCESS;
+  }
+
+  Status length(std::string_view key, size_t* size) override {
+    std::shared_lock<OptionalLock> guard(lock_);
+    auto it = data_.find(std::string(key));
+    if (it == data_.end()) return Status::YOKAN_ERR_KEY_NOT_FOUND;
+    *size = it->second.size();
+    return Status::YOKAN_SUCCESS;
+  }
+
+  Status erase(std::string_view key) override {
+    std::unique_lock<OptionalLock> guard(lock_);
+    data_.erase(std::string(key));
+    return Status::YOKAN_SUCCESS;
+  }
+
+  Status count(uint64_t* n) override {
+    std::shared_lock<OptionalLock> guard(lock_);
+    *n = data_.size();
+    return Status::YOKAN_SUCCESS;
+  }
+
+  Status iterate(std::string_view from, bool inclusive, bool, const PairVisitor& visit) override {
+    std::shared_lock<OptionalLock> guard(lock_);
+    auto it = data_.begin();
+    if constexpr (kSorted) {
+      if (!from.empty()) {
+        std::string f(from);
+        it = inclusive ? data_.lower_bound(f) : data_.upper_bound(f);
+      }
+    }
+    for (; it != data_.end(); ++it)
+      if (!visit(it->first, it->second)) break;
+    return Status::YOKAN_SUCCESS;
+  }
+
+ private:
+  void store(std::string_view key, std::string_view value) {
+    auto [it, inserted] = data_.try_emplace(std::string(key));
+    it->second.assign(value.data(), value.size());
+  }
+
+  json config_;
+  OptionalLock lock_;
+  Container data_;
+};
+
+template <typename Container, bool kSorted, bool kValues>
+BackendFactory memory_factory(const char* name, bool ordered) {
+  return [name, ordered](const json& config, std::unique_ptr<Backend>* out, std::string* error) {
+    return with_config_errors(error, [&] {
+      ConfigReader r(config, std::string(name) + " config");
+      bool use_lock = r.get_bool("use_lock", true);
+      if (ordered) {
+        // Only bytewise order is built in: a custom comparator would change what
+        // prefix filters and paging mean, and needs a loadable symbol.
+        r.get_choice("comparator", "default", {"default"});
+      } else {
+        r.get_uint("initial_bucket_count", 23);
+      }
+      r.sub("allocators");  // accepted for compatibility; std allocators are used
+      r.put("allocators", json::object());
+      r.get_bool("disable_doc_mixin_lock", false);
+      json completed = r.finish();
+      *out = std::make_unique<MemoryBackend<Container, kSorted, kValues>>(completed, use_lock);
+      return Status::YOKAN_SUCCESS;
+    });
+  };
+}
+
+using OrderedMap = std::map<std::string, std::string>;
+using HashMap = std::unordered_map<std::string, std::string>;
+
+// Discards writes; reports every key as absent.
+class NullBackend final : public Backend {
+ public:
+  explicit NullBackend(json config) : config_(std::move(config)) {}
+  BackendTraits traits() const override { return {false, true, false}; }
+  json config() const override { return config_; }
+  Status put(std::string_view, std::string_view) override { return Status::YOKAN_SUCCESS; }
+  Status get(std::string_view, const ValueVisitor&) override {
+    return Status::YOKAN_ERR_KEY_NOT_FOUND;
+  }
+  Status erase(std::string_view) override { return Status::YOKAN_SUCCESS; }
+  Status count(uint64_t* n) override {
+    *n = 0;
+    return Status::YOKAN_SUCCESS;
+  }
+  Status iterate(std::string_view, bool, bool, const PairVisitor&) override {
+    return Status::YOKAN_SUCCESS;
+  }
+
+ private:
+  json config_;
+};
+
+}  // namespace
+
+void register_backend_map(std::map<std::string, BackendFactory>& r) {
+  r["map"] = memory_factory<OrderedMap, true, true>("map", true);
+}
+void register_backend_unordered_map(std::map<std::string, BackendFactory>& r) {
+  r["unordered_map"] = memory_factory<HashMap, false, true>("unordered_map", false);
+}
+void register_backend_set(std::map<std::string, BackendFactory>& r) {
+  r["set"] = memory_factory<OrderedMap, true, false>("set", true);
+}
+void register_backend_unordered_set(std::map<std::string, BackendFactory>& r) {
+  r["unordered_set"] = memory_factory<HashMap, false, false>("unordered_set", false);
+}
+void register_backend_null(std::map<std::string, BackendFactory>& r) {
+  r["null"] = [](const json& config, std::unique_ptr<Backend>* out, std::string* error) {
+    if (!config.is_object()) {
+      if (error) *error = "null config must be a JSON object";
+      return Status::YOKAN_ERR_INVALID_CONFIG;
+    }
+    *out = std::make_unique<NullBackend>(config);
+    return Status::YOKAN_SUCCESS;
+  };
+}
+
+}  // namespace yokan

@@ -1,0 +1,94 @@
+// Database: the shared call path and the RPC families that fit in a few lines.
+#include "client/encode.hpp"
+
+namespace yokan {
+
+Database::Database(std::shared_ptr<Engine> engine, EndpointPtr endpoint, uint16_t provider_id)
+    : engine_(std::move(engine)), endpoint_(std::move(endpoint)), provider_id_(provider_id) {}
+
+Reply Database::call(uint16_t rpc, std::string_view meta, const std::vector<Segment>& body,
+                     double timeout_ms, int32_t m, const Scatter* scatter) const {
+  CallOptions opts;
+  opts.timeout_ms = timeout_ms;
+  opts.no_rdma = m & mode::NO_RDMA;
+  opts.scatter = scatter;
+  Reply reply;
+  Status s = engine_->call(endpoint_, provider_id_, rpc, meta, body, opts, &reply);
+  if (!ok(s)) throw Exception(s);
+  if (!ok(reply.status)) throw Exception(reply.status);
+  return reply;
+}
+
+std::string Database::address() const { return engine_->endpoint_address(endpoint_); }
+std::string Database::transport_info() const { return engine_->endpoint_info(endpoint_); }
+
+uint64_t Database::count(int32_t m, double timeout_ms) const {
+  check_mode(m);
+  WireWriter w;
+  w.put<int32_t>(m);
+  Reply r = call(rpc::kCount, w.str(), {}, timeout_ms, m);
+  WireReader in(r.meta);
+  uint64_t n = in.get<uint64_t>();
+  if (!in.done()) throw Exception(Status::YOKAN_ERR_CORRUPTION, "malformed count reply");
+  return n;
+}
+
+std::vector<bool> Database::exists(int32_t m, const Keys& keys, double timeout_ms) const {
+  KeyRequest req(m, keys);
+  if (keys.empty()) return {};
+  Reply r = call(rpc::kExists, req.meta.str(), req.body, timeout_ms, m);
+  if (r.meta.size() != keys.size()) throw Exception(Status::YOKAN_ERR_CORRUPTION, "malformed exists reply");
+  std::vector<bool> out(keys.size());
+  for (size_t i = 0; i < keys.size(); ++i) out[i] = r.meta[i] != 0;
+  return out;
+}
+
+std::vector<uint64_t> Database::length(int32_t m, const Keys& keys, double timeout_ms) const {
+  KeyRequest req(m, keys);
+  if (keys.empty()) return {};
+  Reply r = call(rpc::kLength, req.meta.str(), req.body, timeout_ms, m);
+  return decode_sizes(r.meta, keys.size());
+}
+
+void Database::erase(int32_t m, const Keys& keys, double timeout_ms) const {
+  KeyRequest req(m, keys);
+  if (keys.empty()) return;
+  call(rpc::kErase, req.meta.str(), req.body, timeout_ms, m);
+}
+
+void Database::put(int32_t m, const Keys& keys, const Keys& values, double timeout_ms) const {
+  if (keys.size() != values.size())
+    throw Exception(Status::YOKAN_ERR_INVALID_ARGS, "keys and values differ in number");
+  KeyRequest req(m, keys);
+  if (keys.empty()) return;
+  std::vector<uint64_t> vsizes(values.size());
+  for (size_t i = 0; i < values.size(); ++i) {
+    vsizes[i] = values[i].size();
+    req.body.push_back({values[i].data(), values[i].size()});
+  }
+  req.meta.array(vsizes);
+  call(rpc::kPut, req.meta.str(), req.body, timeout_ms, m);
+}
+
+Client::Client(std::shared_ptr<Engine> engine) : engine_(std::move(engine)) {
+  if (!engine_ || engine_->finalized())
+    throw Exception(Status::YOKAN_ERR_INVALID_MID, "the engine was finalized");
+}
+
+Database Client::make_database_handle(const std::string& address, uint16_t provider_id,
+                                      bool check) const {
+  Database db(engine_, engine_->lookup(address), provider_id);
+  if (check) {
+    Reply r;
+    CallOptions opts;
+    opts.timeout_ms = 10000;
+    Status s = engine_->call(db.endpoint_, provider_id, rpc::kIdentify, {}, {}, opts, &r);
+    if (!ok(s)) throw Exception(s);
+    if (r.status == Status::YOKAN_ERR_INVALID_PROVIDER || r.meta != "yokan")
+      throw Exception(Status::YOKAN_ERR_INVALID_PROVIDER,
+                      "no Yokan provider with id " + std::to_string(provider_id) + " at " + address);
+  }
+  return db;
+}
+
+}  // namespace yokan

@@ -1,0 +1,97 @@
+// Database::get*: values land directly in the caller's buffers when they
+// arrive by rendezvous (the scatter function tells the engine where), and are
+// copied out of the reply otherwise.
+#include <cstring>
+
+#include "client/encode.hpp"
+
+namespace yokan {
+
+namespace {
+
+bool found_and_fits(uint64_t size) { return size != KEY_NOT_FOUND && size != SIZE_TOO_SMALL; }
+
+// meta [mode][key sizes][packed][capacities]
+KeyRequest get_request(int32_t m, const Keys& keys, bool packed, const std::vector<uint64_t>& caps) {
+  KeyRequest req(m, keys);
+  req.meta.put<uint8_t>(packed ? 1 : 0);
+  req.meta.array(caps);
+  return req;
+}
+
+// Destinations of the values that came back, in reply order.
+using Placer = std::function<void(const std::vector<uint64_t>&, std::vector<Destination>&)>;
+
+}  // namespace
+
+static std::vector<uint64_t> finish_get(const Reply& r, size_t n, const Placer& place) {
+  std::vector<uint64_t> sizes = decode_sizes(r.meta, n);
+  if (r.scattered) return sizes;
+  std::vector<Destination> dst;
+  place(sizes, dst);
+  const char* src = r.body.data();
+  size_t left = r.body.size();
+  for (auto& d : dst) {
+    if (d.size > left) throw Exception(Status::YOKAN_ERR_CORRUPTION, "short get reply");
+    std::memcpy(d.data, src, d.size);
+    src += d.size;
+    left -= d.size;
+  }
+  return sizes;
+}
+
+static Scatter make_scatter(size_t n, const Placer& place) {
+  return [n, &place](std::string_view meta, size_t body_len, std::vector<Destination>& dst) {
+    WireReader in(meta);
+    auto sizes = in.array<uint64_t>(n);
+    if (!in.done() || sizes.size() != n) return false;
+    place(sizes, dst);
+    size_t total = 0;
+    for (auto& d : dst) total += d.size;
+    return total == body_len;
+  };
+}
+
+std::vector<uint64_t> Database::get(int32_t m, const Keys& keys, const std::vector<Destination>& out,
+                                    double timeout_ms) const {
+  if (keys.size() != out.size())
+    throw Exception(Status::YOKAN_ERR_INVALID_ARGS, "keys and buffers differ in number");
+  std::vector<uint64_t> caps(out.size());
+  for (size_t i = 0; i < out.size(); ++i) caps[i] = out[i].size;
+  KeyRequest req = get_request(m, keys, false, caps);
+  if (keys.empty()) return {};
+  Placer place = [&out](const std::vector<uint64_t>& sizes, std::vector<Destination>& dst) {
+    for (size_t i = 0; i < sizes.size(); ++i)
+      if (found_and_fits(sizes[i]) && sizes[i] <= out[i].size) dst.push_back({out[i].data, sizes[i]});
+  };
+  Scatter scatter = make_scatter(keys.size(), place);
+  Reply r = call(rpc::kGet, req.meta.str(), req.body, timeout_ms, m, &scatter);
+  return finish_get(r, keys.size(), place);
+}
+
+std::vector<uint64_t> Database::get_packed(int32_t m, const Keys& keys, Destination out,
+                                           double timeout_ms) const {
+  KeyRequest req = get_request(m, keys, true, {out.size});
+  if (keys.empty()) return {};
+  Placer place = [out](const std::vector<uint64_t>& sizes, std::vector<Destination>& dst) {
+    uint64_t total = 0;
+    for (auto s : sizes)
+      if (found_and_fits(s)) total += s;
+    if (total <= out.size) dst.push_back({out.data, total});
+  };
+  Scatter scatter = make_scatter(keys.size(), place);
+  Reply r = call(rpc::kGet, req.meta.str(), req.body, timeout_ms, m, &scatter);
+  return finish_get(r, keys.size(), place);
+}
+
+std::vector<uint64_t> Database::get_alloc(int32_t m, const Keys& keys, Buffer* values,
+                                          double timeout_ms) const {
+  KeyRequest req = get_request(m, keys, true, {UINT64_MAX});
+  if (keys.empty()) return {};
+  Reply r = call(rpc::kGet, req.meta.str(), req.body, timeout_ms, m);
+  std::vector<uint64_t> sizes = decode_sizes(r.meta, keys.size());
+  *values = std::move(r.body);
+  return sizes;
+}
+
+}  // namespace yokan

@@ -1,0 +1,26 @@
+// RPC ids and the metadata layout of each RPC family, shared by the client
+// (src/client/) and the provider's handlers (src/server/).
+//
+// Key batches travel as meta [mode i32][count u64][key sizes u64 x n] with the
+// keys back to back in the body; each family adds its own fields after that.
+#pragma once
+
+#include <cstdint>
+
+namespace yokan::rpc {
+
+// 0 is reserved for the engine's HELLO.
+enum Id : uint16_t {
+  kCount = 1,
+  kPut = 2,
+  kGet = 3,
+  kExists = 4,
+  kLength = 5,
+  kErase = 6,
+  kIdentify = 7,
+};
+
+// Upper bound on the number of items in one batch (protects the decoder).
+constexpr uint64_t kMaxBatch = uint64_t(1) << 24;
+
+}  // namespace yokan::rpc

@@ -1,0 +1,1162 @@
+// The Engine over UCX UCP active messages.
+//
+// Message flow. Every message is one active message: a fixed WireHeader plus
+// the caller's "meta" bytes as the AM header (or, when the meta is large, at the
+// front of the body), and the body as the AM data. UCX picks eager or
+// rendezvous for the body by size; a rendezvous body is received straight into
+// its destination (for responses: the caller's own buffers when it supplied a
+// scatter function).
+//
+// Connections. A client resolves an address through the bootstrap socket,
+// creates a UCX endpoint from the server's worker address and sends HELLO with
+// its own worker address and a random token. The server creates its own
+// endpoint back to the client (with an error handler, so a dead client is
+// noticed) and answers every later request from that token on it. UCX reply
+// endpoints are not used because their lifetime after a peer failure is not
+// ours to control.
+//
+// Threads. One progress thread polls the worker (spinning briefly, then
+// sleeping on the worker's event fd); handlers run on a thread pool; callers
+// spin on the worker themselves for a short while before sleeping, so a fast
+// response needs no thread hand-off on the client side.
+#include <sys/epoll.h>
+#include <ucp/api/ucp.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstdio>
+#include <cstring>
+#include <map>
+#include <mutex>
+#include <nlohmann/json.hpp>
+#include <random>
+#include <shared_mutex>
+#include <thread>
+#include <tuple>
+#include <unordered_map>
+
+#include "engine/bootstrap.hpp"
+#include "engine/thread_pool.hpp"
+#include "yokan/engine.hpp"
+
+namespace yokan {
+
+using json = nlohmann::json;
+using Clock = std::chrono::steady_clock;
+
+class UcxEngine;
+
+namespace {
+
+constexpr uint16_t kAmHello = 1;
+constexpr uint16_t kAmRequest = 2;
+constexpr uint16_t kAmResponse = 3;
+constexpr uint32_t kWireMagic = 0x594b4e31;  // "YKN1"
+constexpr uint16_t kFlagMetaInBody = 1;
+constexpr size_t kMaxHeaderMeta = 4096;
+
+struct WireHeader {
+  uint32_t magic;
+  uint16_t rpc;
+  uint16_t provider;
+  uint64_t seq;
+  uint64_t token;  // sender's engine token (requests, hello)
+  int32_t status;  // responses
+  uint32_t meta_len;
+  uint32_t timeout_ms;
+  uint16_t flags;
+  uint16_t reserved;
+};
+static_assert(sizeof(WireHeader) == 40, "wire header layout");
+
+// A message to send: header + meta kept alive with the body until UCX is done.
+struct Outgoing {
+  UcxEngine* engine;
+  std::string head;  // WireHeader + meta (when it fits)
+  std::string big_meta;
+  Buffer body;
+  ucp_dt_iov_t iov[2];
+  size_t iov_count = 0;
+};
+
+}  // namespace
+
+// A UCX endpoint plus what we know of its peer. `mu` is held shared while
+// sending and exclusively to close the UCX endpoint when the peer is gone.
+class Endpoint {
+ public:
+  std::shared_mutex mu;
+  ucp_ep_h ep = nullptr;  // null once closed
+  std::string address;
+  std::atomic<bool> failed{false};
+  uint64_t peer_token = 0;  // server side: the client this endpoint answers
+};
+
+struct PendingCall {
+  Reply* reply = nullptr;
+  const Scatter* scatter = nullptr;
+  Endpoint* ep = nullptr;
+  std::vector<ucp_dt_iov_t> iov;  // rendezvous destinations
+  std::string meta_storage;
+  bool meta_in_body = false;
+  bool claimed = false;  // a response arrived (guarded by the pending-map mutex)
+  std::atomic<bool> send_done{false};
+  std::atomic<bool> response_done{false};
+  Status send_status = Status::YOKAN_SUCCESS;
+  std::mutex m;
+  std::condition_variable cv;
+
+  void complete_response() {
+    {
+      std::lock_guard<std::mutex> g(m);
+      response_done.store(true, std::memory_order_release);
+    }
+    cv.notify_all();
+  }
+  void complete_send(Status s) {
+    {
+      std::lock_guard<std::mutex> g(m);
+      send_status = s;
+      send_done.store(true, std::memory_order_release);
+    }
+    cv.notify_all();
+  }
+};
+
+class UcxEngine;
+
+class IncomingRequest final : public Request {
+ public:
+  IncomingRequest(UcxEngine* engine, const WireHeader& h, std::shared_ptr<Endpoint> peer)
+      : engine_(engine), header_(h), peer_(std::move(peer)) {}
+  ~IncomingRequest() override {
+    if (!responded_) respond(Status::YOKAN_ERR_OTHER);
+  }
+  uint16_t rpc() const override { return header_.rpc; }
+  uint16_t provider_id() const override { return header_.provider; }
+  uint32_t timeout_ms() const override { return header_.timeout_ms; }
+  std::string_view meta() const override {
+    if (meta_in_body_) return body_.view().substr(0, header_.meta_len);
+    return meta_;
+  }
+  std::string_view body() const override {
+    return meta_in_body_ ? body_.view().substr(header_.meta_len) : body_.view();
+  }
+  void respond(Status status, std::string meta = {}, Buffer body = {}) override;
+  bool abandoned() const override { return !peer_ || peer_->failed.load(); }
+
+  std::string meta_;
+  Buffer body_;
+  bool meta_in_body_ = false;
+
+ private:
+  UcxEngine* engine_;
+  WireHeader header_;
+  std::shared_ptr<Endpoint> peer_;
+  bool responded_ = false;
+};
+
+class UcxEngine final : public Engine, public std::enable_shared_from_this<UcxEngine> {
+ public:
+  UcxEngine(const std::string& address, bool listen, const std::string& config_text);
+  ~UcxEngine() override {
+    finalize();
+    teardown();
+  }
+
+  std::string self_address() const override { return address_; }
+  bool listening() const override { return listen_; }
+  std::string protocol() const override { return protocol_; }
+  std::string config() const override { return config_.dump(); }
+  EndpointPtr lookup(const std::string& address) override;
+  std::string endpoint_address(const EndpointPtr& ep) const override { return ep->address; }
+  std::string endpoint_info(const EndpointPtr& ep) override;
+
+  bool register_handler(uint16_t provider_id, uint16_t rpc, Handler handler,
+                        bool run_inline) override {
+    std::unique_lock<std::shared_mutex> g(handlers_mu_);
+    return handlers_
+        .emplace((uint32_t(provider_id) << 16) | rpc, Registered{std::move(handler), run_inline})
+        .second;
+  }
+  void post(std::function<void()> job) override { pool_->post(std::move(job)); }
+  bool provider_registered(uint16_t provider_id) const override {
+    std::shared_lock<std::shared_mutex> g(handlers_mu_);
+    auto it = handlers_.lower_bound(uint32_t(provider_id) << 16);
+    return it != handlers_.end() && (it->first >> 16) == provider_id;
+  }
+  void deregister_provider(uint16_t provider_id) override {
+    std::unique_lock<std::shared_mutex> g(handlers_mu_);
+    auto it = handlers_.lower_bound(uint32_t(provider_id) << 16);
+    while (it != handlers_.end() && (it->first >> 16) == provider_id) it = handlers_.erase(it);
+  }
+  void on_finalize(uint64_t token, std::function<void()> fn) override {
+    std::lock_guard<std::mutex> g(finalize_mu_);
+    finalize_hooks_[token] = std::move(fn);
+  }
+  void cancel_on_finalize(uint64_t token) override {
+    std::lock_guard<std::mutex> g(finalize_mu_);
+    finalize_hooks_.erase(token);
+  }
+
+  Status call(const EndpointPtr& ep, uint16_t provider_id, uint16_t rpc, std::string_view meta,
+              const std::vector<Segment>& body, const CallOptions& options,
+              Reply* reply) override;
+
+  void finalize() override;
+  bool finalized() const override { return finalized_.load(); }
+  bool wait_for_finalize(double timeout_ms) override {
+    std::unique_lock<std::mutex> lk(finalize_mu_);
+    auto done = [this] { return finalized_.load(); };
+    if (timeout_ms < 0) {
+      finalize_cv_.wait(lk, done);
+      return true;
+    }
+    return finalize_cv_.wait_for(lk, std::chrono::duration<double, std::milli>(timeout_ms), done);
+  }
+
+  // --- used by callbacks ---
+  void send_message(Endpoint& ep, uint16_t am_id, WireHeader h, std::string meta, Buffer body);
+  void dispatch(std::unique_ptr<IncomingRequest> req);
+  ucp_worker_h worker() const { return worker_; }
+  void wake_progress() {
+    if (sleeping_.load(std::memory_order_acquire)) ucp_worker_signal(worker_);
+  }
+
+ private:
+  static ucs_status_t on_hello(void* arg, const void* header, size_t header_len, void* data,
+                               size_t len, const ucp_am_recv_param_t* param);
+  static ucs_status_t on_request(void* arg, const void* header, size_t header_len, void* data,
+                                 size_t len, const ucp_am_recv_param_t* param);
+  static ucs_status_t on_response(void* arg, const void* header, size_t header_len, void* data,
+                                  size_t len, const ucp_am_recv_param_t* param);
+
+  ucs_status_t handle_incoming(const void* header, size_t header_len, void* data, size_t len,
+                               const ucp_am_recv_param_t* param, bool hello);
+  void handle_hello(const WireHeader& h, std::string_view meta);
+  std::shared_ptr<Endpoint> create_endpoint(const std::string& worker_address,
+                                            const std::string& label);
+  void fail_endpoint(Endpoint* ep);
+  void fail_peer(uint64_t token);
+  static void close_endpoint(Endpoint& ep);
+  void progress_loop();
+  void teardown();
+
+  json config_;
+  std::string protocol_;
+  std::string address_;
+  bool listen_;
+  uint64_t token_;
+  size_t max_message_size_;
+  double spin_us_;
+  ucp_context_h context_ = nullptr;
+  ucp_worker_h worker_ = nullptr;
+  std::string worker_address_;
+  int efd_ = -1;
+  std::unique_ptr<FdWatcher> watcher_;
+  std::unique_ptr<BootstrapServer> bootstrap_;
+  std::unique_ptr<ThreadPool> pool_;
+  std::thread progress_thread_;
+  std::atomic<bool> stop_progress_{false};
+  std::atomic<bool> sleeping_{false};
+
+ public:
+  // Operations under way (calls, sends, receives). While any is, the progress
+  // thread polls instead of sleeping: not every UCX transport (self, cma)
+  // signals the worker's event fd when an operation advances.
+  std::atomic<int> inflight_{0};
+  void begin_op() {
+    inflight_.fetch_add(1, std::memory_order_acq_rel);
+    wake_progress();
+  }
+  void end_op() { inflight_.fetch_sub(1, std::memory_order_acq_rel); }
+
+ private:
+
+  struct Registered {
+    Handler handler;
+    bool run_inline;
+  };
+  mutable std::shared_mutex handlers_mu_;
+  std::map<uint32_t, Registered> handlers_;
+
+  std::mutex pending_mu_;
+  std::unordered_map<uint64_t, PendingCall*> pending_;
+  std::atomic<uint64_t> next_seq_{1};
+
+  std::mutex endpoints_mu_;
+  std::map<std::string, std::shared_ptr<Endpoint>> lookups_;          // client side
+  std::unordered_map<uint64_t, std::shared_ptr<Endpoint>> peers_;     // server side, by token
+  std::vector<std::shared_ptr<Endpoint>> retired_;                    // failed, closed at teardown
+
+  std::mutex finalize_mu_;
+  std::condition_variable finalize_cv_;
+  std::map<uint64_t, std::function<void()>> finalize_hooks_;
+  std::atomic<bool> finalized_{false};
+  bool torn_down_ = false;
+};
+
+// ---------------------------------------------------------------------------
+// Construction
+
+namespace {
+
+void set_ucx(ucp_config_t* cfg, const char* name, const std::string& value) {
+  ucs_status_t s = ucp_config_modify(cfg, name, value.c_str());
+  if (s != UCS_OK)
+    throw Exception(Status::YOKAN_ERR_INVALID_CONFIG,
+                    std::string("invalid UCX setting ") + name + "=" + value + ": " +
+                        ucs_status_string(s));
+}
+
+uint64_t random_token() {
+  std::random_device rd;
+  uint64_t t = (uint64_t(rd()) << 32) ^ rd() ^ uint64_t(getpid()) ^
+               uint64_t(Clock::now().time_since_epoch().count());
+  return t ? t : 1;
+}
+
+}  // namespace
+
+UcxEngine::UcxEngine(const std::string& address, bool listen, const std::string& config_text)
+    : listen_(listen), token_(random_token()) {
+  try {
+    config_ = config_text.empty() ? json::object() : json::parse(config_text);
+  } catch (const json::exception& e) {
+    throw Exception(Status::YOKAN_ERR_INVALID_CONFIG,
+                    std::string("engine config is not valid JSON: ") + e.what());
+  }
+  if (!config_.is_object())
+    throw Exception(Status::YOKAN_ERR_INVALID_CONFIG, "engine config must be a JSON object");
+  auto num = [&](const char* key, double def) {
+    if (!config_.contains(key)) {
+      config_[key] = def;
+      return def;
+    }
+    if (!config_[key].is_number() || config_[key].get<double>() < 0)
+      throw Exception(Status::YOKAN_ERR_INVALID_CONFIG,
+                      std::string("engine config: \"") + key + "\" must be a non-negative number");
+    return config_[key].get<double>();
+  };
+  size_t threads = static_cast<size_t>(num("num_rpc_threads", 4));
+  size_t rndv = static_cast<size_t>(num("rndv_threshold", 16384));
+  spin_us_ = num("spin_us", 50);
+  max_message_size_ = static_cast<size_t>(num("max_message_size", double(4ull << 30)));
+  if (threads == 0) threads = 1;
+
+  // Which UCX transports and which network device, from the address.
+  std::string host = "127.0.0.1";
+  int port = 0;
+  std::string spec = address;
+  auto sep = spec.find("://");
+  protocol_ = sep == std::string::npos ? spec : spec.substr(0, sep);
+  std::string rest = sep == std::string::npos ? "" : spec.substr(sep + 3);
+  std::string tls, device;
+  bool sm_only = false;
+  if (protocol_ == "tcp" || protocol_ == "ofi+tcp" || protocol_ == "ucx+tcp" ||
+      protocol_ == "verbs") {
+    if (!rest.empty()) {
+      auto colon = rest.rfind(':');
+      std::string h = colon == std::string::npos ? rest : rest.substr(0, colon);
+      if (colon != std::string::npos) {
+        try {
+          port = std::stoi(rest.substr(colon + 1));
+        } catch (...) {
+          throw Exception(Status::YOKAN_ERR_INVALID_ARGS, "invalid port in \"" + address + "\"");
+        }
+        if (port < 0 || port > 65535)
+          throw Exception(Status::YOKAN_ERR_INVALID_ARGS, "invalid port in \"" + address + "\"");
+      }
+      if (!h.empty()) {
+        std::string ip = address_of_interface(h);  // "tcp://IFACE"
+        host = ip.empty() ? h : ip;
+      }
+    }
+    if (host == "0.0.0.0") {
+      device = "all";
+    } else {
+      device = interface_of(host);
+      if (device.empty())
+        throw Exception(Status::YOKAN_ERR_INVALID_ARGS,
+                        "no local network interface has address " + host);
+    }
+    tls = protocol_ == "verbs" ? "rc,ud,sm,self" : "tcp,sm,self";
+  } else if (protocol_ == "na+sm" || protocol_ == "sm" || protocol_ == "ucx+sm") {
+    sm_only = true;
+    tls = "sm,self";
+    device = "lo";
+  } else {
+    throw Exception(Status::YOKAN_ERR_INVALID_ARGS,
+                    "unsupported protocol \"" + protocol_ + "\" (use tcp, na+sm or verbs)");
+  }
+
+  ucp_config_t* ucfg = nullptr;
+  if (ucp_config_read(nullptr, nullptr, &ucfg) != UCS_OK)
+    throw Exception(Status::YOKAN_ERR_FROM_MERCURY, "cannot read UCX configuration");
+  try {
+    set_ucx(ucfg, "TLS", tls);
+    set_ucx(ucfg, "NET_DEVICES", device);
+    set_ucx(ucfg, "RNDV_THRESH", std::to_string(rndv));
+    if (config_.contains("ucx")) {
+      if (!config_["ucx"].is_object())
+        throw Exception(Status::YOKAN_ERR_INVALID_CONFIG, "engine config: \"ucx\" must be an object");
+      for (auto& [k, v] : config_["ucx"].items()) {
+        if (!v.is_string())
+          throw Exception(Status::YOKAN_ERR_INVALID_CONFIG,
+                          "engine config: ucx." + k + " must be a string");
+        set_ucx(ucfg, k.c_str(), v.get<std::string>());
+      }
+    }
+  } catch (...) {
+    ucp_config_release(ucfg);
+    throw;
+  }
+  config_["transports"] = tls;
+  config_["net_device"] = device;
+
+  ucp_params_t params{};
+  params.field_mask = UCP_PARAM_FIELD_FEATURES | UCP_PARAM_FIELD_MT_WORKERS_SHARED;
+  params.features = UCP_FEATURE_AM | UCP_FEATURE_WAKEUP;
+  params.mt_workers_shared = 1;
+  ucs_status_t s = ucp_init(&params, ucfg, &context_);
+  ucp_config_release(ucfg);
+  if (s != UCS_OK)
+    throw Exception(Status::YOKAN_ERR_FROM_MERCURY,
+                    std::string("ucp_init failed: ") + ucs_status_string(s));
+
+  ucp_worker_params_t wp{};
+  wp.field_mask = UCP_WORKER_PARAM_FIELD_THREAD_MODE;
+  wp.thread_mode = UCS_THREAD_MODE_MULTI;
+  s = ucp_worker_create(context_, &wp, &worker_);
+  if (s != UCS_OK) {
+    ucp_cleanup(context_);
+    throw Exception(Status::YOKAN_ERR_FROM_MERCURY,
+                    std::string("ucp_worker_create failed: ") + ucs_status_string(s));
+  }
+  ucp_address_t* addr = nullptr;
+  size_t addr_len = 0;
+  ucp_worker_get_address(worker_, &addr, &addr_len);
+  worker_address_.assign(reinterpret_cast<const char*>(addr), addr_len);
+  ucp_worker_release_address(worker_, addr);
+  ucp_worker_get_efd(worker_, &efd_);
+
+  auto set_handler = [this](uint16_t id, ucp_am_recv_callback_t cb) {
+    ucp_am_handler_param_t hp{};
+    hp.field_mask = UCP_AM_HANDLER_PARAM_FIELD_ID | UCP_AM_HANDLER_PARAM_FIELD_CB |
+                    UCP_AM_HANDLER_PARAM_FIELD_ARG | UCP_AM_HANDLER_PARAM_FIELD_FLAGS;
+    hp.id = id;
+    hp.cb = cb;
+    hp.arg = this;
+    hp.flags = UCP_AM_FLAG_WHOLE_MSG;
+    ucp_worker_set_am_recv_handler(worker_, &hp);
+  };
+  set_handler(kAmHello, &UcxEngine::on_hello);
+  set_handler(kAmRequest, &UcxEngine::on_request);
+  set_handler(kAmResponse, &UcxEngine::on_response);
+
+  watcher_ = std::make_unique<FdWatcher>();
+  if (listen_) {
+    ParsedAddress where;
+    where.protocol = protocol_;
+    where.host = host;
+    where.port = port;
+    if (sm_only) where.sm_name = "self";
+    bootstrap_ = std::make_unique<BootstrapServer>(
+        where, worker_address_, [this](int fd, uint64_t token) {
+          watcher_->add(fd, [this, token] { fail_peer(token); });
+        });
+    address_ = bootstrap_->address();
+  } else {
+    address_ = protocol_ + "://client";
+  }
+  pool_ = std::make_unique<ThreadPool>(threads);
+  progress_thread_ = std::thread([this] { progress_loop(); });
+}
+
+std::shared_ptr<Engine> Engine::create(const std::string& address, bool listen,
+                                       const std::string& config) {
+  return std::make_shared<UcxEngine>(address, listen, config);
+}
+
+// ---------------------------------------------------------------------------
+// Progress
+
+void UcxEngine::progress_loop() {
+  auto spin = std::chrono::duration<double, std::micro>(spin_us_);
+  int ep = epoll_create1(EPOLL_CLOEXEC);
+  epoll_event ev{};
+  ev.events = EPOLLIN;
+  epoll_ctl(ep, EPOLL_CTL_ADD, efd_, &ev);
+  auto last_work = Clock::now();
+  while (!stop_progress_.load(std::memory_order_acquire)) {
+    if (ucp_worker_progress(worker_)) {
+      last_work = Clock::now();
+      continue;
+    }
+    if (inflight_.load(std::memory_order_acquire) > 0) {
+      last_work = Clock::now();
+      continue;
+    }
+    if (Clock::now() - last_work < spin) continue;
+    // Nothing to do for a while: arm the worker and sleep on its event fd.
+    sleeping_.store(true, std::memory_order_release);
+    ucs_status_t s = ucp_worker_arm(worker_);
+    if (s == UCS_OK) {
+      epoll_event out;
+      epoll_wait(ep, &out, 1, 100);
+    }
+    sleeping_.store(false, std::memory_order_release);
+    last_work = Clock::now();
+  }
+  close(ep);
+}
+
+// ---------------------------------------------------------------------------
+// Sending
+
+namespace {
+void send_done_cb(void* request, ucs_status_t status, void* user_data) {
+  auto* out = static_cast<Outgoing*>(user_data);
+  out->engine->end_op();
+  delete out;
+  ucp_request_free(request);
+}
+}  // namespace
+
+void UcxEngine::send_message(Endpoint& ep, uint16_t am_id, WireHeader h, std::string meta,
+                             Buffer body) {
+  auto* out = new Outgoing;
+  out->engine = this;
+  h.magic = kWireMagic;
+  h.meta_len = static_cast<uint32_t>(meta.size());
+  if (meta.size() > kMaxHeaderMeta) {
+    h.flags |= kFlagMetaInBody;
+    out->big_meta = std::move(meta);
+    out->iov[out->iov_count++] = {out->big_meta.data(), out->big_meta.size()};
+  }
+  out->head.assign(reinterpret_cast<const char*>(&h), sizeof h);
+  if (!(h.flags & kFlagMetaInBody)) out->head += meta;
+  out->body = std::move(body);
+  if (out->body.size()) out->iov[out->iov_count++] = {out->body.data(), out->body.size()};
+
+  ucp_request_param_t p{};
+  p.op_attr_mask = UCP_OP_ATTR_FIELD_CALLBACK | UCP_OP_ATTR_FIELD_USER_DATA |
+                   UCP_OP_ATTR_FIELD_DATATYPE;
+  p.cb.send = send_done_cb;
+  p.user_data = out;
+  p.datatype = ucp_dt_make_iov();
+  std::shared_lock<std::shared_mutex> g(ep.mu);
+  if (!ep.ep) {
+    delete out;
+    return;
+  }
+  ucs_status_ptr_t r = ucp_am_send_nbx(ep.ep, am_id, out->head.data(), out->head.size(), out->iov,
+                                       out->iov_count, &p);
+  if (r == nullptr || UCS_PTR_IS_ERR(r)) {
+    delete out;
+    return;
+  }
+  begin_op();
+}
+
+void IncomingRequest::respond(Status status, std::string meta, Buffer body) {
+  if (responded_) return;
+  responded_ = true;
+  if (!peer_ || peer_->failed.load()) return;
+  WireHeader h{};
+  h.rpc = header_.rpc;
+  h.provider = header_.provider;
+  h.seq = header_.seq;
+  h.status = static_cast<int32_t>(status);
+  engine_->send_message(*peer_, kAmResponse, h, std::move(meta), std::move(body));
+}
+
+// ---------------------------------------------------------------------------
+// Receiving requests (server side)
+
+namespace {
+bool parse_header(const void* header, size_t header_len, WireHeader* h, std::string_view* meta) {
+  if (header_len < sizeof(WireHeader)) return false;
+  std::memcpy(h, header, sizeof *h);
+  if (h->magic != kWireMagic) return false;
+  if (h->flags & kFlagMetaInBody) {
+    if (header_len != sizeof(WireHeader)) return false;
+    *meta = {};
+  } else {
+    if (header_len != sizeof(WireHeader) + h->meta_len) return false;
+    *meta = {static_cast<const char*>(header) + sizeof(WireHeader), h->meta_len};
+  }
+  return true;
+}
+
+struct RecvCtx {
+  UcxEngine* engine;
+  std::unique_ptr<IncomingRequest> req;
+};
+
+void request_recv_done(void* request, ucs_status_t status, size_t length, void* user_data) {
+  std::unique_ptr<RecvCtx> ctx(static_cast<RecvCtx*>(user_data));
+  ucp_request_free(request);
+  ctx->engine->end_op();
+  if (status != UCS_OK) {
+    ctx->req->respond(Status::YOKAN_ERR_FROM_MERCURY);
+    return;
+  }
+  ctx->engine->dispatch(std::move(ctx->req));
+}
+}  // namespace
+
+ucs_status_t UcxEngine::on_hello(void* arg, const void* header, size_t header_len, void* data,
+                                 size_t len, const ucp_am_recv_param_t* param) {
+  return static_cast<UcxEngine*>(arg)->handle_incoming(header, header_len, data, len, param, true);
+}
+
+ucs_status_t UcxEngine::on_request(void* arg, const void* header, size_t header_len, void* data,
+                                   size_t len, const ucp_am_recv_param_t* param) {
+  return static_cast<UcxEngine*>(arg)->handle_incoming(header, header_len, data, len, param,
+                                                       false);
+}
+
+ucs_status_t UcxEngine::handle_incoming(const void* header, size_t header_len, void* data,
+                                        size_t len, const ucp_am_recv_param_t* param, bool hello) {
+  WireHeader h;
+  std::string_view meta;
+  bool rndv = param->recv_attr & UCP_AM_RECV_ATTR_FLAG_RNDV;
+  if (!parse_header(header, header_len, &h, &meta)) {
+    std::fprintf(stderr, "[mochi-yokan] dropped a malformed message (%zu header bytes)\n",
+                 header_len);
+    return UCS_OK;
+  }
+  if (hello) {
+    if (rndv || (h.flags & kFlagMetaInBody)) return UCS_OK;
+    std::string m(meta);
+    pool_->post([this, h, m] { handle_hello(h, m); });
+    return UCS_OK;
+  }
+  std::shared_ptr<Endpoint> peer;
+  {
+    std::lock_guard<std::mutex> g(endpoints_mu_);
+    auto it = peers_.find(h.token);
+    if (it != peers_.end()) peer = it->second;
+  }
+  if (!peer) {
+    std::fprintf(stderr, "[mochi-yokan] dropped a request from an unknown peer\n");
+    return UCS_OK;
+  }
+  auto req = std::make_unique<IncomingRequest>(this, h, peer);
+  if (h.flags & kFlagMetaInBody) {
+    if (len < h.meta_len) {
+      req->respond(Status::YOKAN_ERR_INVALID_ARGS);
+      return UCS_OK;
+    }
+    req->meta_in_body_ = true;
+  } else {
+    req->meta_.assign(meta.data(), meta.size());
+  }
+  if (!rndv) {
+    req->body_ = Buffer(data, len);
+    dispatch(std::move(req));
+    return UCS_OK;
+  }
+  if (len > max_message_size_) {
+    req->respond(Status::YOKAN_ERR_INVALID_ARGS);
+    return UCS_OK;  // drops the rendezvous data
+  }
+  req->body_ = Buffer(len);
+  char* dst = req->body_.data();
+  auto* ctx = new RecvCtx{this, std::move(req)};
+  ucp_request_param_t p{};
+  p.op_attr_mask = UCP_OP_ATTR_FIELD_CALLBACK | UCP_OP_ATTR_FIELD_USER_DATA |
+                   UCP_OP_ATTR_FIELD_DATATYPE;
+  p.cb.recv_am = request_recv_done;
+  p.user_data = ctx;
+  p.datatype = ucp_dt_make_contig(1);
+  ucs_status_ptr_t r = ucp_am_recv_data_nbx(worker_, data, dst, len, &p);
+  if (r == nullptr) {
+    std::unique_ptr<RecvCtx> owned(ctx);
+    dispatch(std::move(owned->req));
+  } else if (UCS_PTR_IS_ERR(r)) {
+    std::unique_ptr<RecvCtx> owned(ctx);
+    owned->req->respond(Status::YOKAN_ERR_FROM_MERCURY);
+  } else {
+    begin_op();
+  }
+  return UCS_OK;
+}
+
+void UcxEngine::handle_hello(const WireHeader& h, std::string_view meta) {
+  // meta = [client token u64][client worker address]
+  if (meta.size() <= 8) return;
+  std::string address(meta.substr(8));
+  std::shared_ptr<Endpoint> peer;
+  {
+    std::lock_guard<std::mutex> g(endpoints_mu_);
+    auto it = peers_.find(h.token);
+    if (it != peers_.end() && !it->second->failed) peer = it->second;
+  }
+  if (!peer) {
+    try {
+      peer = create_endpoint(address, "client");
+    } catch (const Exception&) {
+      return;
+    }
+    peer->peer_token = h.token;
+    std::lock_guard<std::mutex> g(endpoints_mu_);
+    peers_[h.token] = peer;
+  }
+  WireHeader r{};
+  r.seq = h.seq;
+  r.status = static_cast<int32_t>(Status::YOKAN_SUCCESS);
+  send_message(*peer, kAmResponse, r, {}, {});
+}
+
+void UcxEngine::dispatch(std::unique_ptr<IncomingRequest> req) {
+  Handler handler;
+  bool run_inline = false;
+  {
+    std::shared_lock<std::shared_mutex> g(handlers_mu_);
+    auto it = handlers_.find((uint32_t(req->provider_id()) << 16) | req->rpc());
+    if (it != handlers_.end()) {
+      handler = it->second.handler;
+      run_inline = it->second.run_inline;
+    }
+  }
+  if (!handler) {
+    bool provider_known = provider_registered(req->provider_id());
+    req->respond(provider_known ? Status::YOKAN_ERR_OP_UNSUPPORTED
+                                : Status::YOKAN_ERR_INVALID_PROVIDER);
+    return;
+  }
+  if (run_inline) return handler(std::move(req));
+  auto* raw = req.release();
+  pool_->post([handler = std::move(handler), raw] { handler(RequestPtr(raw)); });
+}
+
+// ---------------------------------------------------------------------------
+// Receiving responses (client side)
+
+namespace {
+void response_recv_done(void* request, ucs_status_t status, size_t length, void* user_data) {
+  auto* pc = static_cast<PendingCall*>(user_data);
+  ucp_request_free(request);
+  if (status != UCS_OK) pc->reply->status = Status::YOKAN_ERR_FROM_MERCURY;
+  if (pc->meta_in_body && status == UCS_OK) {
+    size_t n = pc->meta_storage.size();
+    pc->reply->meta.assign(pc->reply->body.data(), n);
+    Buffer rest(pc->reply->body.data() + n, pc->reply->body.size() - n);
+    pc->reply->body = std::move(rest);
+  }
+  pc->complete_response();
+}
+}  // namespace
+
+ucs_status_t UcxEngine::on_response(void* arg, const void* header, size_t header_len, void* data,
+                                    size_t len, const ucp_am_recv_param_t* param) {
+  auto* self = static_cast<UcxEngine*>(arg);
+  WireHeader h;
+  std::string_view meta;
+  if (!parse_header(header, header_len, &h, &meta)) return UCS_OK;
+  PendingCall* pc = nullptr;
+  {
+    std::lock_guard<std::mutex> g(self->pending_mu_);
+    auto it = self->pending_.find(h.seq);
+    if (it == self->pending_.end()) return UCS_OK;  // the caller gave up
+    pc = it->second;
+    self->pending_.erase(it);
+    pc->claimed = true;
+  }
+  Reply* reply = pc->reply;
+  reply->status = static_cast<Status>(h.status);
+  bool rndv = param->recv_attr & UCP_AM_RECV_ATTR_FLAG_RNDV;
+  bool meta_in_body = h.flags & kFlagMetaInBody;
+  if (meta_in_body && len < h.meta_len) {
+    reply->status = Status::YOKAN_ERR_FROM_MERCURY;
+    pc->complete_response();
+    return UCS_OK;
+  }
+  if (!meta_in_body) reply->meta.assign(meta.data(), meta.size());
+
+  std::vector<Destination> dst;
+  bool scatter = !meta_in_body && pc->scatter && (*pc->scatter)(reply->meta, len, dst);
+  if (!rndv) {
+    const char* src = static_cast<const char*>(data);
+    if (meta_in_body) {
+      reply->meta.assign(src, h.meta_len);
+      reply->body = Buffer(src + h.meta_len, len - h.meta_len);
+    } else if (scatter) {
+      for (auto& d : dst) {
+        std::memcpy(d.data, src, d.size);
+        src += d.size;
+      }
+      reply->scattered = true;
+    } else {
+      reply->body = Buffer(data, len);
+    }
+    pc->complete_response();
+    return UCS_OK;
+  }
+  ucp_request_param_t p{};
+  p.op_attr_mask = UCP_OP_ATTR_FIELD_CALLBACK | UCP_OP_ATTR_FIELD_USER_DATA |
+                   UCP_OP_ATTR_FIELD_DATATYPE;
+  p.cb.recv_am = response_recv_done;
+  p.user_data = pc;
+  ucs_status_ptr_t r;
+  if (scatter) {
+    reply->scattered = true;
+    pc->iov.clear();
+    for (auto& d : dst)
+      if (d.size) pc->iov.push_back({d.data, d.size});
+    p.datatype = ucp_dt_make_iov();
+    r = ucp_am_recv_data_nbx(self->worker_, data, pc->iov.data(), pc->iov.size(), &p);
+  } else {
+    pc->meta_in_body = meta_in_body;
+    pc->meta_storage.resize(meta_in_body ? h.meta_len : 0);
+    reply->body = Buffer(len);
+    p.datatype = ucp_dt_make_contig(1);
+    r = ucp_am_recv_data_nbx(self->worker_, data, reply->body.data(), len, &p);
+  }
+  if (r == nullptr) {
+    if (pc->meta_in_body) {
+      size_t n = h.meta_len;
+      reply->meta.assign(reply->body.data(), n);
+      reply->body = Buffer(reply->body.data() + n, reply->body.size() - n);
+    }
+    pc->complete_response();
+  } else if (UCS_PTR_IS_ERR(r)) {
+    reply->status = Status::YOKAN_ERR_FROM_MERCURY;
+    pc->complete_response();
+  }
+  return UCS_OK;
+}
+
+// ---------------------------------------------------------------------------
+// Endpoints
+
+void UcxEngine::close_endpoint(Endpoint& ep) {
+  std::unique_lock<std::shared_mutex> g(ep.mu);
+  if (!ep.ep) return;
+  // Force-close: completes every outstanding operation on it with an error,
+  // so no caller waits on a dead peer.
+  ucp_request_param_t p{};
+  p.op_attr_mask = UCP_OP_ATTR_FIELD_FLAGS;
+  p.flags = UCP_EP_CLOSE_FLAG_FORCE;
+  ucs_status_ptr_t r = ucp_ep_close_nbx(ep.ep, &p);
+  if (r && !UCS_PTR_IS_ERR(r)) ucp_request_free(r);
+  ep.ep = nullptr;
+}
+
+void UcxEngine::fail_peer(uint64_t token) {
+  std::shared_ptr<Endpoint> peer;
+  {
+    std::lock_guard<std::mutex> g(endpoints_mu_);
+    auto it = peers_.find(token);
+    if (it == peers_.end()) return;
+    peer = it->second;
+  }
+  fail_endpoint(peer.get());
+}
+
+void UcxEngine::fail_endpoint(Endpoint* ep) {
+  ep->failed.store(true);
+  std::vector<PendingCall*> failed;
+  {
+    std::lock_guard<std::mutex> g(pending_mu_);
+    for (auto it = pending_.begin(); it != pending_.end();) {
+      if (it->second->ep == ep) {
+        it->second->claimed = true;
+        failed.push_back(it->second);
+        it = pending_.erase(it);
+      } else {
+        ++it;
+      }
+    }
+  }
+  for (auto* pc : failed) {
+    pc->reply->status = Status::YOKAN_ERR_FROM_MERCURY;
+    pc->complete_response();
+  }
+  close_endpoint(*ep);
+  wake_progress();
+  std::lock_guard<std::mutex> g(endpoints_mu_);
+  for (auto it = lookups_.begin(); it != lookups_.end(); ++it)
+    if (it->second.get() == ep) {
+      retired_.push_back(it->second);
+      lookups_.erase(it);
+      break;
+    }
+  auto p = peers_.find(ep->peer_token);
+  if (p != peers_.end() && p->second.get() == ep) {
+    retired_.push_back(p->second);
+    peers_.erase(p);
+  }
+}
+
+std::shared_ptr<Endpoint> UcxEngine::create_endpoint(const std::string& worker_address,
+                                                     const std::string& label) {
+  auto ep = std::make_shared<Endpoint>();
+  ep->address = label;
+  // No UCX peer-failure mode: in UCX 1.13 it excludes the shared-memory
+  // transports. Peer death is detected through the bootstrap connection.
+  ucp_ep_params_t ep_params{};
+  ep_params.field_mask = UCP_EP_PARAM_FIELD_REMOTE_ADDRESS | UCP_EP_PARAM_FIELD_ERR_HANDLING_MODE;
+  ep_params.address = reinterpret_cast<const ucp_address_t*>(worker_address.data());
+  ep_params.err_mode = UCP_ERR_HANDLING_MODE_NONE;
+  ucs_status_t s = ucp_ep_create(worker_, &ep_params, &ep->ep);
+  if (s != UCS_OK)
+    throw Exception(Status::YOKAN_ERR_FROM_MERCURY,
+                    std::string("cannot connect to ") + label + ": " + ucs_status_string(s));
+  return ep;
+}
+
+EndpointPtr UcxEngine::lookup(const std::string& address) {
+  if (finalized_) throw Exception(Status::YOKAN_ERR_INVALID_MID, "the engine was finalized");
+  {
+    std::lock_guard<std::mutex> g(endpoints_mu_);
+    auto it = lookups_.find(address);
+    if (it != lookups_.end() && !it->second->failed) return it->second;
+  }
+  std::string remote_worker;
+  int liveness_fd = -1;
+  if (address == address_ && listen_) {
+    remote_worker = worker_address_;
+  } else {
+    ParsedAddress where = parse_address(address);
+    std::tie(remote_worker, liveness_fd) = bootstrap_connect(where, token_, 5000);
+  }
+  std::shared_ptr<Endpoint> ep;
+  try {
+    ep = create_endpoint(remote_worker, address);
+  } catch (...) {
+    if (liveness_fd >= 0) close(liveness_fd);
+    throw;
+  }
+  if (liveness_fd >= 0)
+    watcher_->add(liveness_fd, [this, ep] { fail_endpoint(ep.get()); });
+  // HELLO: give the server our worker address so that it can answer us.
+  std::string meta(8, '\0');
+  std::memcpy(meta.data(), &token_, 8);
+  meta += worker_address_;
+  Reply reply;
+  CallOptions opts;
+  opts.timeout_ms = 10000;
+  Status s = call(ep, 0, 0, meta, {}, opts, &reply);
+  if (!ok(s) || !ok(reply.status)) {
+    fail_endpoint(ep.get());
+    throw Exception(Status::YOKAN_ERR_FROM_MERCURY,
+                    "no answer from " + address + " (" + status_message(ok(s) ? reply.status : s) + ")");
+  }
+  std::lock_guard<std::mutex> g(endpoints_mu_);
+  auto [it, inserted] = lookups_.emplace(address, ep);
+  if (!inserted) {
+    if (it->second->failed) {
+      retired_.push_back(it->second);
+      it->second = ep;
+    } else {
+      retired_.push_back(ep);  // another thread won the race; keep theirs
+    }
+  }
+  return it->second;
+}
+
+std::string UcxEngine::endpoint_info(const EndpointPtr& ep) {
+  std::shared_lock<std::shared_mutex> g(ep->mu);
+  if (!ep->ep) return "closed";
+  char* text = nullptr;
+  size_t size = 0;
+  FILE* f = open_memstream(&text, &size);
+  if (!f) return {};
+  ucp_ep_print_info(ep->ep, f);
+  fclose(f);
+  std::string out(text, size);
+  free(text);
+  return out;
+}
+
+// ---------------------------------------------------------------------------
+// Calls
+
+namespace {
+void call_send_done(void* request, ucs_status_t status, void* user_data) {
+  static_cast<PendingCall*>(user_data)->complete_send(status == UCS_OK
+                                                          ? Status::YOKAN_SUCCESS
+                                                          : Status::YOKAN_ERR_FROM_MERCURY);
+}
+}  // namespace
+
+Status UcxEngine::call(const EndpointPtr& ep, uint16_t provider_id, uint16_t rpc,
+                       std::string_view meta, const std::vector<Segment>& body,
+                       const CallOptions& options, Reply* reply) {
+  if (finalized_) return Status::YOKAN_ERR_INVALID_MID;
+  if (!ep || ep->failed) return Status::YOKAN_ERR_FROM_MERCURY;
+  bool hello = provider_id == 0 && rpc == 0 && meta.size() > 8 && !body.size();
+  PendingCall pc;
+  pc.reply = reply;
+  pc.scatter = options.scatter;
+  pc.ep = ep.get();
+
+  WireHeader h{};
+  h.magic = kWireMagic;
+  h.rpc = rpc;
+  h.provider = provider_id;
+  h.seq = next_seq_.fetch_add(1);
+  h.token = token_;
+  h.meta_len = static_cast<uint32_t>(meta.size());
+  h.timeout_ms = options.timeout_ms > 0 ? static_cast<uint32_t>(options.timeout_ms) : 0;
+  std::string head;
+  std::vector<ucp_dt_iov_t> iov;
+  iov.reserve(body.size() + 1);
+  if (meta.size() > kMaxHeaderMeta) {
+    h.flags |= kFlagMetaInBody;
+    iov.push_back({const_cast<char*>(meta.data()), meta.size()});
+  }
+  head.assign(reinterpret_cast<const char*>(&h), sizeof h);
+  if (!(h.flags & kFlagMetaInBody)) head.append(meta.data(), meta.size());
+  for (const auto& seg : body)
+    if (seg.size) iov.push_back({const_cast<void*>(seg.data), seg.size});
+
+  {
+    std::lock_guard<std::mutex> g(pending_mu_);
+    pending_[h.seq] = &pc;
+  }
+  begin_op();
+  struct OpGuard {
+    UcxEngine* e;
+    ~OpGuard() { e->end_op(); }
+  } op_guard{this};
+  ucp_request_param_t p{};
+  p.op_attr_mask = UCP_OP_ATTR_FIELD_CALLBACK | UCP_OP_ATTR_FIELD_USER_DATA |
+                   UCP_OP_ATTR_FIELD_DATATYPE | UCP_OP_ATTR_FIELD_FLAGS;
+  p.cb.send = call_send_done;
+  p.user_data = &pc;
+  p.datatype = ucp_dt_make_iov();
+  p.flags = options.no_rdma ? UCP_AM_SEND_FLAG_EAGER : 0;
+  ucs_status_ptr_t req;
+  {
+    std::shared_lock<std::shared_mutex> g(ep->mu);
+    req = ep->ep ? ucp_am_send_nbx(ep->ep, hello ? kAmHello : kAmRequest, head.data(),
+                                   head.size(), iov.data(), iov.size(), &p)
+                 : UCS_STATUS_PTR(UCS_ERR_CANCELED);
+  }
+  if (req == nullptr) {
+    pc.send_done = true;
+  } else if (UCS_PTR_IS_ERR(req)) {
+    std::lock_guard<std::mutex> g(pending_mu_);
+    pending_.erase(h.seq);
+    return Status::YOKAN_ERR_FROM_MERCURY;
+  } else {
+    wake_progress();
+  }
+
+  // Wait: spin on the worker first (no thread hand-off for fast answers),
+  // then sleep until the progress thread completes the call.
+  auto start = Clock::now();
+  auto spin = std::chrono::duration<double, std::micro>(spin_us_);
+  bool has_deadline = options.timeout_ms > 0;
+  auto deadline = start + std::chrono::duration_cast<Clock::duration>(
+                              std::chrono::duration<double, std::milli>(options.timeout_ms));
+  bool timed_out = false;
+  auto done = [&] { return pc.send_done.load(std::memory_order_acquire) &&
+                           pc.response_done.load(std::memory_order_acquire); };
+  while (!done()) {
+    auto now = Clock::now();
+    if (has_deadline && now >= deadline && !pc.response_done.load()) {
+      bool claimed;
+      {
+        std::lock_guard<std::mutex> g(pending_mu_);
+        claimed = pc.claimed;
+        if (!claimed) pending_.erase(h.seq);
+      }
+      if (!claimed) {
+        timed_out = true;
+        if (!pc.send_done.load()) ucp_request_cancel(worker_, req);
+        // The send must finish (or be cancelled) before the caller's buffers go away.
+        std::unique_lock<std::mutex> lk(pc.m);
+        while (!pc.send_done.load()) {
+          lk.unlock();
+          ucp_worker_progress(worker_);
+          lk.lock();
+          pc.cv.wait_for(lk, std::chrono::milliseconds(1));
+        }
+        break;
+      }
+      has_deadline = false;  // the response is being received: finish it
+    }
+    if (now - start < spin) {
+      ucp_worker_progress(worker_);
+      continue;
+    }
+    std::unique_lock<std::mutex> lk(pc.m);
+    auto wake = now + std::chrono::milliseconds(20);
+    if (has_deadline && deadline < wake) wake = deadline;
+    pc.cv.wait_until(lk, wake, done);
+  }
+  if (req != nullptr) ucp_request_free(req);
+  if (timed_out) return Status::YOKAN_ERR_TIMEOUT;
+  if (!ok(pc.send_status)) {
+    // A failed send may still have been answered (e.g. cancelled after delivery); trust the reply.
+    if (!pc.claimed) return pc.send_status;
+  }
+  return Status::YOKAN_SUCCESS;
+}
+
+// ---------------------------------------------------------------------------
+// Shutdown
+
+void UcxEngine::finalize() {
+  if (finalized_.exchange(true)) return;
+  std::map<uint64_t, std::function<void()>> hooks;
+  {
+    std::lock_guard<std::mutex> g(finalize_mu_);
+    hooks.swap(finalize_hooks_);
+  }
+  for (auto& [token, fn] : hooks) fn();
+  bootstrap_.reset();
+  watcher_.reset();  // closes the liveness connections: peers see us go
+  pool_->stop();
+  // Fail every call still waiting.
+  std::vector<PendingCall*> waiting;
+  {
+    std::lock_guard<std::mutex> g(pending_mu_);
+    for (auto& [seq, pc] : pending_) {
+      pc->claimed = true;
+      waiting.push_back(pc);
+    }
+    pending_.clear();
+  }
+  for (auto* pc : waiting) {
+    pc->reply->status = Status::YOKAN_ERR_INVALID_MID;
+    pc->complete_response();
+  }
+  {
+    std::lock_guard<std::mutex> g(finalize_mu_);
+  }
+  finalize_cv_.notify_all();
+}
+
+void UcxEngine::teardown() {
+  if (torn_down_) return;
+  torn_down_ = true;
+  std::vector<std::shared_ptr<Endpoint>> all;
+  {
+    std::lock_guard<std::mutex> g(endpoints_mu_);
+    for (auto& [k, v] : lookups_) all.push_back(v);
+    for (auto& [k, v] : peers_) all.push_back(v);
+    for (auto& v : retired_) all.push_back(v);
+    lookups_.clear();
+    peers_.clear();
+    retired_.clear();
+  }
+  // Close endpoints while the progress thread still runs, then stop it.
+  watcher_.reset();  // no more liveness callbacks
+  for (auto& ep : all) close_endpoint(*ep);
+  stop_progress_ = true;
+  ucp_worker_signal(worker_);
+  if (progress_thread_.joinable()) progress_thread_.join();
+  for (int i = 0; i < 100; ++i) ucp_worker_progress(worker_);
+  ucp_worker_destroy(worker_);
+  ucp_cleanup(context_);
+}
+
+}  // namespace yokan

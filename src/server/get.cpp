@@ -1,0 +1,67 @@
+#include <mutex>
+
+#include "server/provider_impl.hpp"
+
+namespace yokan {
+
+// meta [mode][key sizes][packed u8][capacities: one total if packed, else one
+// per key]; body: keys. Reply meta [value sizes or KEY_NOT_FOUND /
+// SIZE_TOO_SMALL]; body: the values that fit, back to back in key order.
+// In packed mode, once a value does not fit, later found values are reported
+// too small as well (so the caller's layout stays predictable).
+void ProviderImpl::handle_get(RequestPtr req) {
+  WireReader in(req->meta());
+  KeyBatch batch;
+  size_t used = 0;
+  Status s = decode_key_batch(in, req->body(), &batch, &used);
+  uint8_t packed = in.get<uint8_t>();
+  auto caps = in.array<uint64_t>(rpc::kMaxBatch);
+  if (ok(s) && (!in.done() || used != req->body().size() ||
+                caps.size() != (packed ? 1 : batch.keys.size())))
+    s = Status::YOKAN_ERR_INVALID_ARGS;
+  if (!ok(s)) return req->respond(s);
+
+  std::vector<uint64_t> sizes(batch.keys.size());
+  Buffer body;
+  s = read_values(batch, packed != 0, caps, &sizes, &body);
+  if (!ok(s)) return req->respond(s);
+  WireWriter out;
+  out.array(sizes);
+  req->respond(Status::YOKAN_SUCCESS, std::move(out.str()), std::move(body));
+}
+
+Status ProviderImpl::read_values(const KeyBatch& batch, bool packed, const std::vector<uint64_t>& caps,
+                                 std::vector<uint64_t>* sizes, Buffer* body) {
+  const bool consume = batch.mode & mode::CONSUME;
+  std::shared_lock<std::shared_mutex> shared(write_order, std::defer_lock);
+  std::unique_lock<std::shared_mutex> exclusive(write_order, std::defer_lock);
+  if (consume)
+    exclusive.lock();
+  else
+    shared.lock();
+  uint64_t room = packed ? caps[0] : 0;
+  bool overflowed = false;
+  for (size_t i = 0; i < batch.keys.size(); ++i) {
+    uint64_t cap = packed ? room : caps[i];
+    Status s = backend->get(batch.keys[i], [&](std::string_view v) {
+      if (v.size() > cap || overflowed) {
+        (*sizes)[i] = SIZE_TOO_SMALL;
+        if (packed) overflowed = true;
+        return;
+      }
+      (*sizes)[i] = v.size();
+      body->append(v.data(), v.size());
+      if (packed) room -= v.size();
+    });
+    if (s == Status::YOKAN_ERR_KEY_NOT_FOUND) {
+      (*sizes)[i] = KEY_NOT_FOUND;
+    } else if (!ok(s)) {
+      return s;
+    }
+  }
+  if (consume)
+    for (auto key : batch.keys) backend->erase(key);
+  return Status::YOKAN_SUCCESS;
+}
+
+}  // namespace yokan

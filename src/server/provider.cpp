@@ -1,0 +1,141 @@
+#include <atomic>
+#include <cstring>
+#include <mutex>
+
+#include "server/provider_impl.hpp"
+#include "yokan/provider.hpp"
+
+namespace yokan {
+
+namespace {
+
+// Parses the provider config and creates its backend. Throws yokan::Exception.
+std::unique_ptr<Backend> open_database(json& config) {
+  if (!config.is_object()) throw Exception(Status::YOKAN_ERR_INVALID_CONFIG, "provider config must be a JSON object");
+  if (!config.contains("database"))
+    throw Exception(Status::YOKAN_ERR_INVALID_CONFIG, "provider config has no \"database\" section");
+  json& db = config["database"];
+  if (!db.is_object()) throw Exception(Status::YOKAN_ERR_INVALID_CONFIG, "\"database\" must be an object");
+  if (!db.contains("type") || !db["type"].is_string())
+    throw Exception(Status::YOKAN_ERR_INVALID_CONFIG, "\"database.type\" must be a string naming a backend");
+  if (!db.contains("config")) db["config"] = json::object();
+  if (!db["config"].is_object())
+    throw Exception(Status::YOKAN_ERR_INVALID_CONFIG, "\"database.config\" must be an object");
+  std::unique_ptr<Backend> backend;
+  std::string error;
+  std::string type = db["type"].get<std::string>();
+  Status s = create_backend(type, db["config"], &backend, &error);
+  if (!ok(s)) {
+    if (type != "" && error.rfind("unknown backend", 0) == 0) {
+      std::string names;
+      for (auto& n : available_backends()) names += (names.empty() ? "" : ", ") + n;
+      error += " (available: " + names + ")";
+    }
+    throw Exception(s, error.empty() ? status_message(s) : error);
+  }
+  db["config"] = backend->config();
+  return backend;
+}
+
+std::atomic<uint64_t> next_hook_token{1};
+
+}  // namespace
+
+Provider::Provider(std::shared_ptr<Engine> engine, uint16_t provider_id, const std::string& config_text) {
+  if (!engine || engine->finalized()) throw Exception(Status::YOKAN_ERR_INVALID_MID, "the engine was finalized");
+  if (!engine->listening()) throw Exception(Status::YOKAN_ERR_INVALID_ARGS, "a provider needs an engine in server mode");
+  if (config_text.empty()) throw Exception(Status::YOKAN_ERR_INVALID_ARGS, "the provider config is empty");
+  json config;
+  try {
+    config = json::parse(config_text);
+  } catch (const json::exception& e) {
+    throw Exception(Status::YOKAN_ERR_INVALID_CONFIG, std::string("provider config is not valid JSON: ") + e.what());
+  }
+  if (engine->provider_registered(provider_id))
+    throw Exception(Status::YOKAN_ERR_INVALID_PROVIDER,
+                    "a provider with id " + std::to_string(provider_id) + " already exists on this engine");
+  auto backend = open_database(config);
+  impl_ = std::make_shared<ProviderImpl>(engine, provider_id, std::move(config), std::move(backend));
+  impl_->register_handlers();
+  // If the engine goes first, stop serving and close the backend then.
+  std::weak_ptr<ProviderImpl> weak = impl_;
+  impl_->hook_token = next_hook_token++;
+  engine->on_finalize(impl_->hook_token, [weak] {
+    if (auto impl = weak.lock()) impl->shutdown();
+  });
+}
+
+Provider::~Provider() {
+  if (!impl_) return;
+  impl_->engine->cancel_on_finalize(impl_->hook_token);
+  impl_->shutdown();
+}
+
+std::string Provider::config() const { return impl_->config.dump(); }
+uint16_t Provider::provider_id() const { return impl_->id; }
+
+void ProviderImpl::shutdown() {
+  if (closing.exchange(true)) return;
+  engine->deregister_provider(id);
+  std::unique_lock<std::shared_mutex> g(write_order);
+  if (backend) backend->flush();
+}
+
+void ProviderImpl::register_handlers() {
+  // In-memory backends answer on the receiving thread unless the request may
+  // wait (WAIT); disk-backed ones always go to the handler pool.
+  const bool run_inline = !backend->traits().persistent;
+  std::weak_ptr<ProviderImpl> weak = shared_from_this();
+  auto add = [&](rpc::Id id_, void (ProviderImpl::*fn)(RequestPtr)) {
+    Handler serve = [weak, fn](RequestPtr req) {
+      auto impl = weak.lock();
+      if (!impl || impl->closing) return req->respond(Status::YOKAN_ERR_INVALID_PROVIDER);
+      (impl.get()->*fn)(std::move(req));
+    };
+    Handler entry = serve;
+    if (run_inline) {
+      entry = [serve, engine = engine.get()](RequestPtr req) {
+        int32_t m = 0;  // every key/value RPC's meta starts with its mode
+        if (req->meta().size() >= sizeof m) std::memcpy(&m, req->meta().data(), sizeof m);
+        if (!(m & mode::WAIT)) return serve(std::move(req));
+        auto* raw = req.release();
+        engine->post([serve, raw] { serve(RequestPtr(raw)); });
+      };
+    }
+    engine->register_handler(id, id_, entry, run_inline);
+  };
+  add(rpc::kCount, &ProviderImpl::handle_count);
+  add(rpc::kPut, &ProviderImpl::handle_put);
+  add(rpc::kGet, &ProviderImpl::handle_get);
+  add(rpc::kExists, &ProviderImpl::handle_exists);
+  add(rpc::kLength, &ProviderImpl::handle_length);
+  add(rpc::kErase, &ProviderImpl::handle_erase);
+  add(rpc::kIdentify, &ProviderImpl::handle_identify);
+}
+
+Status decode_key_batch(WireReader& meta, std::string_view body, KeyBatch* batch, size_t* consumed) {
+  batch->mode = meta.get<int32_t>();
+  auto sizes = meta.array<uint64_t>(rpc::kMaxBatch);
+  if (!meta.ok()) return Status::YOKAN_ERR_INVALID_ARGS;
+  if (batch->mode & ~(kSupportedModes | mode::LUA_FILTER | mode::LIB_FILTER)) return Status::YOKAN_ERR_MODE;
+  size_t offset = 0;
+  batch->keys.clear();
+  batch->keys.reserve(sizes.size());
+  for (uint64_t s : sizes) {
+    if (s == 0 || s > body.size() - offset) return Status::YOKAN_ERR_INVALID_ARGS;
+    batch->keys.emplace_back(body.data() + offset, s);
+    offset += s;
+  }
+  *consumed = offset;
+  return Status::YOKAN_SUCCESS;
+}
+
+Status decode_keys_only(const Request& req, KeyBatch* batch) {
+  WireReader in(req.meta());
+  size_t used = 0;
+  Status s = decode_key_batch(in, req.body(), batch, &used);
+  if (ok(s) && (!in.done() || used != req.body().size())) s = Status::YOKAN_ERR_INVALID_ARGS;
+  return s;
+}
+
+}  // namespace yokan

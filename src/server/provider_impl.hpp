@@ -1,0 +1,78 @@
+// Provider internals shared by the handler files (one file per RPC family).
+#pragma once
+
+#include <atomic>
+#include <memory>
+#include <shared_mutex>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "common/rpc.hpp"
+#include "common/wire.hpp"
+#include "yokan/backend.hpp"
+#include "yokan/engine.hpp"
+
+namespace yokan {
+
+// Modes this provider implements (above the backend where needed).
+constexpr int32_t kSupportedModes =
+    mode::INCLUSIVE | mode::APPEND | mode::CONSUME | mode::WAIT | mode::NEW_ONLY |
+    mode::EXIST_ONLY | mode::NO_PREFIX | mode::KEEP_LAST | mode::SUFFIX | mode::IGNORE_DOCS |
+    mode::FILTER_VALUE | mode::NO_RDMA | mode::UPDATE_NEW;
+
+// A decoded batch of keys: meta [mode][count][key sizes], keys in the body.
+struct KeyBatch {
+  int32_t mode = 0;
+  std::vector<std::string_view> keys;
+};
+
+class ProviderImpl : public std::enable_shared_from_this<ProviderImpl> {
+ public:
+  ProviderImpl(std::shared_ptr<Engine> engine, uint16_t id, json config,
+               std::unique_ptr<Backend> backend)
+      : engine(std::move(engine)), id(id), config(std::move(config)),
+        backend(std::move(backend)) {}
+
+  std::shared_ptr<Engine> engine;
+  uint16_t id;
+  json config;
+  std::unique_ptr<Backend> backend;
+  // Conditional operations (NEW_ONLY, EXIST_ONLY, APPEND, CONSUME) take this
+  // exclusively so that their read-then-write is atomic against every other
+  // write, which takes it shared.
+  std::shared_mutex write_order;
+  std::atomic<bool> closing{false};
+  uint64_t hook_token = 0;
+
+  // Stops serving (deregisters the RPCs) and flushes the backend; idempotent.
+  void shutdown();
+
+  void register_handlers();
+
+  // Handlers, one per RPC family (src/server/<family>.cpp).
+  void handle_count(RequestPtr req);
+  void handle_put(RequestPtr req);
+  void handle_get(RequestPtr req);
+  void handle_exists(RequestPtr req);
+  void handle_length(RequestPtr req);
+  void handle_erase(RequestPtr req);
+  void handle_identify(RequestPtr req);
+
+  // The work of the handlers, done under the locks (responses are sent after).
+  Status apply_put(int32_t m,
+                   const std::vector<std::pair<std::string_view, std::string_view>>& pairs);
+  Status read_values(const KeyBatch& batch, bool packed, const std::vector<uint64_t>& caps,
+                     std::vector<uint64_t>* sizes, Buffer* body);
+};
+
+// Reads [mode][count][key sizes] from `meta` and slices the keys out of the
+// front of `body`; `consumed` receives how many body bytes the keys used.
+// Fails with INVALID_ARGS on any inconsistency (or an empty key) and with
+// YOKAN_ERR_MODE on mode bits this provider does not know.
+Status decode_key_batch(WireReader& meta, std::string_view body, KeyBatch* batch,
+                        size_t* consumed);
+// For RPCs whose meta and body hold nothing but the key batch.
+Status decode_keys_only(const Request& req, KeyBatch* batch);
+
+}  // namespace yokan

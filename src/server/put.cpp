@@ -1,0 +1,71 @@
+#include <mutex>
+
+#include "server/provider_impl.hpp"
+
+namespace yokan {
+
+// meta [mode][key sizes][value sizes]; body: keys then values.
+//
+// NEW_ONLY / EXIST_ONLY / APPEND are implemented here for every backend, under
+// the exclusive write-order lock: a single pair that fails its condition is an
+// error, pairs of a batch that fail it are skipped.
+void ProviderImpl::handle_put(RequestPtr req) {
+  WireReader in(req->meta());
+  KeyBatch batch;
+  size_t used = 0;
+  Status s = decode_key_batch(in, req->body(), &batch, &used);
+  auto vsizes = in.array<uint64_t>(rpc::kMaxBatch);
+  if (ok(s) && (!in.done() || vsizes.size() != batch.keys.size())) s = Status::YOKAN_ERR_INVALID_ARGS;
+  if (!ok(s)) return req->respond(s);
+
+  std::vector<std::pair<std::string_view, std::string_view>> pairs;
+  pairs.reserve(batch.keys.size());
+  std::string_view values = req->body().substr(used);
+  size_t offset = 0;
+  for (size_t i = 0; i < batch.keys.size(); ++i) {
+    if (vsizes[i] > values.size() - offset) return req->respond(Status::YOKAN_ERR_INVALID_ARGS);
+    pairs.emplace_back(batch.keys[i], values.substr(offset, vsizes[i]));
+    offset += vsizes[i];
+  }
+  if (offset != values.size()) return req->respond(Status::YOKAN_ERR_INVALID_ARGS);
+
+  // Responding takes the transport's lock, so it never happens under write_order.
+  req->respond(apply_put(batch.mode, pairs));
+}
+
+Status ProviderImpl::apply_put(int32_t m, const std::vector<std::pair<std::string_view, std::string_view>>& pairs) {
+  const bool conditional = m & (mode::NEW_ONLY | mode::EXIST_ONLY | mode::APPEND);
+  if (!conditional) {
+    std::shared_lock<std::shared_mutex> g(write_order);
+    return backend->put_batch(pairs);
+  }
+  const bool single = pairs.size() == 1;
+  std::unique_lock<std::shared_mutex> g(write_order);
+  for (auto& [key, value] : pairs) {
+    bool found = false;
+    Status s = backend->exists(key, &found);
+    if (!ok(s)) return s;
+    if ((m & mode::NEW_ONLY) && found) {
+      if (single) return Status::YOKAN_ERR_KEY_EXISTS;
+      continue;
+    }
+    if ((m & mode::EXIST_ONLY) && !found) {
+      if (single) return Status::YOKAN_ERR_KEY_NOT_FOUND;
+      continue;
+    }
+    if ((m & mode::APPEND) && found) {
+      std::string joined;
+      s = backend->get(key, [&](std::string_view old) {
+        joined.reserve(old.size() + value.size());
+        joined.append(old).append(value);
+      });
+      if (ok(s)) s = backend->put(key, joined);
+    } else {
+      s = backend->put(key, value);
+    }
+    if (!ok(s)) return s;
+  }
+  return Status::YOKAN_SUCCESS;
+}
+
+}  // namespace yokan
