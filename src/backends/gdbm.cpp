@@ -1,0 +1,254 @@
+// The "gdbm" backend: a GNU dbm hash file at `path` (unsorted).
+//
+// Acknowledged: gdbm writes the changed bucket, directory and header into the
+// file (through write(2) or its shared mmap, i.e. into the OS page cache) at
+// the end of every store or delete, so a write that returned is in the file
+// and survives a SIGKILL of the process. With "sync" (default true) every
+// write call also ends with gdbm_sync() (fsync), so it survives a machine
+// crash as well; "sync": false keeps process-crash safety but not that.
+//
+// The destructor closes the file and deletes nothing. gdbm takes its own file
+// lock; a lock file `<path>.lock` also makes a second open in the same
+// process fail with a clear message.
+//
+// A gdbm handle is not thread-safe (even reads move its cache), so with
+// use_lock=true (the default) every call holds one mutex.
+#include <gdbm.h>
+
+#include <cstdlib>
+#include <mutex>
+
+#include "config_reader.hpp"
+#include "file_util.hpp"
+
+namespace yokan {
+namespace {
+
+Status map_errno(gdbm_error e) {
+  switch (e) {
+    case GDBM_NO_ERROR:
+      return Status::YOKAN_SUCCESS;
+    case GDBM_ITEM_NOT_FOUND:
+      return Status::YOKAN_ERR_KEY_NOT_FOUND;
+    case GDBM_MALLOC_ERROR:
+      return Status::YOKAN_ERR_ALLOCATION;
+    case GDBM_CANT_BE_WRITER:
+    case GDBM_CANT_BE_READER:
+      return Status::YOKAN_ERR_PERMISSION;
+    case GDBM_MALFORMED_DATA:
+      return Status::YOKAN_ERR_INVALID_ARGS;
+    case GDBM_READER_CANT_STORE:
+    case GDBM_READER_CANT_DELETE:
+      return Status::YOKAN_ERR_OP_FORBIDDEN;
+    case GDBM_BAD_MAGIC_NUMBER:
+    case GDBM_BYTE_SWAPPED:
+    case GDBM_BAD_FILE_OFFSET:
+    case GDBM_NEED_RECOVERY:
+    case GDBM_DIR_OVERFLOW:
+    case GDBM_BAD_BUCKET:
+    case GDBM_BAD_HEADER:
+    case GDBM_BAD_AVAIL:
+    case GDBM_BAD_HASH_TABLE:
+    case GDBM_BAD_DIR_ENTRY:
+    case GDBM_BUCKET_CACHE_CORRUPTED:
+    case GDBM_BAD_HASH_ENTRY:
+      return Status::YOKAN_ERR_CORRUPTION;
+    default:
+      return Status::YOKAN_ERR_IO;
+  }
+}
+
+// gdbm rejects a null dptr even for an empty datum, so point empty spans here.
+char empty_byte = 0;
+datum make_datum(std::string_view s) {
+  return datum{s.empty() ? &empty_byte : const_cast<char*>(s.data()), static_cast<int>(s.size())};
+}
+
+// A mutex that use_lock=false turns off.
+class OptionalMutex {
+ public:
+  explicit OptionalMutex(bool enabled) : enabled_(enabled) {}
+  void lock() {
+    if (enabled_) m_.lock();
+  }
+  void unlock() {
+    if (enabled_) m_.unlock();
+  }
+
+ private:
+  bool enabled_;
+  std::mutex m_;
+};
+
+class GdbmBackend final : public Backend {
+ public:
+  GdbmBackend(json config, std::unique_ptr<PathLock> lock, GDBM_FILE db, bool use_lock, bool sync)
+      : config_(std::move(config)),
+        lock_(std::move(lock)),
+        db_(db),
+        mutex_(use_lock),
+        sync_(sync) {}
+
+  ~GdbmBackend() override {
+    std::lock_guard<OptionalMutex> guard(mutex_);
+    gdbm_close(db_);  // writes back and closes; the file stays
+  }
+
+  BackendTraits traits() const override { return {false, true, true}; }
+  json config() const override { return config_; }
+
+  Status put(std::string_view key, std::string_view value) override {
+    if (key.size() > INT32_MAX || value.size() > INT32_MAX) return Status::YOKAN_ERR_INVALID_ARGS;
+    std::lock_guard<OptionalMutex> guard(mutex_);
+    if (gdbm_store(db_, make_datum(key), make_datum(value), GDBM_REPLACE) != 0) return last_error();
+    return after_write();
+  }
+
+  Status put_batch(
+      const std::vector<std::pair<std::string_view, std::string_view>>& pairs) override {
+    std::lock_guard<OptionalMutex> guard(mutex_);
+    for (const auto& [key, value] : pairs) {
+      if (key.size() > INT32_MAX || value.size() > INT32_MAX) return Status::YOKAN_ERR_INVALID_ARGS;
+      if (gdbm_store(db_, make_datum(key), make_datum(value), GDBM_REPLACE) != 0)
+        return last_error();
+    }
+    return after_write();  // one fsync for the whole batch
+  }
+
+  Status get(std::string_view key, const ValueVisitor& visit) override {
+    std::lock_guard<OptionalMutex> guard(mutex_);
+    datum v = gdbm_fetch(db_, make_datum(key));
+    if (v.dptr == nullptr) return last_error();
+    visit(std::string_view(v.dptr, v.dsize));
+    std::free(v.dptr);
+    return Status::YOKAN_SUCCESS;
+  }
+
+  Status exists(std::string_view key, bool* found) override {
+    std::lock_guard<OptionalMutex> guard(mutex_);
+    *found = gdbm_exists(db_, make_datum(key)) != 0;
+    gdbm_error e = gdbm_last_errno(db_);
+    return *found || e == GDBM_NO_ERROR || e == GDBM_ITEM_NOT_FOUND ? Status::YOKAN_SUCCESS
+                                                                    : map_errno(e);
+  }
+
+  Status erase(std::string_view key) override {
+    std::lock_guard<OptionalMutex> guard(mutex_);
+    if (gdbm_delete(db_, make_datum(key)) != 0) {
+      Status s = last_error();
+      if (s != Status::YOKAN_ERR_KEY_NOT_FOUND) return s;  // erasing an absent key is fine
+      return Status::YOKAN_SUCCESS;
+    }
+    return after_write();
+  }
+
+  Status count(uint64_t* n) override {
+    std::lock_guard<OptionalMutex> guard(mutex_);
+    gdbm_count_t c = 0;
+    if (gdbm_count(db_, &c) != 0) return last_error();
+    *n = c;
+    return Status::YOKAN_SUCCESS;
+  }
+
+  Status iterate(std::string_view, bool, bool want_values, const PairVisitor& visit) override {
+    std::lock_guard<OptionalMutex> guard(mutex_);
+    datum k = gdbm_firstkey(db_);
+    while (k.dptr != nullptr) {
+      bool more = true;
+      if (want_values) {
+        datum v = gdbm_fetch(db_, k);
+        if (v.dptr == nullptr) {
+          std::free(k.dptr);
+          return last_error();
+        }
+        more = visit(std::string_view(k.dptr, k.dsize), std::string_view(v.dptr, v.dsize));
+        std::free(v.dptr);
+      } else {
+        more = visit(std::string_view(k.dptr, k.dsize), std::string_view());
+      }
+      if (!more) {
+        std::free(k.dptr);
+        return Status::YOKAN_SUCCESS;
+      }
+      datum next = gdbm_nextkey(db_, k);
+      std::free(k.dptr);
+      k = next;
+    }
+    gdbm_error e = gdbm_last_errno(db_);
+    return e == GDBM_ITEM_NOT_FOUND ? Status::YOKAN_SUCCESS : map_errno(e);
+  }
+
+  Status flush() override {
+    std::lock_guard<OptionalMutex> guard(mutex_);
+    return gdbm_sync(db_) == 0 ? Status::YOKAN_SUCCESS : last_error();
+  }
+
+ private:
+  Status last_error() {
+    gdbm_error e = gdbm_last_errno(db_);
+    gdbm_clear_error(db_);
+    return e == GDBM_NO_ERROR ? Status::YOKAN_ERR_IO : map_errno(e);
+  }
+  Status after_write() {
+    if (sync_ && gdbm_sync(db_) != 0) return last_error();
+    return Status::YOKAN_SUCCESS;
+  }
+
+  json config_;
+  std::unique_ptr<PathLock> lock_;
+  GDBM_FILE db_;
+  OptionalMutex mutex_;
+  bool sync_;
+};
+
+Status open_gdbm(const json& config, std::unique_ptr<Backend>* out, std::string* error) {
+  std::string path;
+  bool use_lock = true, sync = true;
+  json completed;
+  Status st = with_config_errors(error, [&] {
+    ConfigReader r(config, "gdbm config");
+    path = r.require_string("path");
+    if (path.empty()) throw ConfigError("gdbm config: \"path\" must not be empty");
+    use_lock = r.get_bool("use_lock", true);
+    sync = r.get_bool("sync", true);
+    completed = r.finish();
+    return Status::YOKAN_SUCCESS;
+  });
+  if (!ok(st)) return st;
+
+  st = make_parent_directories(path, error);
+  if (!ok(st)) return st;
+  std::unique_ptr<PathLock> lock;
+  st = PathLock::acquire(path + ".lock", path, true, &lock, error);
+  if (!ok(st)) return st;
+
+  GDBM_FILE db = gdbm_open(path.c_str(), 0, GDBM_WRCREAT | GDBM_CLOEXEC, 0644, nullptr);
+  if (db == nullptr) {
+    gdbm_error e = gdbm_errno;
+    if (e == GDBM_CANT_BE_WRITER) {
+      if (error) *error = already_open_message(path);
+      return Status::YOKAN_ERR_PERMISSION;
+    }
+    if (error) *error = "gdbm: cannot open \"" + path + "\": " + gdbm_strerror(e);
+    return map_errno(e);
+  }
+  *out = std::make_unique<GdbmBackend>(std::move(completed), std::move(lock), db, use_lock, sync);
+  return Status::YOKAN_SUCCESS;
+}
+
+}  // namespace
+
+void register_backend_gdbm(std::map<std::string, BackendFactory>& r) {
+  r["gdbm"] = [](const json& config, std::unique_ptr<Backend>* out, std::string* error) {
+    try {
+      return open_gdbm(config, out, error);
+    } catch (const std::bad_alloc&) {
+      return Status::YOKAN_ERR_ALLOCATION;
+    } catch (const std::exception& e) {
+      if (error) *error = std::string("gdbm: ") + e.what();
+      return Status::YOKAN_ERR_OTHER;
+    }
+  };
+}
+
+}  // namespace yokan
