@@ -250,7 +250,8 @@ class UcxEngine final : public Engine, public std::enable_shared_from_this<UcxEn
   bool listen_;
   uint64_t token_;
   size_t max_message_size_;
-  double spin_us_;
+  double spin_us_;       // progress thread: busy-poll this long before sleeping
+  double call_spin_us_;  // a waiting caller: progress itself this long before napping
   ucp_context_h context_ = nullptr;
   ucp_worker_h worker_ = nullptr;
   std::string worker_address_;
@@ -264,8 +265,8 @@ class UcxEngine final : public Engine, public std::enable_shared_from_this<UcxEn
 
  public:
   // Operations under way (calls, sends, receives). While any is, the progress
-  // thread polls instead of sleeping: not every UCX transport (self, cma)
-  // signals the worker's event fd when an operation advances.
+  // thread naps briefly instead of sleeping long: not every UCX transport
+  // (self, cma) signals the worker's event fd when an operation advances.
   std::atomic<int> inflight_{0};
   void begin_op() {
     inflight_.fetch_add(1, std::memory_order_acq_rel);
@@ -342,7 +343,8 @@ UcxEngine::UcxEngine(const std::string& address, bool listen, const std::string&
   };
   size_t threads = static_cast<size_t>(num("num_rpc_threads", 4));
   size_t rndv = static_cast<size_t>(num("rndv_threshold", 16384));
-  spin_us_ = num("spin_us", 50);
+  spin_us_ = num("spin_us", 100);
+  call_spin_us_ = num("call_spin_us", 2000);
   max_message_size_ = static_cast<size_t>(num("max_message_size", double(4ull << 30)));
   if (threads == 0) threads = 1;
 
@@ -495,17 +497,15 @@ void UcxEngine::progress_loop() {
       last_work = Clock::now();
       continue;
     }
-    if (inflight_.load(std::memory_order_acquire) > 0) {
-      last_work = Clock::now();
-      continue;
-    }
     if (Clock::now() - last_work < spin) continue;
     // Nothing to do for a while: arm the worker and sleep on its event fd.
     sleeping_.store(true, std::memory_order_release);
     ucs_status_t s = ucp_worker_arm(worker_);
     if (s == UCS_OK) {
+      // Short naps while operations are under way, since not every transport
+      // signals the event fd when one advances; long ones when idle.
       epoll_event out;
-      epoll_wait(ep, &out, 1, 100);
+      epoll_wait(ep, &out, 1, inflight_.load(std::memory_order_acquire) > 0 ? 1 : 100);
     }
     sleeping_.store(false, std::memory_order_release);
     last_work = Clock::now();
@@ -1052,7 +1052,7 @@ Status UcxEngine::call(const EndpointPtr& ep, uint16_t provider_id, uint16_t rpc
   // Wait: spin on the worker first (no thread hand-off for fast answers),
   // then sleep until the progress thread completes the call.
   auto start = Clock::now();
-  auto spin = std::chrono::duration<double, std::micro>(spin_us_);
+  auto spin = std::chrono::duration<double, std::micro>(call_spin_us_);
   bool has_deadline = options.timeout_ms > 0;
   auto deadline = start + std::chrono::duration_cast<Clock::duration>(
                               std::chrono::duration<double, std::milli>(options.timeout_ms));
@@ -1087,10 +1087,15 @@ Status UcxEngine::call(const EndpointPtr& ep, uint16_t provider_id, uint16_t rpc
       ucp_worker_progress(worker_);
       continue;
     }
+    // Past the spin window: nap, and progress again on each wake in case the
+    // progress thread is asleep on a transport that does not signal.
     std::unique_lock<std::mutex> lk(pc.m);
-    auto wake = now + std::chrono::milliseconds(20);
+    auto wake = now + std::chrono::milliseconds(1);
     if (has_deadline && deadline < wake) wake = deadline;
-    pc.cv.wait_until(lk, wake, done);
+    if (!pc.cv.wait_until(lk, wake, done)) {
+      lk.unlock();
+      ucp_worker_progress(worker_);
+    }
   }
   if (req != nullptr) ucp_request_free(req);
   if (timed_out) return Status::YOKAN_ERR_TIMEOUT;
