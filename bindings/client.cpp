@@ -1,5 +1,6 @@
-#include "py_common.hpp"
 #include "yokan/client.hpp"
+
+#include "py_common.hpp"
 
 namespace yokan::python {
 

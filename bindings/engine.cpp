@@ -1,5 +1,6 @@
-#include "py_common.hpp"
 #include "yokan/engine.hpp"
+
+#include "py_common.hpp"
 
 namespace yokan::python {
 
@@ -18,6 +19,27 @@ void bind_engine(py::module_& m) {
       .def(
           "lookup", [](Engine& e, const std::string& address) { e.lookup(address); },
           py::arg("address"), py::call_guard<py::gil_scoped_release>())
+      // Sends raw bytes as an RPC: lets the tests feed malformed requests to a
+      // provider's decoders. Returns (status, reply meta).
+      .def(
+          "raw_call",
+          [](Engine& e, const std::string& address, uint16_t provider_id, uint16_t rpc,
+             const py::bytes& meta, const py::bytes& body, double timeout_ms) {
+            std::string m = meta, b = body;
+            Reply reply;
+            Status s;
+            {
+              py::gil_scoped_release nogil;
+              auto ep = e.lookup(address);
+              CallOptions opts;
+              opts.timeout_ms = timeout_ms;
+              s = e.call(ep, provider_id, rpc, m, {{b.data(), b.size()}}, opts, &reply);
+            }
+            return py::make_tuple(static_cast<int>(ok(s) ? reply.status : s),
+                                  py::bytes(reply.meta));
+          },
+          py::arg("address"), py::arg("provider_id"), py::arg("rpc"), py::arg("meta"),
+          py::arg("body"), py::arg("timeout_ms") = 5000.0)
       .def("finalize", &Engine::finalize, py::call_guard<py::gil_scoped_release>())
       .def_property_readonly("finalized", &Engine::finalized)
       .def("wait_for_finalize", &Engine::wait_for_finalize, py::arg("timeout_ms") = -1.0,

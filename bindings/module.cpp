@@ -42,7 +42,8 @@ std::pair<char*, size_t> ByteViews::write(py::handle obj, const char* what) {
     throw Exception(Status::YOKAN_ERR_NONCONTIG, std::string(what) + " is not a contiguous buffer");
   }
   views_.push_back(view);
-  if (view.readonly) throw Exception(Status::YOKAN_ERR_READONLY, std::string(what) + " is read-only");
+  if (view.readonly)
+    throw Exception(Status::YOKAN_ERR_READONLY, std::string(what) + " is read-only");
   if (!PyBuffer_IsContiguous(&view, 'C'))
     throw Exception(Status::YOKAN_ERR_NONCONTIG, std::string(what) + " is not C-contiguous");
   return {static_cast<char*>(view.buf), static_cast<size_t>(view.len)};

@@ -5,15 +5,15 @@ namespace yokan::python {
 
 void bind_server(py::module_& m) {
   py::class_<Provider>(m, "Provider")
-      .def(py::init([](std::shared_ptr<Engine> engine, uint16_t provider_id,
-                       const std::string& config) {
-             try {
-               py::gil_scoped_release nogil;
-               return std::make_unique<Provider>(std::move(engine), provider_id, config);
-             } catch (const Exception& e) {
-               throw ServerError(e);
-             }
-           }),
+      .def(py::init(
+               [](std::shared_ptr<Engine> engine, uint16_t provider_id, const std::string& config) {
+                 try {
+                   py::gil_scoped_release nogil;
+                   return std::make_unique<Provider>(std::move(engine), provider_id, config);
+                 } catch (const Exception& e) {
+                   throw ServerError(e);
+                 }
+               }),
            py::arg("engine"), py::arg("provider_id"), py::arg("config"))
       .def("config", &Provider::config)
       .def_property_readonly("provider_id", &Provider::provider_id);

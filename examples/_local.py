@@ -17,8 +17,11 @@ def database(provider_id=42, backend="map"):
     with Engine(protocol) as engine:
         provider = None
         if address is None:
-            provider = Provider(engine=engine, provider_id=provider_id,
-                                config='{"database": {"type": "%s"}}' % backend)
+            provider = Provider(
+                engine=engine,
+                provider_id=provider_id,
+                config='{"database": {"type": "%s"}}' % backend,
+            )
             address = engine.addr()
         db = Client(engine).make_database_handle(address, provider_id)
         try:

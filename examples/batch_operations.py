@@ -1,6 +1,6 @@
 """Batches: one round trip for many keys (multi and packed forms).
 
-    python batch_operations.py [ADDRESS]
+python batch_operations.py [ADDRESS]
 """
 
 from _local import database
@@ -9,11 +9,11 @@ with database() as db:
     keys = [f"sample:{i:04d}" for i in range(100)]
     values = [f"value {i}" for i in range(100)]
 
-    db.put_multi(keys, values)                          # keys and values
+    db.put_multi(keys, values)  # keys and values
     db.put_multi([("extra:a", "A"), ("extra:b", "B")])  # or (key, value) pairs
     print("count:", db.count())
 
-    print("first three:", db.get_multi(keys[:3]))       # list of bytes / None
+    print("first three:", db.get_multi(keys[:3]))  # list of bytes / None
     print("exists:", db.exists_multi(["sample:0001", "nope"]))
     print("lengths:", db.length_multi(["sample:0001", "nope"]))
 

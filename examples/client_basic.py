@@ -1,10 +1,9 @@
 """Basic operations: put, get, exists, length, erase, count.
 
-    python client_basic.py [ADDRESS]   # without ADDRESS a local provider is started
+python client_basic.py [ADDRESS]   # without ADDRESS a local provider is started
 """
 
 from _local import database
-
 from mochi.yokan.client import Exception as YokanError
 from mochi.yokan.exception import YOKAN_ERR_KEY_NOT_FOUND
 
@@ -12,9 +11,9 @@ with database() as db:
     db.put("alpha", "first value")
     db.put(b"beta", b"\x00binary\xff")
 
-    print("alpha =", db.get("alpha"))            # bytes
+    print("alpha =", db.get("alpha"))  # bytes
     buf = bytearray(64)
-    size = db.get("alpha", buf)                  # into a buffer: returns the size
+    size = db.get("alpha", buf)  # into a buffer: returns the size
     print("alpha into a buffer:", bytes(buf[:size]))
 
     print("exists(beta):", db.exists("beta"))

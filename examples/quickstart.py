@@ -5,8 +5,7 @@ from mochi.yokan.client import Client
 from mochi.yokan.server import Provider
 
 with Engine("tcp") as engine:
-    provider = Provider(engine=engine, provider_id=42,
-                        config='{"database": {"type": "map"}}')
+    provider = Provider(engine=engine, provider_id=42, config='{"database": {"type": "map"}}')
     client = Client(engine)
     db = client.make_database_handle(engine.addr(), provider_id=42)
 

@@ -79,8 +79,8 @@ using Scatter =
     std::function<bool(std::string_view meta, size_t body_len, std::vector<Destination>& dst)>;
 
 struct CallOptions {
-  double timeout_ms = 0;    // <= 0: no deadline
-  bool no_rdma = false;     // force eager (inline) transfer of large bodies
+  double timeout_ms = 0;  // <= 0: no deadline
+  bool no_rdma = false;   // force eager (inline) transfer of large bodies
   const Scatter* scatter = nullptr;
 };
 

@@ -47,7 +47,8 @@ class MemoryBackend final : public Backend {
     return Status::YOKAN_SUCCESS;
   }
 
-  Status put_batch(const std::vector<std::pair<std::string_view, std::string_view>>& pairs) override {
+  Status put_batch(
+      const std::vector<std::pair<std::string_view, std::string_view>>& pairs) override {
     if (!kValues)
       for (const auto& p : pairs)
         if (!p.second.empty()) return Status::YOKAN_ERR_INVALID_ARGS;

@@ -37,7 +37,8 @@ std::vector<bool> Database::exists(int32_t m, const Keys& keys, double timeout_m
   KeyRequest req(m, keys);
   if (keys.empty()) return {};
   Reply r = call(rpc::kExists, req.meta.str(), req.body, timeout_ms, m);
-  if (r.meta.size() != keys.size()) throw Exception(Status::YOKAN_ERR_CORRUPTION, "malformed exists reply");
+  if (r.meta.size() != keys.size())
+    throw Exception(Status::YOKAN_ERR_CORRUPTION, "malformed exists reply");
   std::vector<bool> out(keys.size());
   for (size_t i = 0; i < keys.size(); ++i) out[i] = r.meta[i] != 0;
   return out;
@@ -85,8 +86,9 @@ Database Client::make_database_handle(const std::string& address, uint16_t provi
     Status s = engine_->call(db.endpoint_, provider_id, rpc::kIdentify, {}, {}, opts, &r);
     if (!ok(s)) throw Exception(s);
     if (r.status == Status::YOKAN_ERR_INVALID_PROVIDER || r.meta != "yokan")
-      throw Exception(Status::YOKAN_ERR_INVALID_PROVIDER,
-                      "no Yokan provider with id " + std::to_string(provider_id) + " at " + address);
+      throw Exception(
+          Status::YOKAN_ERR_INVALID_PROVIDER,
+          "no Yokan provider with id " + std::to_string(provider_id) + " at " + address);
   }
   return db;
 }

@@ -12,7 +12,8 @@ namespace {
 bool found_and_fits(uint64_t size) { return size != KEY_NOT_FOUND && size != SIZE_TOO_SMALL; }
 
 // meta [mode][key sizes][packed][capacities]
-KeyRequest get_request(int32_t m, const Keys& keys, bool packed, const std::vector<uint64_t>& caps) {
+KeyRequest get_request(int32_t m, const Keys& keys, bool packed,
+                       const std::vector<uint64_t>& caps) {
   KeyRequest req(m, keys);
   req.meta.put<uint8_t>(packed ? 1 : 0);
   req.meta.array(caps);
@@ -52,8 +53,8 @@ static Scatter make_scatter(size_t n, const Placer& place) {
   };
 }
 
-std::vector<uint64_t> Database::get(int32_t m, const Keys& keys, const std::vector<Destination>& out,
-                                    double timeout_ms) const {
+std::vector<uint64_t> Database::get(int32_t m, const Keys& keys,
+                                    const std::vector<Destination>& out, double timeout_ms) const {
   if (keys.size() != out.size())
     throw Exception(Status::YOKAN_ERR_INVALID_ARGS, "keys and buffers differ in number");
   std::vector<uint64_t> caps(out.size());
@@ -62,7 +63,8 @@ std::vector<uint64_t> Database::get(int32_t m, const Keys& keys, const std::vect
   if (keys.empty()) return {};
   Placer place = [&out](const std::vector<uint64_t>& sizes, std::vector<Destination>& dst) {
     for (size_t i = 0; i < sizes.size(); ++i)
-      if (found_and_fits(sizes[i]) && sizes[i] <= out[i].size) dst.push_back({out[i].data, sizes[i]});
+      if (found_and_fits(sizes[i]) && sizes[i] <= out[i].size)
+        dst.push_back({out[i].data, sizes[i]});
   };
   Scatter scatter = make_scatter(keys.size(), place);
   Reply r = call(rpc::kGet, req.meta.str(), req.body, timeout_ms, m, &scatter);

@@ -72,13 +72,16 @@ bool io_exact(int fd, void* buf, size_t n, bool writing,
 ParsedAddress parse_address(const std::string& address) {
   ParsedAddress out;
   auto sep = address.find("://");
-  if (sep == std::string::npos) fail(Status::YOKAN_ERR_INVALID_ARGS, "malformed address \"" + address + "\" (expected PROTOCOL://...)");
+  if (sep == std::string::npos)
+    fail(Status::YOKAN_ERR_INVALID_ARGS,
+         "malformed address \"" + address + "\" (expected PROTOCOL://...)");
   std::string proto = address.substr(0, sep);
   std::string rest = address.substr(sep + 3);
   if (proto == "tcp" || proto == "ofi+tcp" || proto == "ucx+tcp" || proto == "verbs") {
     out.protocol = proto;
     auto colon = rest.rfind(':');
-    if (colon == std::string::npos) fail(Status::YOKAN_ERR_INVALID_ARGS, "address \"" + address + "\" has no port");
+    if (colon == std::string::npos)
+      fail(Status::YOKAN_ERR_INVALID_ARGS, "address \"" + address + "\" has no port");
     out.host = rest.substr(0, colon);
     try {
       size_t used = 0;
@@ -89,7 +92,8 @@ ParsedAddress parse_address(const std::string& address) {
     }
   } else if (proto == "na+sm" || proto == "sm" || proto == "ucx+sm") {
     out.protocol = proto;
-    if (rest.empty() || rest.size() > 64 || rest.find_first_not_of("0123456789-") != std::string::npos)
+    if (rest.empty() || rest.size() > 64 ||
+        rest.find_first_not_of("0123456789-") != std::string::npos)
       fail(Status::YOKAN_ERR_INVALID_ARGS, "malformed shared-memory address \"" + address + "\"");
     out.sm_name = rest;
   } else {
@@ -197,7 +201,8 @@ BootstrapServer::BootstrapServer(const ParsedAddress& where, std::string payload
     socklen_t len = 0;
     sockaddr_un sa = abstract_address(name, &len);
     if (listen_fd_ < 0 || bind(listen_fd_, reinterpret_cast<sockaddr*>(&sa), len) != 0)
-      fail(Status::YOKAN_ERR_FROM_MERCURY, std::string("cannot bind shared-memory address: ") + std::strerror(errno));
+      fail(Status::YOKAN_ERR_FROM_MERCURY,
+           std::string("cannot bind shared-memory address: ") + std::strerror(errno));
     address_ = where.protocol + "://" + name;
   } else {
     in_addr ip{};
@@ -211,7 +216,9 @@ BootstrapServer::BootstrapServer(const ParsedAddress& where, std::string payload
     sa.sin_addr = ip;
     sa.sin_port = htons(static_cast<uint16_t>(where.port));
     if (listen_fd_ < 0 || bind(listen_fd_, reinterpret_cast<sockaddr*>(&sa), sizeof sa) != 0)
-      fail(Status::YOKAN_ERR_FROM_MERCURY, "cannot listen on " + where.host + ":" + std::to_string(where.port) + ": " + std::strerror(errno));
+      fail(Status::YOKAN_ERR_FROM_MERCURY, "cannot listen on " + where.host + ":" +
+                                               std::to_string(where.port) + ": " +
+                                               std::strerror(errno));
     socklen_t len = sizeof sa;
     getsockname(listen_fd_, reinterpret_cast<sockaddr*>(&sa), &len);
     char buf[INET_ADDRSTRLEN];
@@ -219,7 +226,8 @@ BootstrapServer::BootstrapServer(const ParsedAddress& where, std::string payload
     address_ = where.protocol + "://" + buf + ":" + std::to_string(ntohs(sa.sin_port));
   }
   if (listen(listen_fd_, 128) != 0 || pipe2(stop_pipe_, O_CLOEXEC) != 0)
-    fail(Status::YOKAN_ERR_FROM_MERCURY, std::string("bootstrap listen failed: ") + std::strerror(errno));
+    fail(Status::YOKAN_ERR_FROM_MERCURY,
+         std::string("bootstrap listen failed: ") + std::strerror(errno));
   thread_ = std::thread([this] { serve(); });
 }
 
@@ -293,7 +301,8 @@ std::pair<std::string, int> bootstrap_connect(const ParsedAddress& where, uint64
       pollfd pfd{fd, POLLOUT, 0};
       int err = 0;
       socklen_t elen = sizeof err;
-      if (poll(&pfd, 1, timeout_ms) == 1 && getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &elen) == 0 && err == 0)
+      if (poll(&pfd, 1, timeout_ms) == 1 &&
+          getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &elen) == 0 && err == 0)
         r = 0;
     }
     if (r != 0 && fd >= 0) {
@@ -301,7 +310,8 @@ std::pair<std::string, int> bootstrap_connect(const ParsedAddress& where, uint64
       fd = -1;
     }
   }
-  if (fd < 0) fail(Status::YOKAN_ERR_FROM_MERCURY, "cannot reach " + what + " (nothing is listening there)");
+  if (fd < 0)
+    fail(Status::YOKAN_ERR_FROM_MERCURY, "cannot reach " + what + " (nothing is listening there)");
   uint32_t head[2];
   std::string payload;
   uint32_t magic = htonl(kMagic);
@@ -315,7 +325,8 @@ std::pair<std::string, int> bootstrap_connect(const ParsedAddress& where, uint64
   }
   if (!good) {
     close(fd);
-    fail(Status::YOKAN_ERR_FROM_MERCURY, "no valid answer from " + what + " (not a mochi-yokan engine?)");
+    fail(Status::YOKAN_ERR_FROM_MERCURY,
+         "no valid answer from " + what + " (not a mochi-yokan engine?)");
   }
   int one = 1;
   setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof one);

@@ -202,8 +202,7 @@ class UcxEngine final : public Engine, public std::enable_shared_from_this<UcxEn
   }
 
   Status call(const EndpointPtr& ep, uint16_t provider_id, uint16_t rpc, std::string_view meta,
-              const std::vector<Segment>& body, const CallOptions& options,
-              Reply* reply) override;
+              const std::vector<Segment>& body, const CallOptions& options, Reply* reply) override;
 
   void finalize() override;
   bool finalized() const override { return finalized_.load(); }
@@ -275,7 +274,6 @@ class UcxEngine final : public Engine, public std::enable_shared_from_this<UcxEn
   void end_op() { inflight_.fetch_sub(1, std::memory_order_acq_rel); }
 
  private:
-
   struct Registered {
     Handler handler;
     bool run_inline;
@@ -288,9 +286,9 @@ class UcxEngine final : public Engine, public std::enable_shared_from_this<UcxEn
   std::atomic<uint64_t> next_seq_{1};
 
   std::mutex endpoints_mu_;
-  std::map<std::string, std::shared_ptr<Endpoint>> lookups_;          // client side
-  std::unordered_map<uint64_t, std::shared_ptr<Endpoint>> peers_;     // server side, by token
-  std::vector<std::shared_ptr<Endpoint>> retired_;                    // failed, closed at teardown
+  std::map<std::string, std::shared_ptr<Endpoint>> lookups_;       // client side
+  std::unordered_map<uint64_t, std::shared_ptr<Endpoint>> peers_;  // server side, by token
+  std::vector<std::shared_ptr<Endpoint>> retired_;                 // failed, closed at teardown
 
   std::mutex finalize_mu_;
   std::condition_variable finalize_cv_;
@@ -307,9 +305,9 @@ namespace {
 void set_ucx(ucp_config_t* cfg, const char* name, const std::string& value) {
   ucs_status_t s = ucp_config_modify(cfg, name, value.c_str());
   if (s != UCS_OK)
-    throw Exception(Status::YOKAN_ERR_INVALID_CONFIG,
-                    std::string("invalid UCX setting ") + name + "=" + value + ": " +
-                        ucs_status_string(s));
+    throw Exception(
+        Status::YOKAN_ERR_INVALID_CONFIG,
+        std::string("invalid UCX setting ") + name + "=" + value + ": " + ucs_status_string(s));
 }
 
 uint64_t random_token() {
@@ -403,7 +401,8 @@ UcxEngine::UcxEngine(const std::string& address, bool listen, const std::string&
     set_ucx(ucfg, "RNDV_THRESH", std::to_string(rndv));
     if (config_.contains("ucx")) {
       if (!config_["ucx"].is_object())
-        throw Exception(Status::YOKAN_ERR_INVALID_CONFIG, "engine config: \"ucx\" must be an object");
+        throw Exception(Status::YOKAN_ERR_INVALID_CONFIG,
+                        "engine config: \"ucx\" must be an object");
       for (auto& [k, v] : config_["ucx"].items()) {
         if (!v.is_string())
           throw Exception(Status::YOKAN_ERR_INVALID_CONFIG,
@@ -466,9 +465,8 @@ UcxEngine::UcxEngine(const std::string& address, bool listen, const std::string&
     where.port = port;
     if (sm_only) where.sm_name = "self";
     bootstrap_ = std::make_unique<BootstrapServer>(
-        where, worker_address_, [this](int fd, uint64_t token) {
-          watcher_->add(fd, [this, token] { fail_peer(token); });
-        });
+        where, worker_address_,
+        [this](int fd, uint64_t token) { watcher_->add(fd, [this, token] { fail_peer(token); }); });
     address_ = bootstrap_->address();
   } else {
     address_ = protocol_ + "://client";
@@ -542,8 +540,8 @@ void UcxEngine::send_message(Endpoint& ep, uint16_t am_id, WireHeader h, std::st
   if (out->body.size()) out->iov[out->iov_count++] = {out->body.data(), out->body.size()};
 
   ucp_request_param_t p{};
-  p.op_attr_mask = UCP_OP_ATTR_FIELD_CALLBACK | UCP_OP_ATTR_FIELD_USER_DATA |
-                   UCP_OP_ATTR_FIELD_DATATYPE;
+  p.op_attr_mask =
+      UCP_OP_ATTR_FIELD_CALLBACK | UCP_OP_ATTR_FIELD_USER_DATA | UCP_OP_ATTR_FIELD_DATATYPE;
   p.cb.send = send_done_cb;
   p.user_data = out;
   p.datatype = ucp_dt_make_iov();
@@ -615,8 +613,7 @@ ucs_status_t UcxEngine::on_hello(void* arg, const void* header, size_t header_le
 
 ucs_status_t UcxEngine::on_request(void* arg, const void* header, size_t header_len, void* data,
                                    size_t len, const ucp_am_recv_param_t* param) {
-  return static_cast<UcxEngine*>(arg)->handle_incoming(header, header_len, data, len, param,
-                                                       false);
+  return static_cast<UcxEngine*>(arg)->handle_incoming(header, header_len, data, len, param, false);
 }
 
 ucs_status_t UcxEngine::handle_incoming(const void* header, size_t header_len, void* data,
@@ -668,8 +665,8 @@ ucs_status_t UcxEngine::handle_incoming(const void* header, size_t header_len, v
   char* dst = req->body_.data();
   auto* ctx = new RecvCtx{this, std::move(req)};
   ucp_request_param_t p{};
-  p.op_attr_mask = UCP_OP_ATTR_FIELD_CALLBACK | UCP_OP_ATTR_FIELD_USER_DATA |
-                   UCP_OP_ATTR_FIELD_DATATYPE;
+  p.op_attr_mask =
+      UCP_OP_ATTR_FIELD_CALLBACK | UCP_OP_ATTR_FIELD_USER_DATA | UCP_OP_ATTR_FIELD_DATATYPE;
   p.cb.recv_am = request_recv_done;
   p.user_data = ctx;
   p.datatype = ucp_dt_make_contig(1);
@@ -798,8 +795,8 @@ ucs_status_t UcxEngine::on_response(void* arg, const void* header, size_t header
     return UCS_OK;
   }
   ucp_request_param_t p{};
-  p.op_attr_mask = UCP_OP_ATTR_FIELD_CALLBACK | UCP_OP_ATTR_FIELD_USER_DATA |
-                   UCP_OP_ATTR_FIELD_DATATYPE;
+  p.op_attr_mask =
+      UCP_OP_ATTR_FIELD_CALLBACK | UCP_OP_ATTR_FIELD_USER_DATA | UCP_OP_ATTR_FIELD_DATATYPE;
   p.cb.recv_am = response_recv_done;
   p.user_data = pc;
   ucs_status_ptr_t r;
@@ -932,8 +929,7 @@ EndpointPtr UcxEngine::lookup(const std::string& address) {
     if (liveness_fd >= 0) close(liveness_fd);
     throw;
   }
-  if (liveness_fd >= 0)
-    watcher_->add(liveness_fd, [this, ep] { fail_endpoint(ep.get()); });
+  if (liveness_fd >= 0) watcher_->add(liveness_fd, [this, ep] { fail_endpoint(ep.get()); });
   // HELLO: give the server our worker address so that it can answer us.
   std::string meta(8, '\0');
   std::memcpy(meta.data(), &token_, 8);
@@ -944,8 +940,9 @@ EndpointPtr UcxEngine::lookup(const std::string& address) {
   Status s = call(ep, 0, 0, meta, {}, opts, &reply);
   if (!ok(s) || !ok(reply.status)) {
     fail_endpoint(ep.get());
-    throw Exception(Status::YOKAN_ERR_FROM_MERCURY,
-                    "no answer from " + address + " (" + status_message(ok(s) ? reply.status : s) + ")");
+    throw Exception(
+        Status::YOKAN_ERR_FROM_MERCURY,
+        "no answer from " + address + " (" + status_message(ok(s) ? reply.status : s) + ")");
   }
   std::lock_guard<std::mutex> g(endpoints_mu_);
   auto [it, inserted] = lookups_.emplace(address, ep);
@@ -979,9 +976,8 @@ std::string UcxEngine::endpoint_info(const EndpointPtr& ep) {
 
 namespace {
 void call_send_done(void* request, ucs_status_t status, void* user_data) {
-  static_cast<PendingCall*>(user_data)->complete_send(status == UCS_OK
-                                                          ? Status::YOKAN_SUCCESS
-                                                          : Status::YOKAN_ERR_FROM_MERCURY);
+  static_cast<PendingCall*>(user_data)->complete_send(
+      status == UCS_OK ? Status::YOKAN_SUCCESS : Status::YOKAN_ERR_FROM_MERCURY);
 }
 }  // namespace
 
@@ -1035,8 +1031,8 @@ Status UcxEngine::call(const EndpointPtr& ep, uint16_t provider_id, uint16_t rpc
   ucs_status_ptr_t req;
   {
     std::shared_lock<std::shared_mutex> g(ep->mu);
-    req = ep->ep ? ucp_am_send_nbx(ep->ep, hello ? kAmHello : kAmRequest, head.data(),
-                                   head.size(), iov.data(), iov.size(), &p)
+    req = ep->ep ? ucp_am_send_nbx(ep->ep, hello ? kAmHello : kAmRequest, head.data(), head.size(),
+                                   iov.data(), iov.size(), &p)
                  : UCS_STATUS_PTR(UCS_ERR_CANCELED);
   }
   if (req == nullptr) {
@@ -1057,8 +1053,10 @@ Status UcxEngine::call(const EndpointPtr& ep, uint16_t provider_id, uint16_t rpc
   auto deadline = start + std::chrono::duration_cast<Clock::duration>(
                               std::chrono::duration<double, std::milli>(options.timeout_ms));
   bool timed_out = false;
-  auto done = [&] { return pc.send_done.load(std::memory_order_acquire) &&
-                           pc.response_done.load(std::memory_order_acquire); };
+  auto done = [&] {
+    return pc.send_done.load(std::memory_order_acquire) &&
+           pc.response_done.load(std::memory_order_acquire);
+  };
   while (!done()) {
     auto now = Clock::now();
     if (has_deadline && now >= deadline && !pc.response_done.load()) {
@@ -1134,9 +1132,7 @@ void UcxEngine::finalize() {
     pc->reply->status = Status::YOKAN_ERR_INVALID_MID;
     pc->complete_response();
   }
-  {
-    std::lock_guard<std::mutex> g(finalize_mu_);
-  }
+  { std::lock_guard<std::mutex> g(finalize_mu_); }
   finalize_cv_.notify_all();
 }
 

@@ -16,8 +16,8 @@ void ProviderImpl::handle_get(RequestPtr req) {
   Status s = decode_key_batch(in, req->body(), &batch, &used);
   uint8_t packed = in.get<uint8_t>();
   auto caps = in.array<uint64_t>(rpc::kMaxBatch);
-  if (ok(s) && (!in.done() || used != req->body().size() ||
-                caps.size() != (packed ? 1 : batch.keys.size())))
+  if (ok(s) &&
+      (!in.done() || used != req->body().size() || caps.size() != (packed ? 1 : batch.keys.size())))
     s = Status::YOKAN_ERR_INVALID_ARGS;
   if (!ok(s)) return req->respond(s);
 
@@ -30,8 +30,9 @@ void ProviderImpl::handle_get(RequestPtr req) {
   req->respond(Status::YOKAN_SUCCESS, std::move(out.str()), std::move(body));
 }
 
-Status ProviderImpl::read_values(const KeyBatch& batch, bool packed, const std::vector<uint64_t>& caps,
-                                 std::vector<uint64_t>* sizes, Buffer* body) {
+Status ProviderImpl::read_values(const KeyBatch& batch, bool packed,
+                                 const std::vector<uint64_t>& caps, std::vector<uint64_t>* sizes,
+                                 Buffer* body) {
   const bool consume = batch.mode & mode::CONSUME;
   std::shared_lock<std::shared_mutex> shared(write_order, std::defer_lock);
   std::unique_lock<std::shared_mutex> exclusive(write_order, std::defer_lock);

@@ -1,9 +1,10 @@
+#include "yokan/provider.hpp"
+
 #include <atomic>
 #include <cstring>
 #include <mutex>
 
 #include "server/provider_impl.hpp"
-#include "yokan/provider.hpp"
 
 namespace yokan {
 
@@ -11,13 +12,17 @@ namespace {
 
 // Parses the provider config and creates its backend. Throws yokan::Exception.
 std::unique_ptr<Backend> open_database(json& config) {
-  if (!config.is_object()) throw Exception(Status::YOKAN_ERR_INVALID_CONFIG, "provider config must be a JSON object");
+  if (!config.is_object())
+    throw Exception(Status::YOKAN_ERR_INVALID_CONFIG, "provider config must be a JSON object");
   if (!config.contains("database"))
-    throw Exception(Status::YOKAN_ERR_INVALID_CONFIG, "provider config has no \"database\" section");
+    throw Exception(Status::YOKAN_ERR_INVALID_CONFIG,
+                    "provider config has no \"database\" section");
   json& db = config["database"];
-  if (!db.is_object()) throw Exception(Status::YOKAN_ERR_INVALID_CONFIG, "\"database\" must be an object");
+  if (!db.is_object())
+    throw Exception(Status::YOKAN_ERR_INVALID_CONFIG, "\"database\" must be an object");
   if (!db.contains("type") || !db["type"].is_string())
-    throw Exception(Status::YOKAN_ERR_INVALID_CONFIG, "\"database.type\" must be a string naming a backend");
+    throw Exception(Status::YOKAN_ERR_INVALID_CONFIG,
+                    "\"database.type\" must be a string naming a backend");
   if (!db.contains("config")) db["config"] = json::object();
   if (!db["config"].is_object())
     throw Exception(Status::YOKAN_ERR_INVALID_CONFIG, "\"database.config\" must be an object");
@@ -41,21 +46,28 @@ std::atomic<uint64_t> next_hook_token{1};
 
 }  // namespace
 
-Provider::Provider(std::shared_ptr<Engine> engine, uint16_t provider_id, const std::string& config_text) {
-  if (!engine || engine->finalized()) throw Exception(Status::YOKAN_ERR_INVALID_MID, "the engine was finalized");
-  if (!engine->listening()) throw Exception(Status::YOKAN_ERR_INVALID_ARGS, "a provider needs an engine in server mode");
-  if (config_text.empty()) throw Exception(Status::YOKAN_ERR_INVALID_ARGS, "the provider config is empty");
+Provider::Provider(std::shared_ptr<Engine> engine, uint16_t provider_id,
+                   const std::string& config_text) {
+  if (!engine || engine->finalized())
+    throw Exception(Status::YOKAN_ERR_INVALID_MID, "the engine was finalized");
+  if (!engine->listening())
+    throw Exception(Status::YOKAN_ERR_INVALID_ARGS, "a provider needs an engine in server mode");
+  if (config_text.empty())
+    throw Exception(Status::YOKAN_ERR_INVALID_ARGS, "the provider config is empty");
   json config;
   try {
     config = json::parse(config_text);
   } catch (const json::exception& e) {
-    throw Exception(Status::YOKAN_ERR_INVALID_CONFIG, std::string("provider config is not valid JSON: ") + e.what());
+    throw Exception(Status::YOKAN_ERR_INVALID_CONFIG,
+                    std::string("provider config is not valid JSON: ") + e.what());
   }
   if (engine->provider_registered(provider_id))
-    throw Exception(Status::YOKAN_ERR_INVALID_PROVIDER,
-                    "a provider with id " + std::to_string(provider_id) + " already exists on this engine");
+    throw Exception(
+        Status::YOKAN_ERR_INVALID_PROVIDER,
+        "a provider with id " + std::to_string(provider_id) + " already exists on this engine");
   auto backend = open_database(config);
-  impl_ = std::make_shared<ProviderImpl>(engine, provider_id, std::move(config), std::move(backend));
+  impl_ =
+      std::make_shared<ProviderImpl>(engine, provider_id, std::move(config), std::move(backend));
   impl_->register_handlers();
   // If the engine goes first, stop serving and close the backend then.
   std::weak_ptr<ProviderImpl> weak = impl_;
@@ -113,11 +125,13 @@ void ProviderImpl::register_handlers() {
   add(rpc::kIdentify, &ProviderImpl::handle_identify);
 }
 
-Status decode_key_batch(WireReader& meta, std::string_view body, KeyBatch* batch, size_t* consumed) {
+Status decode_key_batch(WireReader& meta, std::string_view body, KeyBatch* batch,
+                        size_t* consumed) {
   batch->mode = meta.get<int32_t>();
   auto sizes = meta.array<uint64_t>(rpc::kMaxBatch);
   if (!meta.ok()) return Status::YOKAN_ERR_INVALID_ARGS;
-  if (batch->mode & ~(kSupportedModes | mode::LUA_FILTER | mode::LIB_FILTER)) return Status::YOKAN_ERR_MODE;
+  if (batch->mode & ~(kSupportedModes | mode::LUA_FILTER | mode::LIB_FILTER))
+    return Status::YOKAN_ERR_MODE;
   size_t offset = 0;
   batch->keys.clear();
   batch->keys.reserve(sizes.size());

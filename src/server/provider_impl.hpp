@@ -16,10 +16,10 @@
 namespace yokan {
 
 // Modes this provider implements (above the backend where needed).
-constexpr int32_t kSupportedModes =
-    mode::INCLUSIVE | mode::APPEND | mode::CONSUME | mode::WAIT | mode::NEW_ONLY |
-    mode::EXIST_ONLY | mode::NO_PREFIX | mode::KEEP_LAST | mode::SUFFIX | mode::IGNORE_DOCS |
-    mode::FILTER_VALUE | mode::NO_RDMA | mode::UPDATE_NEW;
+constexpr int32_t kSupportedModes = mode::INCLUSIVE | mode::APPEND | mode::CONSUME | mode::WAIT |
+                                    mode::NEW_ONLY | mode::EXIST_ONLY | mode::NO_PREFIX |
+                                    mode::KEEP_LAST | mode::SUFFIX | mode::IGNORE_DOCS |
+                                    mode::FILTER_VALUE | mode::NO_RDMA | mode::UPDATE_NEW;
 
 // A decoded batch of keys: meta [mode][count][key sizes], keys in the body.
 struct KeyBatch {
@@ -31,8 +31,7 @@ class ProviderImpl : public std::enable_shared_from_this<ProviderImpl> {
  public:
   ProviderImpl(std::shared_ptr<Engine> engine, uint16_t id, json config,
                std::unique_ptr<Backend> backend)
-      : engine(std::move(engine)), id(id), config(std::move(config)),
-        backend(std::move(backend)) {}
+      : engine(std::move(engine)), id(id), config(std::move(config)), backend(std::move(backend)) {}
 
   std::shared_ptr<Engine> engine;
   uint16_t id;
@@ -70,8 +69,7 @@ class ProviderImpl : public std::enable_shared_from_this<ProviderImpl> {
 // front of `body`; `consumed` receives how many body bytes the keys used.
 // Fails with INVALID_ARGS on any inconsistency (or an empty key) and with
 // YOKAN_ERR_MODE on mode bits this provider does not know.
-Status decode_key_batch(WireReader& meta, std::string_view body, KeyBatch* batch,
-                        size_t* consumed);
+Status decode_key_batch(WireReader& meta, std::string_view body, KeyBatch* batch, size_t* consumed);
 // For RPCs whose meta and body hold nothing but the key batch.
 Status decode_keys_only(const Request& req, KeyBatch* batch);
 

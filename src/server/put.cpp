@@ -15,7 +15,8 @@ void ProviderImpl::handle_put(RequestPtr req) {
   size_t used = 0;
   Status s = decode_key_batch(in, req->body(), &batch, &used);
   auto vsizes = in.array<uint64_t>(rpc::kMaxBatch);
-  if (ok(s) && (!in.done() || vsizes.size() != batch.keys.size())) s = Status::YOKAN_ERR_INVALID_ARGS;
+  if (ok(s) && (!in.done() || vsizes.size() != batch.keys.size()))
+    s = Status::YOKAN_ERR_INVALID_ARGS;
   if (!ok(s)) return req->respond(s);
 
   std::vector<std::pair<std::string_view, std::string_view>> pairs;
@@ -33,7 +34,8 @@ void ProviderImpl::handle_put(RequestPtr req) {
   req->respond(apply_put(batch.mode, pairs));
 }
 
-Status ProviderImpl::apply_put(int32_t m, const std::vector<std::pair<std::string_view, std::string_view>>& pairs) {
+Status ProviderImpl::apply_put(
+    int32_t m, const std::vector<std::pair<std::string_view, std::string_view>>& pairs) {
   const bool conditional = m & (mode::NEW_ONLY | mode::EXIST_ONLY | mode::APPEND);
   if (!conditional) {
     std::shared_lock<std::shared_mutex> g(write_order);

@@ -66,8 +66,7 @@ class Engine:
     ``spin_us``, ``max_message_size`` and ``ucx`` (raw UCX settings).
     """
 
-    def __init__(self, addr, mode=server, use_progress_thread=False, num_rpc_threads=0,
-                 config=""):
+    def __init__(self, addr, mode=server, use_progress_thread=False, num_rpc_threads=0, config=""):
         if isinstance(config, dict):
             config = _json.dumps(config) if config else ""
         if config and not isinstance(config, str):

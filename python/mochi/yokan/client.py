@@ -7,12 +7,12 @@ written in place. Every call that talks to a provider releases the GIL.
 """
 
 from mochi.yokan import _yokan
-from mochi.yokan.exception import ClientException as Exception  # noqa: A004
 from mochi.yokan.exception import (
     YOKAN_ERR_BUFFER_SIZE,
     YOKAN_ERR_INVALID_ARGS,
     YOKAN_ERR_KEY_NOT_FOUND,
 )
+from mochi.yokan.exception import ClientException as Exception  # noqa: A004
 from mochi.yokan.server import _native_engine
 
 __all__ = ["Client", "Database", "Exception"]

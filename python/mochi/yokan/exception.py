@@ -19,7 +19,7 @@ class Exception(RuntimeError):  # noqa: A001 - the name is the upstream API
         if code is None and isinstance(message, int):
             message, code = _MESSAGES.get(message, "Unknown error"), message
         super().__init__(message)
-        self._code = int(code) if code is not None else YOKAN_ERR_OTHER
+        self._code = int(code) if code is not None else _yokan.errors["YOKAN_ERR_OTHER"][0]
 
     @property
     def code(self):
@@ -45,6 +45,4 @@ globals().update({name: value for name, (value, _msg) in _yokan.errors.items()})
 
 _yokan._register_exceptions(ClientException, ServerException)
 
-__all__ = ["Exception", "ClientException", "ServerException"] + sorted(
-    _yokan.errors.keys()
-)
+__all__ = ["Exception", "ClientException", "ServerException"] + sorted(_yokan.errors.keys())

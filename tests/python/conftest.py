@@ -1,0 +1,128 @@
+"""Shared fixtures: an engine, a provider per compiled backend, and providers
+running in another process."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from mochi.margo import Engine
+from mochi.yokan.backends import available_backends
+from mochi.yokan.client import Client
+from mochi.yokan.server import Provider
+
+ROOT = Path(__file__).resolve().parents[2]
+SERVER = Path(__file__).resolve().parent / "serve.py"
+
+PERSISTENT = {"rocksdb", "leveldb", "lmdb", "berkeleydb", "gdbm", "tkrzw"}
+# Backends whose values must be empty.
+VALUELESS = {"set", "unordered_set"}
+SORTED = {"map", "set", "rocksdb", "leveldb", "lmdb", "berkeleydb", "tkrzw"}
+KV_BACKENDS = [b for b in available_backends]
+VALUED_BACKENDS = [b for b in KV_BACKENDS if b not in VALUELESS]
+
+
+def backend_config(backend, tmp_path):
+    """A provider config for `backend`, with its files under tmp_path."""
+    config = {}
+    if backend in {"rocksdb", "leveldb", "lmdb"}:
+        config["path"] = str(tmp_path / f"{backend}-db")
+    elif backend in {"gdbm", "tkrzw"}:
+        config["path"] = str(tmp_path / f"{backend}.db")
+    elif backend == "berkeleydb":
+        config["path"] = str(tmp_path / "bdb.db")
+    return {"database": {"type": backend, "config": config}}
+
+
+@pytest.fixture
+def engine():
+    with Engine("tcp") as e:
+        yield e
+
+
+def open_db(engine, backend, tmp_path, provider_id=42):
+    provider = Provider(
+        engine=engine, provider_id=provider_id, config=json.dumps(backend_config(backend, tmp_path))
+    )
+    db = Client(engine).make_database_handle(engine.addr(), provider_id)
+    return provider, db
+
+
+@pytest.fixture(params=KV_BACKENDS)
+def any_db(request, engine, tmp_path):
+    """(backend name, Database) for every compiled key/value backend."""
+    provider, db = open_db(engine, request.param, tmp_path)
+    yield request.param, db
+    del db, provider
+
+
+@pytest.fixture(params=VALUED_BACKENDS)
+def db(request, engine, tmp_path):
+    """A Database on every compiled backend that stores values."""
+    provider, handle = open_db(engine, request.param, tmp_path)
+    yield handle
+    del handle, provider
+
+
+@pytest.fixture
+def map_db(engine, tmp_path):
+    provider, handle = open_db(engine, "map", tmp_path)
+    yield handle
+    del handle, provider
+
+
+class RemoteProvider:
+    """A provider in a child process (tests/python/serve.py)."""
+
+    def __init__(self, protocol, config, provider_id=42):
+        env = dict(os.environ)
+        self.proc = subprocess.Popen(
+            [sys.executable, str(SERVER), protocol, json.dumps(config), str(provider_id)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+        line = self.proc.stdout.readline().strip()
+        if not line:
+            raise RuntimeError("server did not start: " + self.proc.stderr.read())
+        self.address = line
+
+    def stop(self, sig=signal.SIGTERM):
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        for f in (self.proc.stdout, self.proc.stderr):
+            f.close()
+
+
+@pytest.fixture
+def remote():
+    """Factory: remote(protocol, config) -> RemoteProvider, stopped at teardown."""
+    started = []
+
+    def start(protocol="na+sm", config=None, provider_id=42):
+        server = RemoteProvider(protocol, config or {"database": {"type": "map"}}, provider_id)
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        server.stop()
+
+
+def wait_until(predicate, timeout=10.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.01)
+    return False

@@ -1,0 +1,104 @@
+"""Batched operations: multi and packed forms, with their return conventions."""
+
+import numpy as np
+import pytest
+from mochi.yokan.mode import Mode
+
+KEYS = [f"key:{i:03d}" for i in range(50)]
+VALUES = [f"value number {i}" * (i % 4 + 1) for i in range(50)]
+
+
+def test_put_multi_keys_values_and_pairs(db):
+    db.put_multi(KEYS[:25], VALUES[:25])
+    db.put_multi(list(zip(KEYS[25:], VALUES[25:])))
+    assert db.count() == 50
+    assert db.get_multi(KEYS) == [v.encode() for v in VALUES]
+
+
+def test_put_multi_positional_mode(db):
+    db.put_multi([("a", "1")], Mode.NEW_ONLY)
+    db.put_multi([("a", "2"), ("b", "3")], Mode.NEW_ONLY)  # 'a' skipped in a batch
+    assert db.get_multi(["a", "b"]) == [b"1", b"3"]
+
+
+def test_put_multi_length_mismatch(db):
+    with pytest.raises(ValueError):
+        db.put_multi(["a", "b"], ["1"])
+    assert db.count() == 0
+
+
+def test_get_multi_with_buffers(db):
+    db.put_multi(KEYS[:3], ["short", "a longer value", "x"])
+    buffers = [bytearray(10), bytearray(4), np.zeros(10, dtype=np.uint8), bytearray(10)]
+    sizes = db.get_multi(list(zip(KEYS[:3] + ["absent"], buffers)))
+    assert sizes == [5, -1, 1, None]
+    assert bytes(buffers[0][:5]) == b"short"
+    assert buffers[1] == bytearray(4)
+    assert bytes(buffers[2][:1]) == b"x"
+
+
+def test_get_multi_allocating(db):
+    db.put_multi(["a", "c"], ["1", "3"])
+    assert db.get_multi(["a", "b", "c"]) == [b"1", None, b"3"]
+
+
+def test_exists_length_erase_multi(db):
+    db.put_multi(KEYS[:5], VALUES[:5])
+    assert db.exists_multi(KEYS[:5] + ["nope"]) == [True] * 5 + [False]
+    assert db.length_multi(KEYS[:2] + ["nope"]) == [len(VALUES[0]), len(VALUES[1]), None]
+    db.erase_multi(KEYS[:3])
+    assert db.exists_multi(KEYS[:5]) == [False, False, False, True, True]
+
+
+def packed(items):
+    data = [x.encode() for x in items]
+    return b"".join(data), [len(x) for x in data]
+
+
+def test_packed_forms(db):
+    keys, ksizes = packed(KEYS[:10])
+    values, vsizes = packed(VALUES[:10])
+    db.put_packed(keys, ksizes, values, vsizes)
+    assert db.exists_packed(keys, ksizes) == [True] * 10
+    assert db.length_packed(keys, ksizes) == vsizes
+    out = bytearray(sum(vsizes))
+    assert db.get_packed(keys, ksizes, out) == vsizes
+    assert bytes(out) == values
+    db.erase_packed(keys, ksizes)
+    assert db.exists_packed(keys, ksizes) == [False] * 10
+
+
+def test_get_packed_too_small_and_absent(db):
+    db.put_multi(["a", "b", "c"], ["1111", "22", "3"])
+    keys, ksizes = packed(["a", "zz", "b", "c"])
+    out = bytearray(5)
+    # 'a' fits (4), 'zz' absent takes no space, 'b' (2) does not fit, so 'c' neither.
+    assert db.get_packed(keys, ksizes, out) == [4, None, -1, -1]
+    assert bytes(out[:4]) == b"1111"
+
+
+def test_packed_size_mismatch(db):
+    with pytest.raises(ValueError):
+        db.put_packed(b"abc", [1, 2], b"xy", [1])
+    with pytest.raises(ValueError):
+        db.put_packed(b"abc", [2, 2], b"xy", [1, 1])
+    with pytest.raises(ValueError):
+        db.exists_packed(b"ab", [1, 5])
+    assert db.count() == 0
+
+
+def test_empty_batches_make_no_call(db):
+    db.put_multi([], [])
+    assert db.get_multi([]) == []
+    assert db.exists_multi([]) == []
+    assert db.length_multi([]) == []
+    db.erase_multi([])
+
+
+def test_numpy_keys_in_batch(db):
+    keys = [np.array([i], dtype=np.int64) for i in range(20)]
+    values = [np.full(8, i, dtype=np.float32) for i in range(20)]
+    db.put_multi(keys, values)
+    out = [np.empty(8, dtype=np.float32) for _ in range(20)]
+    assert db.get_multi(list(zip(keys, out))) == [32] * 20
+    assert all((o == i).all() for i, o in enumerate(out))

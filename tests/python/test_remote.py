@@ -1,0 +1,142 @@
+"""A provider in another process: same behaviour, shared-memory transport,
+large values, dead peers and timeouts."""
+
+import signal
+import time
+
+import numpy as np
+import pytest
+from conftest import PERSISTENT, backend_config, wait_until
+from mochi.margo import Engine
+from mochi.yokan.backends import available_backends
+from mochi.yokan.client import Client
+from mochi.yokan.client import Exception as ClientError
+from mochi.yokan.exception import YOKAN_ERR_FROM_MERCURY, YOKAN_ERR_TIMEOUT
+from mochi.yokan.mode import Mode
+
+MiB = 1 << 20
+
+
+def process_state(pid):
+    with open(f"/proc/{pid}/stat") as f:
+        return f.read().rsplit(")", 1)[1].split()[0]
+
+
+@pytest.fixture(params=["na+sm", "tcp"])
+def protocol(request):
+    return request.param
+
+
+def connect(engine, server):
+    return Client(engine).make_database_handle(server.address, 42)
+
+
+def test_remote_operations(remote, protocol):
+    server = remote(protocol)
+    with Engine(protocol, mode=0) as e:
+        db = connect(e, server)
+        db.put("k", "v")
+        db.put_multi([("a", "1"), ("b", "2")])
+        assert db.get("k") == b"v"
+        assert db.get_multi(["a", "b", "c"]) == [b"1", b"2", None]
+        assert db.exists_multi(["a", "zz"]) == [True, False]
+        assert db.length("b") == 1
+        db.erase("k")
+        assert db.count() == 2
+
+
+def test_same_host_uses_shared_memory(remote, protocol):
+    server = remote(protocol)
+    with Engine(protocol, mode=0) as e:
+        info = connect(e, server).transport_info()
+        lanes = [line for line in info.splitlines() if "lane[" in line]
+        assert lanes, info
+        assert any(t in info for t in ("sysv/", "posix/")), info
+        assert "tcp/" not in info, info
+
+
+@pytest.mark.parametrize("mode", [Mode.DEFAULT, Mode.NO_RDMA])
+def test_64mib_numpy(remote, protocol, mode):
+    server = remote(protocol)
+    with Engine(protocol, mode=0) as e:
+        db = connect(e, server)
+        a = np.random.default_rng(1).random(64 * MiB // 8)
+        db.put("array", a, mode=mode)
+        b = np.empty_like(a)
+        assert db.get("array", b, mode=mode) == 64 * MiB
+        assert np.array_equal(a, b)
+        assert db.length("array") == 64 * MiB
+
+
+@pytest.mark.parametrize("mode", [Mode.DEFAULT, Mode.NO_RDMA])
+def test_64mib_numpy_in_process(map_db, mode):
+    a = np.random.default_rng(2).random(64 * MiB // 8)
+    map_db.put("array", a, mode=mode)
+    b = np.empty_like(a)
+    assert map_db.get("array", b, mode=mode) == 64 * MiB
+    assert np.array_equal(a, b)
+    c = np.frombuffer(map_db.get("array", mode=mode), dtype=a.dtype)
+    assert np.array_equal(a, c)
+
+
+@pytest.mark.parametrize("backend", [b for b in available_backends if b in PERSISTENT])
+def test_remote_persistent_backend(remote, tmp_path, backend):
+    server = remote("na+sm", backend_config(backend, tmp_path))
+    with Engine("na+sm", mode=0) as e:
+        db = connect(e, server)
+        db.put_multi([(f"k{i}", f"v{i}") for i in range(100)])
+        assert db.get("k42") == b"v42"
+
+
+def test_dead_server_fails_calls(remote):
+    server = remote("na+sm")
+    with Engine("na+sm", mode=0) as e:
+        db = connect(e, server)
+        db.put("k", "v")
+        server.proc.kill()
+        server.proc.wait()
+        start = time.monotonic()
+        with pytest.raises(ClientError) as err:
+            for _ in range(100):  # the failure may be noticed between two calls
+                db.get("k")
+                time.sleep(0.01)
+        assert err.value.code == YOKAN_ERR_FROM_MERCURY
+        assert time.monotonic() - start < 10
+
+
+def test_stopped_server_times_out(remote):
+    server = remote("na+sm")
+    with Engine("na+sm", mode=0) as e:
+        db = connect(e, server)
+        db.put("k", "v")
+        server.proc.send_signal(signal.SIGSTOP)
+        assert wait_until(lambda: process_state(server.proc.pid) == "T")
+        try:
+            start = time.monotonic()
+            with pytest.raises(ClientError) as err:
+                db.get("k", timeout_ms=300)
+            assert err.value.code == YOKAN_ERR_TIMEOUT
+            assert time.monotonic() - start < 5
+        finally:
+            server.proc.send_signal(signal.SIGCONT)
+        assert db.get("k", timeout_ms=5000) == b"v"  # and it works again
+
+
+def test_server_survives_dying_client(remote):
+    server = remote("na+sm")
+    import subprocess
+    import sys
+
+    code = (
+        "from mochi.margo import Engine\n"
+        "from mochi.yokan.client import Client\n"
+        "import os\n"
+        f"e = Engine('na+sm', mode=0)\n"
+        f"db = Client(e).make_database_handle('{server.address}', 42)\n"
+        "db.put('from-child', 'x')\n"
+        "os._exit(0)\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+    with Engine("na+sm", mode=0) as e:
+        db = connect(e, server)
+        assert db.get("from-child") == b"x"
