@@ -124,7 +124,54 @@ void bind_client(py::module_& m) {
             py::gil_scoped_release nogil;
             db.erase(mode, k, t);
           },
-          py::arg("keys"), py::arg("mode"), py::arg("timeout_ms"));
+          py::arg("keys"), py::arg("mode"), py::arg("timeout_ms"))
+      .def(
+          "erase_range",
+          [](const Database& db, py::handle prefix, int32_t mode, double t) {
+            ByteViews views;
+            auto p = views.read(prefix, "prefix");
+            py::gil_scoped_release nogil;
+            db.erase_range(mode, p, t);
+          },
+          py::arg("prefix"), py::arg("mode"), py::arg("timeout_ms"))
+      // layout: 0 = one buffer per slot, 1 = packed, 2 = allocate. Returns
+      // (key sizes, value sizes) and, for layout 2, the keys and values as bytes.
+      .def(
+          "list",
+          [](const Database& db, py::handle from, py::handle filter, uint64_t count,
+             bool with_values, int layout, py::handle key_bufs, py::handle value_bufs, int32_t mode,
+             double t) {
+            ByteViews views;
+            auto f = views.read(from, "from_key");
+            auto flt = views.read(filter, "filter");
+            std::vector<Destination> kout, vout;
+            auto collect = [&views](py::handle seq, std::vector<Destination>& out) {
+              if (seq.is_none()) return;
+              for (auto b : py::reinterpret_borrow<py::sequence>(seq)) {
+                auto [p, n] = views.write(b, "list buffer");
+                out.push_back({p, n});
+              }
+            };
+            collect(key_bufs, kout);
+            collect(value_bufs, vout);
+            Database::ListResult r;
+            {
+              py::gil_scoped_release nogil;
+              r = db.list(mode, f, flt, count, with_values,
+                          static_cast<Database::ListLayout>(layout), kout, vout, t);
+            }
+            py::tuple out(layout == 2 ? 4 : 2);
+            out[0] = size_list(r.key_sizes);
+            out[1] = size_list(r.value_sizes);
+            if (layout == 2) {
+              out[2] = py::bytes(r.keys.data(), r.keys.size());
+              out[3] = py::bytes(r.values.data(), r.values.size());
+            }
+            return out;
+          },
+          py::arg("from_key"), py::arg("filter"), py::arg("count"), py::arg("with_values"),
+          py::arg("layout"), py::arg("key_buffers"), py::arg("value_buffers"), py::arg("mode"),
+          py::arg("timeout_ms"));
 }
 
 }  // namespace yokan::python

@@ -99,11 +99,7 @@ PYBIND11_MODULE(_yokan, m) {
   m.attr("SIZE_TOO_SMALL") = SIZE_TOO_SMALL;
   m.def("available_backends", &available_backends);
   m.def("mode_is_compatible", &mode_is_compatible);
-#ifdef YOKAN_HAVE_LUA
-  m.attr("has_lua") = true;
-#else
-  m.attr("has_lua") = false;
-#endif
+  m.attr("has_lua") = built_with_lua();
 
   m.def("_register_exceptions", [](py::object client_cls, py::object server_cls) {
     client_exception_class = client_cls;

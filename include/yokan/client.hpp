@@ -45,6 +45,24 @@ class Database {
   std::vector<uint64_t> length(int32_t mode, const Keys& keys, double timeout_ms) const;
   void erase(int32_t mode, const Keys& keys, double timeout_ms) const;
 
+  // Erases every key that starts with `prefix` ("" erases everything).
+  void erase_range(int32_t mode, std::string_view prefix, double timeout_ms) const;
+
+  // Listing (sorted backends). Up to `count` items after `from` (at it with
+  // INCLUSIVE) that pass `filter` (a prefix, a suffix with SUFFIX, Lua code
+  // with LUA_FILTER). Layouts: one destination per slot, one packed
+  // destination for all keys (and one for all values), or kAlloc where the
+  // data comes back in ListResult::keys / ::values. Fewer sizes than `count`
+  // means the end was reached; SIZE_TOO_SMALL marks an item that did not fit.
+  enum class ListLayout { kSlots, kPacked, kAlloc };
+  struct ListResult {
+    std::vector<uint64_t> key_sizes, value_sizes;
+    Buffer keys, values;  // kAlloc only
+  };
+  ListResult list(int32_t mode, std::string_view from, std::string_view filter, uint64_t count,
+                  bool with_values, ListLayout layout, const std::vector<Destination>& key_out,
+                  const std::vector<Destination>& value_out, double timeout_ms) const;
+
   uint16_t provider_id() const { return provider_id_; }
   std::string address() const;
   // The UCX transports this handle's connection uses (diagnostics).

@@ -30,6 +30,9 @@ namespace mode {
 #undef YOKAN_MODE
 }  // namespace mode
 
+// Whether LUA_FILTER is available in this build.
+bool built_with_lua() noexcept;
+
 // Flag pairs that the client rejects with YOKAN_ERR_MODE before sending anything.
 bool mode_is_compatible(int32_t m) noexcept;
 

@@ -15,7 +15,8 @@ Reply Database::call(uint16_t rpc, std::string_view meta, const std::vector<Segm
   Reply reply;
   Status s = engine_->call(endpoint_, provider_id_, rpc, meta, body, opts, &reply);
   if (!ok(s)) throw Exception(s);
-  if (!ok(reply.status)) throw Exception(reply.status);
+  // An error reply may carry a message in its meta (e.g. which filter failed).
+  if (!ok(reply.status)) throw Exception(reply.status, reply.meta);
   return reply;
 }
 

@@ -18,6 +18,8 @@ enum Id : uint16_t {
   kLength = 5,
   kErase = 6,
   kIdentify = 7,
+  kList = 8,
+  kEraseRange = 9,
 };
 
 // Upper bound on the number of items in one batch (protects the decoder).

@@ -9,6 +9,7 @@ void ProviderImpl::handle_erase(RequestPtr req) {
   KeyBatch batch;
   Status s = decode_keys_only(*req, &batch);
   if (!ok(s)) return req->respond(s);
+  if (park_if_missing(req, batch)) return;
   {
     std::shared_lock<std::shared_mutex> g(write_order);
     for (auto key : batch.keys) {

@@ -23,7 +23,11 @@ void ProviderImpl::handle_get(RequestPtr req) {
 
   std::vector<uint64_t> sizes(batch.keys.size());
   Buffer body;
-  s = read_values(batch, packed != 0, caps, &sizes, &body);
+  do {
+    if (park_if_missing(req, batch)) return;
+    body.resize(0);
+    s = read_values(batch, packed != 0, caps, &sizes, &body);
+  } while (s == Status::YOKAN_ERR_TRY_AGAIN);  // WAIT|CONSUME lost a race: wait again
   if (!ok(s)) return req->respond(s);
   WireWriter out;
   out.array(sizes);
@@ -55,6 +59,7 @@ Status ProviderImpl::read_values(const KeyBatch& batch, bool packed,
       if (packed) room -= v.size();
     });
     if (s == Status::YOKAN_ERR_KEY_NOT_FOUND) {
+      if (batch.mode & mode::WAIT) return Status::YOKAN_ERR_TRY_AGAIN;
       (*sizes)[i] = KEY_NOT_FOUND;
     } else if (!ok(s)) {
       return s;

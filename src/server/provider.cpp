@@ -89,6 +89,7 @@ uint16_t Provider::provider_id() const { return impl_->id; }
 void ProviderImpl::shutdown() {
   if (closing.exchange(true)) return;
   engine->deregister_provider(id);
+  if (watcher) watcher->cancel_all(Status::YOKAN_ERR_TIMEOUT);
   std::unique_lock<std::shared_mutex> g(write_order);
   if (backend) backend->flush();
 }
@@ -114,6 +115,7 @@ void ProviderImpl::register_handlers() {
         engine->post([serve, raw] { serve(RequestPtr(raw)); });
       };
     }
+    handlers[id_] = serve;
     engine->register_handler(id, id_, entry, run_inline);
   };
   add(rpc::kCount, &ProviderImpl::handle_count);
@@ -123,6 +125,16 @@ void ProviderImpl::register_handlers() {
   add(rpc::kLength, &ProviderImpl::handle_length);
   add(rpc::kErase, &ProviderImpl::handle_erase);
   add(rpc::kIdentify, &ProviderImpl::handle_identify);
+  add(rpc::kList, &ProviderImpl::handle_list);
+  add(rpc::kEraseRange, &ProviderImpl::handle_erase_range);
+  watcher = std::make_unique<Watcher>(
+      [e = engine](std::function<void()> job) { e->post(std::move(job)); },
+      [weak](RequestPtr req) {
+        auto impl = weak.lock();
+        if (!impl || impl->closing) return req->respond(Status::YOKAN_ERR_INVALID_PROVIDER);
+        auto it = impl->handlers.find(req->rpc());
+        if (it != impl->handlers.end()) it->second(std::move(req));
+      });
 }
 
 Status decode_key_batch(WireReader& meta, std::string_view body, KeyBatch* batch,
@@ -142,6 +154,26 @@ Status decode_key_batch(WireReader& meta, std::string_view body, KeyBatch* batch
   }
   *consumed = offset;
   return Status::YOKAN_SUCCESS;
+}
+
+bool ProviderImpl::park_if_missing(RequestPtr& req, const KeyBatch& batch) {
+  if (!(batch.mode & mode::WAIT)) return false;
+  for (auto key : batch.keys) {
+    bool found = false;
+    if (ok(backend->exists(key, &found)) && found) continue;
+    std::string k(key);  // `key` points into the request, which is parked now
+    watcher->park(k, std::move(req));
+    // A write may have landed between the check and the park: re-check, and
+    // if it did, wake ourselves (notify re-runs the parked request).
+    if (ok(backend->exists(k, &found)) && found) watcher->notify(k);
+    return true;
+  }
+  return false;
+}
+
+void ProviderImpl::notify(const std::vector<std::pair<std::string_view, std::string_view>>& pairs) {
+  if (!watcher || watcher->parked() == 0) return;
+  for (const auto& p : pairs) watcher->notify(p.first);
 }
 
 Status decode_keys_only(const Request& req, KeyBatch* batch) {

@@ -2,6 +2,7 @@
 #pragma once
 
 #include <atomic>
+#include <map>
 #include <memory>
 #include <shared_mutex>
 #include <string>
@@ -10,6 +11,8 @@
 
 #include "common/rpc.hpp"
 #include "common/wire.hpp"
+#include "server/filter.hpp"
+#include "server/watcher.hpp"
 #include "yokan/backend.hpp"
 #include "yokan/engine.hpp"
 
@@ -57,6 +60,18 @@ class ProviderImpl : public std::enable_shared_from_this<ProviderImpl> {
   void handle_length(RequestPtr req);
   void handle_erase(RequestPtr req);
   void handle_identify(RequestPtr req);
+  void handle_list(RequestPtr req);
+  void handle_erase_range(RequestPtr req);
+
+  // WAIT: parks `req` on the first key of `batch` that is absent and returns
+  // true (the request is re-run when the key appears); false if all exist.
+  bool park_if_missing(RequestPtr& req, const KeyBatch& batch);
+  // After a write: wakes the requests waiting for these keys.
+  void notify(const std::vector<std::pair<std::string_view, std::string_view>>& pairs);
+
+  std::unique_ptr<Watcher> watcher;
+  std::map<uint16_t, Handler> handlers;  // by rpc id, for re-running parked requests
+  LuaLimits lua_limits;
 
   // The work of the handlers, done under the locks (responses are sent after).
   Status apply_put(int32_t m,

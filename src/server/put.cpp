@@ -31,7 +31,9 @@ void ProviderImpl::handle_put(RequestPtr req) {
   if (offset != values.size()) return req->respond(Status::YOKAN_ERR_INVALID_ARGS);
 
   // Responding takes the transport's lock, so it never happens under write_order.
-  req->respond(apply_put(batch.mode, pairs));
+  s = apply_put(batch.mode, pairs);
+  if (ok(s)) notify(pairs);  // any write that makes a key exist wakes its waiters
+  req->respond(s);
 }
 
 Status ProviderImpl::apply_put(

@@ -68,6 +68,25 @@ def db(request, engine, tmp_path):
     del handle, provider
 
 
+SORTED_VALUED = [b for b in VALUED_BACKENDS if b in SORTED]
+UNSORTED = [b for b in KV_BACKENDS if b not in SORTED]
+
+
+@pytest.fixture(params=SORTED_VALUED)
+def sorted_db(request, engine, tmp_path):
+    """A Database on every compiled sorted backend that stores values."""
+    provider, handle = open_db(engine, request.param, tmp_path)
+    yield handle
+    del handle, provider
+
+
+@pytest.fixture(params=UNSORTED)
+def unsorted_db(request, engine, tmp_path):
+    provider, handle = open_db(engine, request.param, tmp_path)
+    yield handle
+    del handle, provider
+
+
 @pytest.fixture
 def map_db(engine, tmp_path):
     provider, handle = open_db(engine, "map", tmp_path)

@@ -8,7 +8,18 @@ from pathlib import Path
 import pytest
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
-STANDALONE = ["quickstart", "client_basic", "batch_operations", "buffer_protocol"]
+STANDALONE = [
+    "quickstart",
+    "client_basic",
+    "batch_operations",
+    "buffer_protocol",
+    "list_operations",
+    "modes_example",
+    "error_handling",
+    "context_manager",
+    "numpy_example",
+    "higher_level_api",
+]
 
 
 def run(name, *args, timeout=120):
@@ -44,7 +55,8 @@ def test_server_example_with_remote_clients(protocol):
     try:
         address = server.stdout.readline().strip()
         assert address.startswith(protocol + "://"), server.stderr.read()
-        for name in ("client_basic", "batch_operations", "buffer_protocol"):
+        for name in ("client_basic", "batch_operations", "buffer_protocol", "list_operations",
+                     "modes_example", "numpy_example", "higher_level_api"):
             r = run(name, address)
             assert r.returncode == 0, r.stderr
     finally:

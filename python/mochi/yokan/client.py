@@ -17,6 +17,12 @@ from mochi.yokan.server import _native_engine
 
 __all__ = ["Client", "Database", "Exception"]
 
+_MODES = dict(_yokan.modes)
+_INCLUSIVE = _MODES["INCLUSIVE"]
+_NO_PREFIX = _MODES["NO_PREFIX"]
+_SUFFIX = _MODES["SUFFIX"]
+_LUA_FILTER = _MODES["LUA_FILTER"]
+_LIB_FILTER = _MODES["LIB_FILTER"]
 _KEY_NOT_FOUND = _yokan.KEY_NOT_FOUND
 _SIZE_TOO_SMALL = _yokan.SIZE_TOO_SMALL
 
@@ -28,6 +34,11 @@ def _size_or_none(size):
     if size == _SIZE_TOO_SMALL:
         return -1
     return size
+
+
+def _size_or_minus_one(size):
+    """Listing convention: -1 for an item that did not fit."""
+    return -1 if size == _SIZE_TOO_SMALL else size
 
 
 def _split_packed(buffer, sizes, what):
@@ -210,3 +221,146 @@ class Database:
 
     def erase_packed(self, keys, key_sizes, mode=0, timeout_ms=0.0):
         self._db.erase(_split_packed(keys, key_sizes, "keys"), int(mode), timeout_ms)
+
+    def erase_range(self, prefix, mode=0, timeout_ms=0.0):
+        """Erases every key that starts with ``prefix`` (``""`` erases all)."""
+        self._db.erase_range(prefix, int(mode), timeout_ms)
+
+    # -- listing ----------------------------------------------------------
+    # Sorted backends only (others raise YOKAN_ERR_OP_UNSUPPORTED). Keys come
+    # in bytewise order after ``from_key`` (at it with INCLUSIVE; ``""`` is
+    # the start) that pass ``filter``: a prefix, a suffix with SUFFIX, or Lua
+    # code with LUA_FILTER. A result shorter than requested means the end.
+
+    def list_keys(self, keys, from_key, filter, mode=0, timeout_ms=0.0):
+        """Fills the buffers in ``keys``; returns their sizes (-1: too small)."""
+        keys = list(keys)
+        if any(len(memoryview(k)) == 0 for k in keys):
+            raise Exception("Invalid argument: empty key buffer", YOKAN_ERR_INVALID_ARGS)
+        ksizes, _ = self._db.list(
+            from_key, filter, len(keys), False, 0, keys, None, int(mode), timeout_ms
+        )
+        return [_size_or_minus_one(k) for k in ksizes]
+
+    def list_keyvals(self, pairs, from_key, filter, mode=0, timeout_ms=0.0):
+        """Fills (key buffer, value buffer) pairs; returns (key size, value size) tuples."""
+        pairs = list(pairs)
+        ksizes, vsizes = self._db.list(
+            from_key,
+            filter,
+            len(pairs),
+            True,
+            0,
+            [p[0] for p in pairs],
+            [p[1] for p in pairs],
+            int(mode),
+            timeout_ms,
+        )
+        return [(_size_or_minus_one(k), _size_or_minus_one(v)) for k, v in zip(ksizes, vsizes)]
+
+    def list_keys_packed(self, keys, count, from_key, filter, mode=0, timeout_ms=0.0):
+        """Up to ``count`` keys back to back in ``keys``; returns their sizes."""
+        ksizes, _ = self._db.list(
+            from_key, filter, int(count), False, 1, [keys], None, int(mode), timeout_ms
+        )
+        return [_size_or_minus_one(k) for k in ksizes]
+
+    def list_keyvals_packed(self, keys, values, count, from_key, filter, mode=0, timeout_ms=0.0):
+        """Keys back to back in ``keys``, values in ``values``; returns size tuples."""
+        ksizes, vsizes = self._db.list(
+            from_key, filter, int(count), True, 1, [keys], [values], int(mode), timeout_ms
+        )
+        return [(_size_or_minus_one(k), _size_or_minus_one(v)) for k, v in zip(ksizes, vsizes)]
+
+    def scan(
+        self,
+        from_key=b"",
+        filter=b"",
+        count=0,
+        mode=0,
+        batch_size=0,
+        ignore_values=False,
+        timeout_ms=0.0,
+    ):
+        """Yields ``(key bytes, value bytes or None)`` in key order, a page of
+        ``batch_size`` (default 1024) pairs per round trip; ``count=0`` means all."""
+        mode = int(mode)
+        page = int(batch_size) if batch_size > 0 else 1024
+        remaining = int(count) if count > 0 else None
+        strip = bool(mode & _NO_PREFIX) and not (mode & (_LUA_FILTER | _LIB_FILTER))
+        filt = filter.encode() if isinstance(filter, str) else bytes(filter)
+        cursor = from_key
+        while remaining is None or remaining > 0:
+            n = page if remaining is None else min(page, remaining)
+            ksizes, vsizes, kdata, vdata = self._db.list(
+                cursor, filter, n, not ignore_values, 2, None, None, mode, timeout_ms
+            )
+            koff = voff = 0
+            for i, ks in enumerate(ksizes):
+                key = kdata[koff : koff + ks]
+                koff += ks
+                value = None
+                if not ignore_values:
+                    value = vdata[voff : voff + vsizes[i]]
+                    voff += vsizes[i]
+                yield key, value
+            if len(ksizes) < n:
+                return
+            if remaining is not None:
+                remaining -= len(ksizes)
+            # The next page starts strictly after the last real key.
+            last = key
+            if strip:
+                last = last + filt if mode & _SUFFIX else filt + last
+            cursor = last
+            mode &= ~_INCLUSIVE
+
+    def iter(
+        self,
+        callback,
+        from_key=b"",
+        filter=b"",
+        count=0,
+        mode=0,
+        batch_size=0,
+        ignore_values=False,
+        timeout_ms=0.0,
+    ):
+        """Calls ``callback(index, key, value)`` for each matching pair in key
+        order. ``key`` is a ``str`` when ``from_key`` is a ``str``, else a
+        read-only memoryview; ``value`` is a read-only memoryview, or None with
+        ``ignore_values``. Exceptions raised by the callback propagate; a
+        callback returning ``False`` stops the iteration."""
+        as_str = isinstance(from_key, str)
+        for index, (key, value) in enumerate(
+            self.scan(from_key, filter, count, mode, batch_size, ignore_values, timeout_ms)
+        ):
+            k = key.decode() if as_str else memoryview(key)
+            v = None if value is None else memoryview(value)
+            if callback(index, k, v) is False:
+                return
+
+    # -- fetch: get with a callback ----------------------------------------
+
+    def fetch(self, key, callback, mode=0, timeout_ms=0.0):
+        """Calls ``callback(0, key, value)`` with the value as a read-only
+        memoryview, or None if absent. Callback exceptions propagate."""
+        (value,) = self._db.get_alloc((key,), int(mode), timeout_ms)
+        k = key if isinstance(key, str) else memoryview(key).toreadonly()
+        return callback(0, k, None if value is None else memoryview(value))
+
+    def fetch_multi(self, keys, callback, mode=0, batch_size=0, timeout_ms=0.0):
+        """Calls ``callback(index, key, value)`` for each key, ``batch_size``
+        keys per round trip (0: all at once)."""
+        keys = list(keys)
+        step = int(batch_size) if batch_size > 0 else max(len(keys), 1)
+        for start in range(0, len(keys), step):
+            batch = keys[start : start + step]
+            values = self._db.get_alloc(batch, int(mode), timeout_ms)
+            for offset, (key, value) in enumerate(zip(batch, values)):
+                k = key if isinstance(key, str) else memoryview(key).toreadonly()
+                callback(start + offset, k, None if value is None else memoryview(value))
+
+    def fetch_packed(self, keys, key_sizes, callback, mode=0, batch_size=0, timeout_ms=0.0):
+        views = [v.toreadonly() for v in _split_packed(keys, key_sizes, "keys")]
+        self.fetch_multi(views, callback, mode, batch_size, timeout_ms)

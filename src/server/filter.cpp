@@ -1,0 +1,74 @@
+#include "server/filter.hpp"
+
+namespace yokan {
+
+namespace {
+
+class PrefixFilter final : public KeyFilter {
+ public:
+  PrefixFilter(std::string_view prefix, bool strip) : prefix_(prefix), strip_(strip) {}
+  bool accept(std::string_view key, std::string_view) override {
+    return key.size() >= prefix_.size() && key.compare(0, prefix_.size(), prefix_) == 0;
+  }
+  bool past_end(std::string_view key) const override {
+    return key.substr(0, prefix_.size()) > prefix_;
+  }
+  std::string_view start_hint() const override { return prefix_; }
+  std::string_view output_key(std::string_view key) const override {
+    return strip_ ? key.substr(prefix_.size()) : key;
+  }
+
+ private:
+  std::string prefix_;
+  bool strip_;
+};
+
+class SuffixFilter final : public KeyFilter {
+ public:
+  SuffixFilter(std::string_view suffix, bool strip) : suffix_(suffix), strip_(strip) {}
+  bool accept(std::string_view key, std::string_view) override {
+    return key.size() >= suffix_.size() &&
+           key.compare(key.size() - suffix_.size(), suffix_.size(), suffix_) == 0;
+  }
+  std::string_view output_key(std::string_view key) const override {
+    return strip_ ? key.substr(0, key.size() - suffix_.size()) : key;
+  }
+
+ private:
+  std::string suffix_;
+  bool strip_;
+};
+
+}  // namespace
+
+bool built_with_lua() noexcept {
+#ifdef YOKAN_HAVE_LUA
+  return true;
+#else
+  return false;
+#endif
+}
+
+Status make_key_filter(int32_t m, std::string_view filter, const LuaLimits& limits,
+                       std::unique_ptr<KeyFilter>* out, std::string* error) {
+  if (m & mode::LUA_FILTER) {
+#ifdef YOKAN_HAVE_LUA
+    return make_lua_filter(filter, m & mode::FILTER_VALUE, limits, out, error);
+#else
+    if (error) *error = "this build has no Lua support";
+    return Status::YOKAN_ERR_MODE;
+#endif
+  }
+  if (m & mode::LIB_FILTER) {
+    if (error) *error = "library filters are not supported; use LUA_FILTER";
+    return Status::YOKAN_ERR_OP_UNSUPPORTED;
+  }
+  bool strip = m & mode::NO_PREFIX;
+  if (m & mode::SUFFIX)
+    *out = std::make_unique<SuffixFilter>(filter, strip);
+  else
+    *out = std::make_unique<PrefixFilter>(filter, strip);
+  return Status::YOKAN_SUCCESS;
+}
+
+}  // namespace yokan

@@ -1,0 +1,58 @@
+// Key filters for listing and erase_range: prefix (default), suffix (SUFFIX)
+// or a Lua predicate (LUA_FILTER). Built per request.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <string_view>
+
+#include "yokan/common.hpp"
+
+namespace yokan {
+
+class KeyFilter {
+ public:
+  virtual ~KeyFilter() = default;
+  // Whether accept() looks at the value (so iteration must read values).
+  virtual bool needs_value() const { return false; }
+  // False rejects the pair. A filter that fails fatally (Lua limits) returns
+  // false and reports through failed().
+  virtual bool accept(std::string_view key, std::string_view value) = 0;
+  // In bytewise order: true once no later key can match (ends a listing early).
+  virtual bool past_end(std::string_view key) const { return false; }
+  // The smallest key that can match ("" = any), where ordered listing may start.
+  virtual std::string_view start_hint() const { return {}; }
+  // The key as returned to the client (NO_PREFIX strips the prefix or suffix).
+  virtual std::string_view output_key(std::string_view key) const { return key; }
+  // Non-success once the filter failed; `message` says why.
+  Status failed() const { return status_; }
+  const std::string& message() const { return message_; }
+
+ protected:
+  void fail(Status s, std::string message) {
+    status_ = s;
+    message_ = std::move(message);
+  }
+
+ private:
+  Status status_ = Status::YOKAN_SUCCESS;
+  std::string message_;
+};
+
+struct LuaLimits {
+  double time_ms = 1000;            // per request
+  size_t memory_bytes = 128 << 20;  // per request, the key and value included
+};
+
+// Builds the filter that `mode` asks for. YOKAN_ERR_MODE for LUA_FILTER when
+// built without Lua, YOKAN_ERR_INVALID_FILTER (with `error`) for a Lua chunk
+// that does not compile, YOKAN_ERR_OP_UNSUPPORTED for LIB_FILTER.
+Status make_key_filter(int32_t mode, std::string_view filter, const LuaLimits& limits,
+                       std::unique_ptr<KeyFilter>* out, std::string* error);
+
+#ifdef YOKAN_HAVE_LUA
+Status make_lua_filter(std::string_view code, bool with_value, const LuaLimits& limits,
+                       std::unique_ptr<KeyFilter>* out, std::string* error);
+#endif
+
+}  // namespace yokan

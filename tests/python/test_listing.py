@@ -1,0 +1,283 @@
+"""Listing, iteration, fetch and erase_range (reference §1.5, §2, §5)."""
+
+import pytest
+from mochi.yokan.client import Exception as ClientError
+from mochi.yokan.exception import (
+    YOKAN_ERR_INVALID_ARGS,
+    YOKAN_ERR_INVALID_FILTER,
+    YOKAN_ERR_OP_UNSUPPORTED,
+)
+from mochi.yokan.mode import Mode
+
+KEYS = [f"item:{i:03d}" for i in range(30)] + ["a", "ab", "abc", "b", "zzz"]
+
+
+@pytest.fixture
+def filled(sorted_db):
+    sorted_db.put_multi([(k, "v" + k) for k in KEYS])
+    return sorted_db
+
+
+def slots(n, size=16):
+    return [bytearray(size) for _ in range(n)]
+
+
+def got(buffers, sizes):
+    return [bytes(b[:s]).decode() for b, s in zip(buffers, sizes)]
+
+
+def test_list_keys_order_and_from_key(filled):
+    bufs = slots(5)
+    sizes = filled.list_keys(bufs, "", "")
+    assert got(bufs, sizes) == sorted(KEYS)[:5]
+    sizes = filled.list_keys(bufs, "ab", "")
+    assert got(bufs, sizes) == ["abc", "b"] + sorted(KEYS)[4:7]
+
+
+def test_inclusive(filled):
+    bufs = slots(2)
+    assert got(bufs, filled.list_keys(bufs, "ab", "", mode=Mode.INCLUSIVE)) == ["ab", "abc"]
+
+
+def test_prefix_filter_and_end(filled):
+    bufs = slots(10)
+    sizes = filled.list_keys(bufs, "item:025", "item:")
+    assert got(bufs, sizes) == [f"item:{i:03d}" for i in range(26, 30)]  # cut short: the end
+    assert len(sizes) == 4
+
+
+def test_no_prefix_and_suffix(filled):
+    bufs = slots(3)
+    assert got(bufs, filled.list_keys(bufs, "", "item:", mode=Mode.NO_PREFIX)) == [
+        "000",
+        "001",
+        "002",
+    ]
+    bufs = slots(10)
+    assert got(bufs, filled.list_keys(bufs, "", "5", mode=Mode.SUFFIX)) == [
+        "item:005",
+        "item:015",
+        "item:025",
+    ]
+    assert got(bufs, filled.list_keys(bufs, "", "5", mode=Mode.SUFFIX | Mode.NO_PREFIX)) == [
+        "item:00",
+        "item:01",
+        "item:02",
+    ]
+
+
+def test_too_small_slot(filled):
+    bufs = [bytearray(16), bytearray(1), bytearray(16)]
+    assert filled.list_keys(bufs, "", "") == [1, -1, 3]
+
+
+def test_empty_slot_is_invalid(filled):
+    with pytest.raises(ClientError) as e:
+        filled.list_keys([bytearray(8), bytearray(0)], "", "")
+    assert e.value.code == YOKAN_ERR_INVALID_ARGS
+
+
+def test_list_keyvals(filled):
+    pairs = [(bytearray(16), bytearray(16)) for _ in range(3)]
+    sizes = filled.list_keyvals(pairs, "a", "a")
+    assert [(bytes(k[:ks]), bytes(v[:vs])) for (k, v), (ks, vs) in zip(pairs, sizes)] == [
+        (b"ab", b"vab"),
+        (b"abc", b"vabc"),
+    ]
+
+
+def test_packed_forms_and_overflow(filled):
+    keys = bytearray(20)
+    sizes = filled.list_keys_packed(keys, 4, "", "item:")
+    assert sizes == [8, 8, -1, -1]  # the third does not fit; nothing after it does
+    assert bytes(keys[:16]) == b"item:000item:001"
+    keys, values = bytearray(64), bytearray(64)
+    sizes = filled.list_keyvals_packed(keys, values, 2, "", "ab")
+    assert sizes == [(2, 3), (3, 4)]
+    assert bytes(keys[:5]) == b"ababc" and bytes(values[:7]) == b"vabvabc"
+
+
+def test_ignore_keys_and_keep_last(filled):
+    pairs = [(bytearray(16), bytearray(16)) for _ in range(3)]
+    sizes = filled.list_keyvals(pairs, "", "item:", mode=Mode.IGNORE_KEYS)
+    assert [s[0] for s in sizes] == [0, 0, 0] and [s[1] for s in sizes] == [9, 9, 9]
+    bufs = slots(3)
+    sizes = filled.list_keys(bufs, "", "item:", mode=Mode.KEEP_LAST)
+    assert sizes == [0, 0, 8] and bytes(bufs[2][:8]) == b"item:002"
+    bufs = slots(3)
+    sizes = filled.list_keys(bufs, "", "zz", mode=Mode.KEEP_LAST)  # store ends after it
+    assert sizes == [3] and bytes(bufs[0][:3]) == b"zzz"
+
+
+def test_paging_returns_every_key_once(sorted_db):
+    n = 3000
+    sorted_db.put_multi([(f"p{i:06d}", "") for i in range(n)])
+    seen, cursor = [], ""
+    while True:
+        bufs = slots(256)
+        sizes = sorted_db.list_keys(bufs, cursor, "p")
+        seen += got(bufs, sizes)
+        if len(sizes) < len(bufs):
+            break
+        cursor = seen[-1]
+    assert seen == [f"p{i:06d}" for i in range(n)]
+
+
+def test_paging_100k_keys(map_db):
+    n = 100_000
+    keys = [f"k{i:07d}" for i in range(n)]
+    for start in range(0, n, 10_000):
+        map_db.put_multi(keys[start : start + 10_000], [b""] * 10_000)
+    seen, cursor = [], ""
+    while True:
+        buf = bytearray(8 * 4096)
+        sizes = map_db.list_keys_packed(buf, 4096, cursor, "k")
+        total = 0
+        for s in sizes:
+            seen.append(bytes(buf[total : total + s]).decode())
+            total += s
+        if len(sizes) < 4096:
+            break
+        cursor = seen[-1]
+    assert seen == keys
+
+
+def test_unsorted_backends_cannot_list(unsorted_db):
+    unsorted_db.put("k", "")
+    with pytest.raises(ClientError) as e:
+        unsorted_db.list_keys(slots(2), "", "")
+    assert e.value.code == YOKAN_ERR_OP_UNSUPPORTED
+    with pytest.raises(ClientError) as e:
+        unsorted_db.iter(lambda *a: None)
+    assert e.value.code == YOKAN_ERR_OP_UNSUPPORTED
+
+
+def test_iter_callback_types_and_order(filled):
+    seen = []
+    filled.iter(lambda i, k, v: seen.append((i, bytes(k), bytes(v))), filter="a")
+    assert seen == [(0, b"a", b"va"), (1, b"ab", b"vab"), (2, b"abc", b"vabc")]
+    seen = []
+    filled.iter(lambda i, k, v: seen.append((k, v)), from_key="", filter="a", ignore_values=True)
+    assert seen == [("a", None), ("ab", None), ("abc", None)]
+
+
+def test_iter_count_batch_and_stop(filled):
+    seen = []
+    filled.iter(lambda i, k, v: seen.append(i), filter="item:", count=7, batch_size=3)
+    assert seen == list(range(7))
+    seen = []
+    filled.iter(lambda i, k, v: seen.append(i) or i < 4, filter="item:", batch_size=2)
+    assert seen == [0, 1, 2, 3, 4]
+
+
+def test_iter_no_prefix_pages_correctly(filled):
+    seen = []
+    filled.iter(lambda i, k, v: seen.append(k), "", "item:", mode=Mode.NO_PREFIX, batch_size=4)
+    assert seen == [f"{i:03d}" for i in range(30)]
+
+
+def test_iter_callback_exception_propagates(filled):
+    class Boom(Exception):
+        pass
+
+    def cb(i, k, v):
+        raise Boom("from the callback")
+
+    with pytest.raises(Boom, match="from the callback"):
+        filled.iter(cb)
+
+
+def test_fetch_and_fetch_multi(db):
+    db.put_multi([("a", "1"), ("b", "22")])
+    got_ = []
+    db.fetch("a", lambda i, k, v: got_.append((i, k, bytes(v))))
+    db.fetch(b"zz", lambda i, k, v: got_.append((i, bytes(k), v)))
+    assert got_ == [(0, "a", b"1"), (0, b"zz", None)]
+    got_ = []
+    db.fetch_multi(
+        ["a", "nope", "b"], lambda i, k, v: got_.append((i, k, v and bytes(v))), batch_size=2
+    )
+    assert got_ == [(0, "a", b"1"), (1, "nope", None), (2, "b", b"22")]
+    got_ = []
+    db.fetch_packed(b"ab", [1, 1], lambda i, k, v: got_.append((i, bytes(k), bytes(v))))
+    assert got_ == [(0, b"a", b"1"), (1, b"b", b"22")]
+
+    def boom(i, k, v):
+        raise KeyError("propagated")
+
+    with pytest.raises(KeyError, match="propagated"):
+        db.fetch("a", boom)
+
+
+def test_fetch_consume(db):
+    db.put("once", "x")
+    db.fetch("once", lambda i, k, v: None, mode=Mode.CONSUME)
+    assert not db.exists("once")
+
+
+def test_erase_range(any_db):
+    backend, db = any_db
+    value = "" if "set" in backend else "v"
+    db.put_multi([(k, value) for k in ["pre/1", "pre/2", "pre", "prf", "other"]])
+    db.erase_range("pre/")
+    assert db.exists_multi(["pre/1", "pre/2", "pre", "prf", "other"]) == [
+        False,
+        False,
+        True,
+        True,
+        True,
+    ]
+    db.erase_range("")
+    assert db.count() == 0
+
+
+LUA = pytest.importorskip("mochi.yokan._yokan").has_lua
+
+
+@pytest.mark.skipif(not LUA, reason="built without Lua")
+class TestLua:
+    def test_key_filter(self, filled):
+        seen = []
+        filled.iter(
+            lambda i, k, v: seen.append(k),
+            "",
+            "return __key__:sub(1, 1) == 'a'",
+            mode=Mode.LUA_FILTER,
+        )
+        assert seen == ["a", "ab", "abc"]
+
+    def test_value_filter(self, filled):
+        bufs = slots(5)
+        code = "return __value__ == 'vb' or __value__ == 'vzzz'"
+        sizes = filled.list_keys(bufs, "", code, mode=Mode.LUA_FILTER | Mode.FILTER_VALUE)
+        assert got(bufs, sizes) == ["b", "zzz"]
+
+    def test_script_error_rejects(self, filled):
+        bufs = slots(3)
+        assert filled.list_keys(bufs, "", "error('nope')", mode=Mode.LUA_FILTER) == []
+
+    def test_syntax_error(self, filled):
+        with pytest.raises(ClientError) as e:
+            filled.list_keys(slots(3), "", "return (", mode=Mode.LUA_FILTER)
+        assert e.value.code == YOKAN_ERR_INVALID_FILTER
+
+    @pytest.mark.parametrize(
+        "code",
+        [
+            "while true do end",
+            "while true do pcall(function() while true do end end) end",
+            "local t = {} while true do t[#t + 1] = string.rep('x', 1000) end",
+            "local s = 'x' while true do s = s .. s end",
+        ],
+    )
+    def test_runaway_scripts_are_stopped(self, filled, code):
+        with pytest.raises(ClientError) as e:
+            filled.list_keys(slots(3), "", code, mode=Mode.LUA_FILTER)
+        assert e.value.code == YOKAN_ERR_INVALID_FILTER
+        assert "limit" in str(e.value)
+        assert filled.get("a") == b"va"  # the provider is fine
+
+    def test_no_os_access(self, filled):
+        bufs = slots(3)
+        assert filled.list_keys(bufs, "", "os.exit(1)", mode=Mode.LUA_FILTER) == []
+        assert filled.exists("a")
