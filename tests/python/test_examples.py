@@ -55,8 +55,15 @@ def test_server_example_with_remote_clients(protocol):
     try:
         address = server.stdout.readline().strip()
         assert address.startswith(protocol + "://"), server.stderr.read()
-        for name in ("client_basic", "batch_operations", "buffer_protocol", "list_operations",
-                     "modes_example", "numpy_example", "higher_level_api"):
+        for name in (
+            "client_basic",
+            "batch_operations",
+            "buffer_protocol",
+            "list_operations",
+            "modes_example",
+            "numpy_example",
+            "higher_level_api",
+        ):
             r = run(name, address)
             assert r.returncode == 0, r.stderr
     finally:

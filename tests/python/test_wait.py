@@ -106,10 +106,11 @@ def test_waits_hold_no_handler_thread(engine):
     with Engine("tcp", config={"num_rpc_threads": 2}) as e:
         p = Provider(engine=e, provider_id=1, config='{"database": {"type": "map"}}')
         db = Client(e).make_database_handle(e.addr(), 1)
-        waiters = [
-            threading.Thread(target=lambda i=i: db.get(f"w{i}", mode=Mode.WAIT, timeout_ms=20000))
-            for i in range(6)
-        ]
+
+        def wait_for(handle, i):
+            handle.get(f"w{i}", mode=Mode.WAIT, timeout_ms=20000)
+
+        waiters = [threading.Thread(target=wait_for, args=(db, i)) for i in range(6)]
         for t in waiters:
             t.start()
         time.sleep(0.3)
