@@ -13,6 +13,29 @@ py::list size_list(const std::vector<uint64_t>& sizes) {
   return out;
 }
 
+// Items are a sequence of str/buffers, or a packed pair (buffer, sizes) that
+// is sliced here without creating a Python object per item.
+Keys read_items(ByteViews& views, py::handle items, const char* what) {
+  if (py::isinstance<py::tuple>(items) && py::len(items) == 2 &&
+      py::isinstance<py::list>(items[py::int_(1)])) {
+    auto data = views.read(items[py::int_(0)], what);
+    py::list sizes = items[py::int_(1)];
+    Keys out;
+    out.reserve(sizes.size());
+    size_t offset = 0;
+    for (auto item : sizes) {
+      auto n = item.cast<long long>();
+      if (n < 0) throw py::value_error(std::string(what) + " sizes must not be negative");
+      if (static_cast<size_t>(n) > data.size() - offset)
+        throw py::value_error(std::string(what) + "s buffer is smaller than the sum of its sizes");
+      out.push_back(data.substr(offset, static_cast<size_t>(n)));
+      offset += static_cast<size_t>(n);
+    }
+    return out;
+  }
+  return views.read_list(items, what);
+}
+
 }  // namespace
 
 void bind_client(py::module_& m) {
@@ -32,8 +55,8 @@ void bind_client(py::module_& m) {
           "put",
           [](const Database& db, py::handle keys, py::handle values, int32_t mode, double t) {
             ByteViews views;
-            Keys k = views.read_list(keys, "key");
-            Keys v = views.read_list(values, "value");
+            Keys k = read_items(views, keys, "key");
+            Keys v = read_items(views, values, "value");
             py::gil_scoped_release nogil;
             db.put(mode, k, v, t);
           },
@@ -42,7 +65,7 @@ void bind_client(py::module_& m) {
           "get",
           [](const Database& db, py::handle keys, py::handle buffers, int32_t mode, double t) {
             ByteViews views;
-            Keys k = views.read_list(keys, "key");
+            Keys k = read_items(views, keys, "key");
             std::vector<Destination> out;
             for (auto b : py::reinterpret_borrow<py::sequence>(buffers)) {
               auto [p, n] = views.write(b, "value buffer");
@@ -60,7 +83,7 @@ void bind_client(py::module_& m) {
           "get_packed",
           [](const Database& db, py::handle keys, py::handle buffer, int32_t mode, double t) {
             ByteViews views;
-            Keys k = views.read_list(keys, "key");
+            Keys k = read_items(views, keys, "key");
             auto [p, n] = views.write(buffer, "values buffer");
             std::vector<uint64_t> sizes;
             {
@@ -74,7 +97,7 @@ void bind_client(py::module_& m) {
           "get_alloc",
           [](const Database& db, py::handle keys, int32_t mode, double t) {
             ByteViews views;
-            Keys k = views.read_list(keys, "key");
+            Keys k = read_items(views, keys, "key");
             std::vector<uint64_t> sizes;
             Buffer values;
             {
@@ -98,7 +121,7 @@ void bind_client(py::module_& m) {
           "exists",
           [](const Database& db, py::handle keys, int32_t mode, double t) {
             ByteViews views;
-            Keys k = views.read_list(keys, "key");
+            Keys k = read_items(views, keys, "key");
             py::gil_scoped_release nogil;
             return db.exists(mode, k, t);
           },
@@ -107,7 +130,7 @@ void bind_client(py::module_& m) {
           "length",
           [](const Database& db, py::handle keys, int32_t mode, double t) {
             ByteViews views;
-            Keys k = views.read_list(keys, "key");
+            Keys k = read_items(views, keys, "key");
             std::vector<uint64_t> sizes;
             {
               py::gil_scoped_release nogil;
@@ -120,7 +143,7 @@ void bind_client(py::module_& m) {
           "erase",
           [](const Database& db, py::handle keys, int32_t mode, double t) {
             ByteViews views;
-            Keys k = views.read_list(keys, "key");
+            Keys k = read_items(views, keys, "key");
             py::gil_scoped_release nogil;
             db.erase(mode, k, t);
           },

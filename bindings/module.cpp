@@ -124,4 +124,5 @@ PYBIND11_MODULE(_yokan, m) {
   bind_engine(m);
   bind_server(m);
   bind_client(m);
+  bind_collection(m);
 }

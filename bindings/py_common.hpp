@@ -45,5 +45,6 @@ class ByteViews {
 void bind_engine(py::module_& m);
 void bind_server(py::module_& m);
 void bind_client(py::module_& m);
+void bind_collection(py::module_& m);
 
 }  // namespace yokan::python

@@ -70,6 +70,7 @@ class Database {
 
  private:
   friend class Client;
+  friend class Collection;
   // Sends one RPC and returns its reply; throws on any failure status.
   Reply call(uint16_t rpc, std::string_view meta, const std::vector<Segment>& body,
              double timeout_ms, int32_t mode, const Scatter* scatter = nullptr) const;

@@ -238,17 +238,7 @@ Status open_gdbm(const json& config, std::unique_ptr<Backend>* out, std::string*
 
 }  // namespace
 
-void register_backend_gdbm(std::map<std::string, BackendFactory>& r) {
-  r["gdbm"] = [](const json& config, std::unique_ptr<Backend>* out, std::string* error) {
-    try {
-      return open_gdbm(config, out, error);
-    } catch (const std::bad_alloc&) {
-      return Status::YOKAN_ERR_ALLOCATION;
-    } catch (const std::exception& e) {
-      if (error) *error = std::string("gdbm: ") + e.what();
-      return Status::YOKAN_ERR_OTHER;
-    }
-  };
-}
+// Exceptions escaping the factory are mapped to statuses by the registry.
+void register_backend_gdbm(std::map<std::string, BackendFactory>& r) { r["gdbm"] = open_gdbm; }
 
 }  // namespace yokan

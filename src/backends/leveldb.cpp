@@ -151,17 +151,9 @@ Status open_leveldb(const json& config, std::unique_ptr<Backend>* out, std::stri
 
 }  // namespace
 
+// Exceptions escaping the factory are mapped to statuses by the registry.
 void register_backend_leveldb(std::map<std::string, BackendFactory>& r) {
-  r["leveldb"] = [](const json& config, std::unique_ptr<Backend>* out, std::string* error) {
-    try {
-      return open_leveldb(config, out, error);
-    } catch (const std::bad_alloc&) {
-      return Status::YOKAN_ERR_ALLOCATION;
-    } catch (const std::exception& e) {
-      if (error) *error = std::string("leveldb: ") + e.what();
-      return Status::YOKAN_ERR_OTHER;
-    }
-  };
+  r["leveldb"] = open_leveldb;
 }
 
 }  // namespace yokan

@@ -247,17 +247,7 @@ Status open_lmdb(const json& config, std::unique_ptr<Backend>* out, std::string*
 
 }  // namespace
 
-void register_backend_lmdb(std::map<std::string, BackendFactory>& r) {
-  r["lmdb"] = [](const json& config, std::unique_ptr<Backend>* out, std::string* error) {
-    try {
-      return open_lmdb(config, out, error);
-    } catch (const std::bad_alloc&) {
-      return Status::YOKAN_ERR_ALLOCATION;
-    } catch (const std::exception& e) {
-      if (error) *error = std::string("lmdb: ") + e.what();
-      return Status::YOKAN_ERR_OTHER;
-    }
-  };
-}
+// Exceptions escaping the factory are mapped to statuses by the registry.
+void register_backend_lmdb(std::map<std::string, BackendFactory>& r) { r["lmdb"] = open_lmdb; }
 
 }  // namespace yokan

@@ -32,11 +32,17 @@ Status create_backend(const std::string& type, const json& config, std::unique_p
     if (error) *error = "unknown backend type \"" + type + "\"";
     return Status::YOKAN_ERR_INVALID_CONFIG;
   }
+  // No library exception may escape a backend's construction.
   try {
     return it->second(config, out, error);
-  } catch (const std::exception& e) {
+  } catch (const json::exception& e) {
     if (error) *error = type + ": " + e.what();
     return Status::YOKAN_ERR_INVALID_CONFIG;
+  } catch (const std::bad_alloc&) {
+    return Status::YOKAN_ERR_ALLOCATION;
+  } catch (const std::exception& e) {
+    if (error) *error = type + ": " + e.what();
+    return Status::YOKAN_ERR_OTHER;
   }
 }
 

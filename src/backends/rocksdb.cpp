@@ -275,17 +275,9 @@ Status open_rocksdb(const json& config, std::unique_ptr<Backend>* out, std::stri
 
 }  // namespace
 
+// Exceptions escaping the factory are mapped to statuses by the registry.
 void register_backend_rocksdb(std::map<std::string, BackendFactory>& r) {
-  r["rocksdb"] = [](const json& config, std::unique_ptr<Backend>* out, std::string* error) {
-    try {
-      return open_rocksdb(config, out, error);
-    } catch (const std::bad_alloc&) {
-      return Status::YOKAN_ERR_ALLOCATION;
-    } catch (const std::exception& e) {
-      if (error) *error = std::string("rocksdb: ") + e.what();
-      return Status::YOKAN_ERR_OTHER;
-    }
-  };
+  r["rocksdb"] = open_rocksdb;
 }
 
 }  // namespace yokan

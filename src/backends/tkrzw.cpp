@@ -347,17 +347,7 @@ Status open_tkrzw(const json& config, std::unique_ptr<Backend>* out, std::string
 
 }  // namespace
 
-void register_backend_tkrzw(std::map<std::string, BackendFactory>& r) {
-  r["tkrzw"] = [](const json& config, std::unique_ptr<Backend>* out, std::string* error) {
-    try {
-      return open_tkrzw(config, out, error);
-    } catch (const std::bad_alloc&) {
-      return Status::YOKAN_ERR_ALLOCATION;
-    } catch (const std::exception& e) {
-      if (error) *error = std::string("tkrzw: ") + e.what();
-      return Status::YOKAN_ERR_OTHER;
-    }
-  };
-}
+// Exceptions escaping the factory are mapped to statuses by the registry.
+void register_backend_tkrzw(std::map<std::string, BackendFactory>& r) { r["tkrzw"] = open_tkrzw; }
 
 }  // namespace yokan

@@ -20,6 +20,16 @@ enum Id : uint16_t {
   kIdentify = 7,
   kList = 8,
   kEraseRange = 9,
+  // Document collections (src/server/documents.cpp); meta [mode][name bytes]...
+  kCollCreate = 10,
+  kCollDrop = 11,
+  kCollInfo = 12,
+  kDocStore = 13,
+  kDocUpdate = 14,
+  kDocLoad = 15,
+  kDocLength = 16,
+  kDocErase = 17,
+  kDocList = 18,
 };
 
 // Upper bound on the number of items in one batch (protects the decoder).

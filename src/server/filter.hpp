@@ -2,6 +2,7 @@
 // or a Lua predicate (LUA_FILTER). Built per request.
 #pragma once
 
+#include <cstdint>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -50,7 +51,27 @@ struct LuaLimits {
 Status make_key_filter(int32_t mode, std::string_view filter, const LuaLimits& limits,
                        std::unique_ptr<KeyFilter>* out, std::string* error);
 
+// Document filters for collection listing: a Lua predicate (LUA_FILTER) that
+// sees __collection__, __id__, __doc__ and the cjson module as `cjson`.
+class DocFilter {
+ public:
+  virtual ~DocFilter() = default;
+  // False rejects the document; a fatal failure (Lua limits) shows in failed().
+  virtual bool accept(std::string_view collection, uint64_t id, std::string_view doc) = 0;
+  virtual Status failed() const = 0;
+  virtual std::string message() const = 0;
+};
+
+// Null `*out` (and success) when `mode` asks for no filter: every document
+// passes and the filter bytes are ignored. YOKAN_ERR_MODE for LUA_FILTER
+// without Lua, YOKAN_ERR_INVALID_FILTER for code that does not compile,
+// YOKAN_ERR_OP_UNSUPPORTED for LIB_FILTER.
+Status make_doc_filter(int32_t mode, std::string_view filter, const LuaLimits& limits,
+                       std::unique_ptr<DocFilter>* out, std::string* error);
+
 #ifdef YOKAN_HAVE_LUA
+Status make_lua_doc_filter(std::string_view code, const LuaLimits& limits,
+                           std::unique_ptr<DocFilter>* out, std::string* error);
 Status make_lua_filter(std::string_view code, bool with_value, const LuaLimits& limits,
                        std::unique_ptr<KeyFilter>* out, std::string* error);
 #endif

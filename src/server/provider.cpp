@@ -127,6 +127,10 @@ void ProviderImpl::register_handlers() {
   add(rpc::kIdentify, &ProviderImpl::handle_identify);
   add(rpc::kList, &ProviderImpl::handle_list);
   add(rpc::kEraseRange, &ProviderImpl::handle_erase_range);
+  for (rpc::Id doc_rpc :
+       {rpc::kCollCreate, rpc::kCollDrop, rpc::kCollInfo, rpc::kDocStore, rpc::kDocUpdate,
+        rpc::kDocLoad, rpc::kDocLength, rpc::kDocErase, rpc::kDocList})
+    add(doc_rpc, &ProviderImpl::handle_documents);
   watcher = std::make_unique<Watcher>(
       [e = engine](std::function<void()> job) { e->post(std::move(job)); },
       [weak](RequestPtr req) {

@@ -62,6 +62,8 @@ class ProviderImpl : public std::enable_shared_from_this<ProviderImpl> {
   void handle_identify(RequestPtr req);
   void handle_list(RequestPtr req);
   void handle_erase_range(RequestPtr req);
+  // Every document-collection RPC (kCollCreate ... kDocList), by req->rpc().
+  void handle_documents(RequestPtr req);
 
   // WAIT: parks `req` on the first key of `batch` that is absent and returns
   // true (the request is re-run when the key appears); false if all exist.

@@ -19,6 +19,7 @@ STANDALONE = [
     "context_manager",
     "numpy_example",
     "higher_level_api",
+    "documents",
 ]
 
 
@@ -63,6 +64,7 @@ def test_server_example_with_remote_clients(protocol):
             "modes_example",
             "numpy_example",
             "higher_level_api",
+            "documents",
         ):
             r = run(name, address)
             assert r.returncode == 0, r.stderr

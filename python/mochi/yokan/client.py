@@ -7,6 +7,7 @@ written in place. Every call that talks to a provider releases the GIL.
 """
 
 from mochi.yokan import _yokan
+from mochi.yokan.collection import Collection
 from mochi.yokan.exception import (
     YOKAN_ERR_BUFFER_SIZE,
     YOKAN_ERR_INVALID_ARGS,
@@ -39,6 +40,12 @@ def _size_or_none(size):
 def _size_or_minus_one(size):
     """Listing convention: -1 for an item that did not fit."""
     return -1 if size == _SIZE_TOO_SMALL else size
+
+
+def _packed(buffer, sizes):
+    """A packed batch for the native layer, which slices it without a Python
+    object per item: (buffer, list of sizes)."""
+    return (buffer, [int(s) for s in sizes])
 
 
 def _split_packed(buffer, sizes, what):
@@ -180,8 +187,8 @@ class Database:
     def put_packed(self, keys, key_sizes, values, value_sizes, mode=0, timeout_ms=0.0):
         if len(key_sizes) != len(value_sizes):
             raise ValueError("key_sizes and value_sizes should have the same length")
-        k = _split_packed(keys, key_sizes, "keys")
-        v = _split_packed(values, value_sizes, "values")
+        k = _packed(keys, key_sizes)
+        v = _packed(values, value_sizes)
         self._db.put(k, v, int(mode), timeout_ms)
 
     def get_multi(self, pairs, mode=0, timeout_ms=0.0):
@@ -199,7 +206,7 @@ class Database:
     def get_packed(self, keys, key_sizes, values, mode=0, timeout_ms=0.0):
         """Values back to back in ``values``; sizes, ``None`` if absent, ``-1``
         if it did not fit (and every later found value too)."""
-        k = _split_packed(keys, key_sizes, "keys")
+        k = _packed(keys, key_sizes)
         sizes = self._db.get_packed(k, values, int(mode), timeout_ms)
         return [_size_or_none(s) for s in sizes]
 
@@ -207,20 +214,20 @@ class Database:
         return self._db.exists(list(keys), int(mode), timeout_ms)
 
     def exists_packed(self, keys, key_sizes, mode=0, timeout_ms=0.0):
-        return self._db.exists(_split_packed(keys, key_sizes, "keys"), int(mode), timeout_ms)
+        return self._db.exists(_packed(keys, key_sizes), int(mode), timeout_ms)
 
     def length_multi(self, keys, mode=0, timeout_ms=0.0):
         return [_size_or_none(s) for s in self._db.length(list(keys), int(mode), timeout_ms)]
 
     def length_packed(self, keys, key_sizes, mode=0, timeout_ms=0.0):
-        sizes = self._db.length(_split_packed(keys, key_sizes, "keys"), int(mode), timeout_ms)
+        sizes = self._db.length(_packed(keys, key_sizes), int(mode), timeout_ms)
         return [_size_or_none(s) for s in sizes]
 
     def erase_multi(self, keys, mode=0, timeout_ms=0.0):
         self._db.erase(list(keys), int(mode), timeout_ms)
 
     def erase_packed(self, keys, key_sizes, mode=0, timeout_ms=0.0):
-        self._db.erase(_split_packed(keys, key_sizes, "keys"), int(mode), timeout_ms)
+        self._db.erase(_packed(keys, key_sizes), int(mode), timeout_ms)
 
     def erase_range(self, prefix, mode=0, timeout_ms=0.0):
         """Erases every key that starts with ``prefix`` (``""`` erases all)."""
@@ -364,3 +371,24 @@ class Database:
     def fetch_packed(self, keys, key_sizes, callback, mode=0, batch_size=0, timeout_ms=0.0):
         views = [v.toreadonly() for v in _split_packed(keys, key_sizes, "keys")]
         self.fetch_multi(views, callback, mode, batch_size, timeout_ms)
+
+    # -- document collections ---------------------------------------------
+
+    def create_collection(self, name, mode=0, timeout_ms=0.0):
+        """Creates the collection ``name`` (``YOKAN_ERR_KEY_EXISTS`` if the
+        name is taken) and returns it."""
+        coll = Collection(name, self)
+        coll._create(mode, timeout_ms)
+        return coll
+
+    def drop_collection(self, name, mode=0, timeout_ms=0.0):
+        """Erases the collection and its documents (``YOKAN_ERR_KEY_NOT_FOUND``
+        if it does not exist)."""
+        Collection(name, self)._drop(mode, timeout_ms)
+
+    def collection_exists(self, name, mode=0, timeout_ms=0.0):
+        return Collection(name, self)._exists(mode, timeout_ms)
+
+    def open_collection(self, name):
+        """The collection ``name``, without any RPC (it is not checked)."""
+        return Collection(name, self)

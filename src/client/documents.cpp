@@ -1,0 +1,198 @@
+// Collection: the client side of the document RPCs (src/server/documents.cpp
+// describes the wire layout).
+#include <cstring>
+
+#include "client/encode.hpp"
+#include "yokan/collection.hpp"
+
+namespace yokan {
+
+namespace {
+
+// meta [mode][name], after the checks every collection call makes first.
+WireWriter header(int32_t m, const std::string& name) {
+  check_mode(m);
+  if (name.empty()) throw Exception(Status::YOKAN_ERR_INVALID_ARGS, "the collection name is empty");
+  if (name.find('\0') != std::string::npos)
+    throw Exception(Status::YOKAN_ERR_INVALID_ARGS, "the collection name contains a NUL byte");
+  WireWriter w;
+  w.put<int32_t>(m);
+  w.bytes(name);
+  return w;
+}
+
+bool placed(uint64_t size) { return size != SIZE_TOO_SMALL && size != KEY_NOT_FOUND; }
+
+// Capacities for a layout: one per destination, one packed, or unbounded.
+std::vector<uint64_t> capacities(Collection::Layout layout, const std::vector<Destination>& out,
+                                 size_t slots) {
+  std::vector<uint64_t> caps;
+  switch (layout) {
+    case Collection::Layout::kSlots:
+      if (out.size() != slots)
+        throw Exception(Status::YOKAN_ERR_INVALID_ARGS, "one buffer per document is needed");
+      for (auto& d : out) caps.push_back(d.size);
+      break;
+    case Collection::Layout::kPacked:
+      if (out.size() != 1)
+        throw Exception(Status::YOKAN_ERR_INVALID_ARGS, "one packed buffer is needed");
+      caps.push_back(out[0].size);
+      break;
+    case Collection::Layout::kAlloc:
+      caps.push_back(UINT64_MAX);
+      break;
+  }
+  return caps;
+}
+
+// Copies the documents of a reply body into the caller's destinations, or
+// into `data` for kAlloc.
+void scatter_docs(const std::vector<uint64_t>& sizes, const Buffer& body, Collection::Layout layout,
+                  const std::vector<Destination>& out, Buffer* data) {
+  size_t total = 0;
+  for (auto s : sizes)
+    if (placed(s)) {
+      if (s > body.size() - total) throw Exception(Status::YOKAN_ERR_CORRUPTION, "short reply");
+      total += s;
+    }
+  if (total != body.size()) throw Exception(Status::YOKAN_ERR_CORRUPTION, "malformed reply");
+  if (layout == Collection::Layout::kAlloc) {
+    *data = Buffer(body.data(), body.size());
+    return;
+  }
+  const char* src = body.data();
+  char* packed = layout == Collection::Layout::kPacked ? static_cast<char*>(out[0].data) : nullptr;
+  for (size_t i = 0; i < sizes.size(); ++i) {
+    if (!placed(sizes[i])) continue;
+    if (sizes[i] && packed) {
+      std::memcpy(packed, src, sizes[i]);
+      packed += sizes[i];
+    } else if (sizes[i]) {
+      std::memcpy(out[i].data, src, sizes[i]);
+    }
+    src += sizes[i];
+  }
+}
+
+// The documents as body segments and their sizes appended to the meta.
+std::vector<Segment> doc_segments(const Keys& docs, WireWriter* w) {
+  std::vector<Segment> body;
+  std::vector<uint64_t> sizes;
+  for (auto d : docs) {
+    sizes.push_back(d.size());
+    if (!d.empty()) body.push_back({d.data(), d.size()});
+  }
+  w->array(sizes);
+  return body;
+}
+
+}  // namespace
+
+Collection::Collection(Database db, std::string name)
+    : db_(std::move(db)), name_(std::move(name)) {}
+
+Reply Collection::call(uint16_t rpc, std::string_view meta, const std::vector<Segment>& body,
+                       double timeout_ms, int32_t m) const {
+  return db_.call(rpc, meta, body, timeout_ms, m);
+}
+
+void Collection::create(int32_t m, double t) const {
+  call(rpc::kCollCreate, header(m, name_).str(), {}, t, m);
+}
+
+void Collection::drop(int32_t m, double t) const {
+  call(rpc::kCollDrop, header(m, name_).str(), {}, t, m);
+}
+
+bool Collection::exists(int32_t m, double t) const {
+  Reply r = call(rpc::kCollInfo, header(m, name_).str(), {}, t, m);
+  WireReader in(r.meta);
+  uint8_t found = in.get<uint8_t>();
+  in.get<uint64_t>();
+  in.get<uint64_t>();
+  if (!in.done()) throw Exception(Status::YOKAN_ERR_CORRUPTION, "malformed collection reply");
+  return found != 0;
+}
+
+Collection::Info Collection::info(int32_t m, double t) const {
+  Reply r = call(rpc::kCollInfo, header(m, name_).str(), {}, t, m);
+  WireReader in(r.meta);
+  uint8_t found = in.get<uint8_t>();
+  Info info;
+  info.size = in.get<uint64_t>();
+  info.next_id = in.get<uint64_t>();
+  if (!in.done()) throw Exception(Status::YOKAN_ERR_CORRUPTION, "malformed collection reply");
+  if (!found)
+    throw Exception(Status::YOKAN_ERR_KEY_NOT_FOUND, "no collection named \"" + name_ + "\"");
+  return info;
+}
+
+DocIds Collection::store(int32_t m, const Keys& docs, double t) const {
+  WireWriter w = header(m, name_);
+  auto body = doc_segments(docs, &w);
+  Reply r = call(rpc::kDocStore, w.str(), body, t, m);
+  WireReader in(r.meta);
+  DocIds ids = in.array<uint64_t>(docs.size());
+  if (!in.done() || ids.size() != docs.size())
+    throw Exception(Status::YOKAN_ERR_CORRUPTION, "malformed store reply");
+  return ids;
+}
+
+void Collection::update(int32_t m, const DocIds& ids, const Keys& docs, double t) const {
+  if (ids.size() != docs.size())
+    throw Exception(Status::YOKAN_ERR_INVALID_ARGS, "ids and documents differ in number");
+  WireWriter w = header(m, name_);
+  w.array(ids);
+  auto body = doc_segments(docs, &w);
+  call(rpc::kDocUpdate, w.str(), body, t, m);
+}
+
+Collection::LoadResult Collection::load(int32_t m, const DocIds& ids, Layout layout,
+                                        const std::vector<Destination>& out, double t) const {
+  WireWriter w = header(m, name_);
+  auto caps = capacities(layout, out, ids.size());
+  w.array(ids);
+  w.put<uint8_t>(layout != Layout::kSlots);
+  w.array(caps);
+  Reply r = call(rpc::kDocLoad, w.str(), {}, t, m);
+  LoadResult result;
+  result.sizes = decode_sizes(r.meta, ids.size());
+  scatter_docs(result.sizes, r.body, layout, out, &result.data);
+  return result;
+}
+
+std::vector<uint64_t> Collection::length(int32_t m, const DocIds& ids, double t) const {
+  WireWriter w = header(m, name_);
+  w.array(ids);
+  Reply r = call(rpc::kDocLength, w.str(), {}, t, m);
+  return decode_sizes(r.meta, ids.size());
+}
+
+void Collection::erase(int32_t m, const DocIds& ids, double t) const {
+  WireWriter w = header(m, name_);
+  w.array(ids);
+  call(rpc::kDocErase, w.str(), {}, t, m);
+}
+
+Collection::ListResult Collection::list(int32_t m, uint64_t start_id, std::string_view filter,
+                                        uint64_t count, Layout layout,
+                                        const std::vector<Destination>& out, double t) const {
+  WireWriter w = header(m, name_);
+  auto caps = capacities(layout, out, count);
+  w.put<uint64_t>(start_id);
+  w.bytes(filter);
+  w.put<uint64_t>(count);
+  w.put<uint8_t>(layout != Layout::kSlots);
+  w.array(caps);
+  Reply r = call(rpc::kDocList, w.str(), {}, t, m);
+  WireReader in(r.meta);
+  ListResult result;
+  result.ids = in.array<uint64_t>(count);
+  result.sizes = in.array<uint64_t>(count);
+  if (!in.done() || result.ids.size() != result.sizes.size())
+    throw Exception(Status::YOKAN_ERR_CORRUPTION, "malformed list reply");
+  scatter_docs(result.sizes, r.body, layout, out, &result.data);
+  return result;
+}
+
+}  // namespace yokan
