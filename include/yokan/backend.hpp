@@ -33,6 +33,9 @@ struct BackendTraits {
   bool sorted = false;      // iterate() yields keys in bytewise order and honours `from`
   bool values = true;       // can store non-empty values (false for set / unordered_set)
   bool persistent = false;  // data survives the process (files on disk)
+  // false: a document store only (array, log); key/value RPCs answer
+  // YOKAN_ERR_OP_UNSUPPORTED and only the collection API reaches the data.
+  bool key_value = true;
 };
 
 // Called for each pair during iteration; return false to stop early.

@@ -35,9 +35,14 @@ class OptionalLock {
 template <typename Container, bool kSorted, bool kValues>
 class MemoryBackend final : public Backend {
  public:
-  MemoryBackend(json config, bool use_lock) : config_(std::move(config)), lock_(use_lock) {}
+  MemoryBackend(json config, bool use_lock, bool key_value = true)
+      : config_(std::move(config)), lock_(use_lock), key_value_(key_value) {}
 
-  BackendTraits traits() const override { return {kSorted, kValues, false}; }
+  BackendTraits traits() const override {
+    BackendTraits t{kSorted, kValues, false};
+    t.key_value = key_value_;
+    return t;
+  }
   json config() const override { return config_; }
 
   Status put(std::string_view key, std::string_view value) override {
@@ -107,6 +112,7 @@ class MemoryBackend final : public Backend {
 
   json config_;
   OptionalLock lock_;
+  bool key_value_;
   Container data_;
 };
 
@@ -173,6 +179,19 @@ void register_backend_set(std::map<std::string, BackendFactory>& r) {
 void register_backend_unordered_set(std::map<std::string, BackendFactory>& r) {
   r["unordered_set"] = memory_factory<HashMap, false, false>("unordered_set", false);
 }
+// array: an in-memory document store (collections only), as upstream's.
+void register_backend_array(std::map<std::string, BackendFactory>& r) {
+  r["array"] = [](const json& config, std::unique_ptr<Backend>* out, std::string* error) {
+    return with_config_errors(error, [&] {
+      ConfigReader c(config, "array config");
+      bool use_lock = c.get_bool("use_lock", true);
+      json completed = c.finish();
+      *out = std::make_unique<MemoryBackend<OrderedMap, true, true>>(completed, use_lock, false);
+      return Status::YOKAN_SUCCESS;
+    });
+  };
+}
+
 void register_backend_null(std::map<std::string, BackendFactory>& r) {
   r["null"] = [](const json& config, std::unique_ptr<Backend>* out, std::string* error) {
     if (!config.is_object()) {

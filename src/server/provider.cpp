@@ -100,9 +100,15 @@ void ProviderImpl::register_handlers() {
   const bool run_inline = !backend->traits().persistent;
   std::weak_ptr<ProviderImpl> weak = shared_from_this();
   auto add = [&](rpc::Id id_, void (ProviderImpl::*fn)(RequestPtr)) {
-    Handler serve = [weak, fn](RequestPtr req) {
+    // Document-only backends (array, log) refuse the key/value RPCs.
+    const bool refused = !backend->traits().key_value && id_ >= rpc::kCount &&
+                         id_ <= rpc::kEraseRange && id_ != rpc::kIdentify;
+    Handler serve = [weak, fn, refused](RequestPtr req) {
       auto impl = weak.lock();
       if (!impl || impl->closing) return req->respond(Status::YOKAN_ERR_INVALID_PROVIDER);
+      if (refused)
+        return req->respond(Status::YOKAN_ERR_OP_UNSUPPORTED,
+                            "this backend stores documents only (use collections)");
       (impl.get()->*fn)(std::move(req));
     };
     Handler entry = serve;

@@ -49,9 +49,11 @@ std::vector<Variant> all_variants() {
                                                                {"lmdb", "no_lock"},
                                                                {"berkeleydb", "create_if_missing"},
                                                                {"gdbm", "use_lock"},
-                                                               {"tkrzw", "writable"}};
-  static const std::set<std::string> with_path = {"rocksdb", "leveldb",    "lmdb",
-                                                  "gdbm",    "berkeleydb", "tkrzw"};
+                                                               {"tkrzw", "writable"},
+                                                               {"array", "use_lock"},
+                                                               {"log", "create_if_missing"}};
+  static const std::set<std::string> with_path = {"rocksdb",    "leveldb", "lmdb", "gdbm",
+                                                  "berkeleydb", "tkrzw",   "log"};
   std::vector<Variant> v;
   for (const std::string& name : yokan::available_backends()) {
     if (name == "null") continue;
@@ -73,8 +75,8 @@ std::vector<Variant> all_variants() {
 // Expected traits from the reference table.
 bool expect_sorted(const Variant& v) {
   static const std::set<std::string> sorted = {
-      "map",   "set",       "rocksdb", "leveldb", "lmdb", "berkeleydb", "berkeleydb_memory",
-      "tkrzw", "tkrzw_baby"};
+      "map",   "set",        "rocksdb", "leveldb", "lmdb", "berkeleydb", "berkeleydb_memory",
+      "tkrzw", "tkrzw_baby", "array",   "log"};
   return sorted.count(v.label) > 0;
 }
 

@@ -18,18 +18,22 @@ from mochi.yokan.server import Provider
 ROOT = Path(__file__).resolve().parents[2]
 SERVER = Path(__file__).resolve().parent / "serve.py"
 
-PERSISTENT = {"rocksdb", "leveldb", "lmdb", "berkeleydb", "gdbm", "tkrzw"}
+PERSISTENT = {"rocksdb", "leveldb", "lmdb", "berkeleydb", "gdbm", "tkrzw", "log"}
+# Document stores: collections only, every key/value call is OP_UNSUPPORTED.
+DOC_ONLY = {"array", "log"}
 # Backends whose values must be empty.
 VALUELESS = {"set", "unordered_set"}
 SORTED = {"map", "set", "rocksdb", "leveldb", "lmdb", "berkeleydb", "tkrzw"}
-KV_BACKENDS = [b for b in available_backends]
+KV_BACKENDS = [b for b in available_backends if b not in DOC_ONLY]
 VALUED_BACKENDS = [b for b in KV_BACKENDS if b not in VALUELESS]
+# Every backend with collections: the valued key/value ones and the document stores.
+COLLECTION_BACKENDS = VALUED_BACKENDS + [b for b in available_backends if b in DOC_ONLY]
 
 
 def backend_config(backend, tmp_path):
     """A provider config for `backend`, with its files under tmp_path."""
     config = {}
-    if backend in {"rocksdb", "leveldb", "lmdb"}:
+    if backend in {"rocksdb", "leveldb", "lmdb", "log"}:
         config["path"] = str(tmp_path / f"{backend}-db")
     elif backend in {"gdbm", "tkrzw"}:
         config["path"] = str(tmp_path / f"{backend}.db")

@@ -5,7 +5,14 @@ import json
 import threading
 
 import pytest
-from conftest import PERSISTENT, VALUED_BACKENDS, VALUELESS, backend_config, open_db
+from conftest import (
+    COLLECTION_BACKENDS,
+    PERSISTENT,
+    VALUED_BACKENDS,
+    VALUELESS,
+    backend_config,
+    open_db,
+)
 from mochi.margo import Engine
 from mochi.yokan import _yokan
 from mochi.yokan.backends import available_backends
@@ -30,9 +37,17 @@ UPDATE_NEW = 32768
 needs_lua = pytest.mark.skipif(not _yokan.has_lua, reason="built without Lua")
 
 
-@pytest.fixture(params=VALUED_BACKENDS)
+@pytest.fixture(params=COLLECTION_BACKENDS)
 def docdb(request, engine, tmp_path):
     """(backend, Database) on every compiled backend that has collections."""
+    provider, handle = open_db(engine, request.param, tmp_path)
+    yield request.param, handle
+    del handle, provider
+
+
+@pytest.fixture(params=VALUED_BACKENDS)
+def kv_docdb(request, engine, tmp_path):
+    """(backend, Database) on the key/value backends that have collections."""
     provider, handle = open_db(engine, request.param, tmp_path)
     yield request.param, handle
     del handle, provider
@@ -326,8 +341,8 @@ def test_many_documents_are_paged(coll):
     assert len(coll) == 700
 
 
-def test_kv_keys_do_not_leak_into_collections(docdb):
-    _, db = docdb
+def test_kv_keys_do_not_leak_into_collections(kv_docdb):
+    _, db = kv_docdb
     c = db.create_collection("mix")
     c.store("doc")
     db.put("mix\0x", "not a document key")
@@ -532,3 +547,24 @@ def test_concurrent_stores_get_distinct_ids(coll):
         t.join()
     assert sorted(results) == list(range(160))
     assert coll.size() == 160 and coll.last_id() == 159
+
+
+@pytest.mark.parametrize("backend", sorted(set(available_backends) & {"array", "log"}))
+def test_document_stores_refuse_key_value_calls(engine, tmp_path, backend):
+    provider, db = open_db(engine, backend, tmp_path)
+    calls = [
+        (db.put, ("k", "v")),
+        (db.get, ("k",)),
+        (db.count, ()),
+        (db.exists, ("k",)),
+        (db.erase_range, ("",)),
+        (db.list_keys, ([bytearray(4)], "", "")),
+    ]
+    for call, args in calls:
+        with pytest.raises(ClientError) as e:
+            call(*args)
+        assert e.value.code == YOKAN_ERR_OP_UNSUPPORTED
+    coll = db.create_collection("c")
+    assert coll.store("doc") == 0
+    assert coll.load(0) == b"doc"
+    del db, provider

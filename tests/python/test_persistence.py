@@ -5,7 +5,7 @@ import json
 import signal
 
 import pytest
-from conftest import PERSISTENT, backend_config
+from conftest import DOC_ONLY, PERSISTENT, backend_config
 from mochi.margo import Engine
 from mochi.yokan.backends import available_backends
 from mochi.yokan.client import Client
@@ -13,7 +13,7 @@ from mochi.yokan.exception import YOKAN_ERR_PERMISSION
 from mochi.yokan.server import Exception as ServerError
 from mochi.yokan.server import Provider
 
-BACKENDS = [b for b in available_backends if b in PERSISTENT]
+BACKENDS = [b for b in available_backends if b in PERSISTENT and b not in DOC_ONLY]
 N = 300
 
 

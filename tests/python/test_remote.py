@@ -6,7 +6,7 @@ import time
 
 import numpy as np
 import pytest
-from conftest import PERSISTENT, backend_config, wait_until
+from conftest import DOC_ONLY, PERSISTENT, backend_config, wait_until
 from mochi.margo import Engine
 from mochi.yokan.backends import available_backends
 from mochi.yokan.client import Client
@@ -79,7 +79,9 @@ def test_64mib_numpy_in_process(map_db, mode):
     assert np.array_equal(a, c)
 
 
-@pytest.mark.parametrize("backend", [b for b in available_backends if b in PERSISTENT])
+@pytest.mark.parametrize(
+    "backend", [b for b in available_backends if b in PERSISTENT and b not in DOC_ONLY]
+)
 def test_remote_persistent_backend(remote, tmp_path, backend):
     server = remote("na+sm", backend_config(backend, tmp_path))
     with Engine("na+sm", mode=0) as e:
