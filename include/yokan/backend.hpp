@@ -30,12 +30,15 @@ using json = nlohmann::json;
 
 // What a backend can do; the provider answers unsupported operations from it.
 struct BackendTraits {
-  bool sorted = false;      // iterate() yields keys in bytewise order and honours `from`
+  bool sorted = false;      // iterate() yields keys in order and honours `from`
   bool values = true;       // can store non-empty values (false for set / unordered_set)
   bool persistent = false;  // data survives the process (files on disk)
   // false: a document store only (array, log); key/value RPCs answer
   // YOKAN_ERR_OP_UNSUPPORTED and only the collection API reaches the data.
   bool key_value = true;
+  // The order of a sorted backend is plain bytewise (false for a map with a
+  // custom comparator): prefix ranges are then contiguous and can end a scan.
+  bool bytewise = true;
 };
 
 // Called for each pair during iteration; return false to stop early.

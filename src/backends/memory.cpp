@@ -1,5 +1,7 @@
 // In-memory backends: map, unordered_map, set, unordered_set (one template),
 // and null (discards everything).
+#include <dlfcn.h>
+
 #include <map>
 #include <mutex>
 #include <shared_mutex>
@@ -35,12 +37,18 @@ class OptionalLock {
 template <typename Container, bool kSorted, bool kValues>
 class MemoryBackend final : public Backend {
  public:
-  MemoryBackend(json config, bool use_lock, bool key_value = true)
-      : config_(std::move(config)), lock_(use_lock), key_value_(key_value) {}
+  MemoryBackend(json config, bool use_lock, bool key_value = true, Container data = Container(),
+                bool bytewise = true)
+      : config_(std::move(config)),
+        lock_(use_lock),
+        key_value_(key_value),
+        bytewise_(bytewise),
+        data_(std::move(data)) {}
 
   BackendTraits traits() const override {
     BackendTraits t{kSorted, kValues, false};
     t.key_value = key_value_;
+    t.bytewise = bytewise_;
     return t;
   }
   json config() const override { return config_; }
@@ -113,19 +121,46 @@ class MemoryBackend final : public Backend {
   json config_;
   OptionalLock lock_;
   bool key_value_;
+  bool bytewise_;
   Container data_;
 };
 
+// The order of map/set: bytewise, or a user function loaded by name.
+struct KeyOrder {
+  using Less = bool (*)(const void*, size_t, const void*, size_t);
+  Less less = nullptr;
+  bool operator()(const std::string& a, const std::string& b) const {
+    return less ? less(a.data(), a.size(), b.data(), b.size()) : a < b;
+  }
+};
+
+// Resolves "symbol" (in the process) or "libfile.so:symbol" to a comparator
+// `bool less(const void* a, size_t asize, const void* b, size_t bsize)`.
+KeyOrder::Less load_comparator(const std::string& descriptor) {
+  auto colon = descriptor.rfind(':');
+  std::string lib = colon == std::string::npos ? "" : descriptor.substr(0, colon);
+  std::string symbol = colon == std::string::npos ? descriptor : descriptor.substr(colon + 1);
+  void* handle = dlopen(lib.empty() ? nullptr : lib.c_str(), RTLD_NOW | RTLD_LOCAL);
+  if (!handle) throw ConfigError("\"comparator\": cannot load \"" + lib + "\": " + dlerror());
+  void* fn = dlsym(handle, symbol.c_str());  // the library stays loaded: the map uses it
+  if (!fn) throw ConfigError("\"comparator\": no symbol \"" + symbol + "\" in \"" + lib + "\"");
+  return reinterpret_cast<KeyOrder::Less>(fn);
+}
+
 template <typename Container, bool kSorted, bool kValues>
-BackendFactory memory_factory(const char* name, bool ordered) {
-  return [name, ordered](const json& config, std::unique_ptr<Backend>* out, std::string* error) {
+BackendFactory memory_factory(const char* name) {
+  return [name](const json& config, std::unique_ptr<Backend>* out, std::string* error) {
     return with_config_errors(error, [&] {
       ConfigReader r(config, std::string(name) + " config");
       bool use_lock = r.get_bool("use_lock", true);
-      if (ordered) {
-        // Only bytewise order is built in: a custom comparator would change what
-        // prefix filters and paging mean, and needs a loadable symbol.
-        r.get_choice("comparator", "default", {"default"});
+      Container data;
+      bool bytewise = true;
+      if constexpr (kSorted) {
+        std::string cmp = r.get_string("comparator", "default");
+        if (cmp != "default") {
+          data = Container(KeyOrder{load_comparator(cmp)});
+          bytewise = false;
+        }
       } else {
         r.get_uint("initial_bucket_count", 23);
       }
@@ -133,13 +168,14 @@ BackendFactory memory_factory(const char* name, bool ordered) {
       r.put("allocators", json::object());
       r.get_bool("disable_doc_mixin_lock", false);
       json completed = r.finish();
-      *out = std::make_unique<MemoryBackend<Container, kSorted, kValues>>(completed, use_lock);
+      *out = std::make_unique<MemoryBackend<Container, kSorted, kValues>>(
+          completed, use_lock, true, std::move(data), bytewise);
       return Status::YOKAN_SUCCESS;
     });
   };
 }
 
-using OrderedMap = std::map<std::string, std::string>;
+using OrderedMap = std::map<std::string, std::string, KeyOrder>;
 using HashMap = std::unordered_map<std::string, std::string>;
 
 // Discards writes; reports every key as absent.
@@ -168,16 +204,16 @@ class NullBackend final : public Backend {
 }  // namespace
 
 void register_backend_map(std::map<std::string, BackendFactory>& r) {
-  r["map"] = memory_factory<OrderedMap, true, true>("map", true);
+  r["map"] = memory_factory<OrderedMap, true, true>("map");
 }
 void register_backend_unordered_map(std::map<std::string, BackendFactory>& r) {
-  r["unordered_map"] = memory_factory<HashMap, false, true>("unordered_map", false);
+  r["unordered_map"] = memory_factory<HashMap, false, true>("unordered_map");
 }
 void register_backend_set(std::map<std::string, BackendFactory>& r) {
-  r["set"] = memory_factory<OrderedMap, true, false>("set", true);
+  r["set"] = memory_factory<OrderedMap, true, false>("set");
 }
 void register_backend_unordered_set(std::map<std::string, BackendFactory>& r) {
-  r["unordered_set"] = memory_factory<HashMap, false, false>("unordered_set", false);
+  r["unordered_set"] = memory_factory<HashMap, false, false>("unordered_set");
 }
 // array: an in-memory document store (collections only), as upstream's.
 void register_backend_array(std::map<std::string, BackendFactory>& r) {

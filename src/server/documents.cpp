@@ -120,7 +120,7 @@ void ProviderImpl::handle_documents(RequestPtr req) {
   };
   // Keys of every document of the collection (any order).
   auto collect_doc_keys = [&](std::vector<std::string>* keys) {
-    const bool sorted = backend->traits().sorted;
+    const bool sorted = (backend->traits().sorted && backend->traits().bytewise);
     std::string start(name);
     start.push_back('\0');
     return backend->iterate(sorted ? std::string_view(start) : std::string_view(), true, false,
@@ -343,7 +343,7 @@ void ProviderImpl::handle_documents(RequestPtr req) {
         };
         if (nothing) {
           // an empty page (or the error in s)
-        } else if (backend->traits().sorted) {
+        } else if ((backend->traits().sorted && backend->traits().bytewise)) {
           std::string from = doc_key(name, start);
           std::string prefix(name);
           prefix.push_back('\0');

@@ -12,7 +12,8 @@ void ProviderImpl::handle_erase_range(RequestPtr req) {
   const std::string_view prefix = in.bytes();
   if (!in.done()) return req->respond(Status::YOKAN_ERR_INVALID_ARGS);
   if (m & ~kSupportedModes) return req->respond(Status::YOKAN_ERR_MODE);
-  const bool sorted = backend->traits().sorted;
+  // Only in bytewise order are the keys with a prefix one contiguous range.
+  const bool sorted = backend->traits().sorted && backend->traits().bytewise;
   std::vector<std::string> doomed;
   Status s;
   {

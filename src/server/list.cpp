@@ -38,7 +38,9 @@ void ProviderImpl::handle_list(RequestPtr req) {
   // Start at the filter's first possible key when it comes after from_key.
   std::string_view start = from;
   bool inclusive = m & mode::INCLUSIVE;
-  std::string_view hint = filter->start_hint();
+  // With a custom key order a prefix range is not contiguous: scan it all.
+  const bool bytewise = backend->traits().bytewise;
+  std::string_view hint = bytewise ? filter->start_hint() : std::string_view();
   if (!hint.empty() && (from.empty() || from < hint)) {
     start = hint;
     inclusive = true;
@@ -69,7 +71,7 @@ void ProviderImpl::handle_list(RequestPtr req) {
 
   s = backend->iterate(start, inclusive, with_values || filter->needs_value(),
                        [&](std::string_view k, std::string_view v) {
-                         if (ksizes.size() == count || filter->past_end(k)) {
+                         if (ksizes.size() == count || (bytewise && filter->past_end(k))) {
                            visited_after_last = true;
                            return false;
                          }

@@ -281,3 +281,65 @@ class TestLua:
         bufs = slots(3)
         assert filled.list_keys(bufs, "", "os.exit(1)", mode=Mode.LUA_FILTER) == []
         assert filled.exists("a")
+
+
+COMPARATOR_C = r"""
+#include <stddef.h>
+#include <string.h>
+/* Reverse bytewise order. */
+int reverse_less(const void* a, size_t an, const void* b, size_t bn) {
+    size_t n = an < bn ? an : bn;
+    int c = memcmp(a, b, n);
+    if (c != 0) return c > 0;
+    return an > bn;
+}
+"""
+
+
+@pytest.fixture
+def reverse_map(engine, tmp_path):
+    import json
+    import shutil
+    import subprocess
+
+    from mochi.yokan.client import Client
+    from mochi.yokan.server import Provider
+
+    compiler = shutil.which("cc") or shutil.which("gcc")
+    assert compiler, "a C compiler is needed to build the test comparator"
+    src = tmp_path / "cmp.c"
+    src.write_text(COMPARATOR_C)
+    lib = tmp_path / "libcmp.so"
+    subprocess.run([compiler, "-shared", "-fPIC", "-o", str(lib), str(src)], check=True)
+    config = {"database": {"type": "map", "config": {"comparator": f"{lib}:reverse_less"}}}
+    provider = Provider(engine=engine, provider_id=9, config=json.dumps(config))
+    db = Client(engine).make_database_handle(engine.addr(), 9)
+    yield db
+    del db, provider
+
+
+def test_custom_comparator_orders_listing(reverse_map):
+    reverse_map.put_multi([(k, "v" + k) for k in KEYS])
+    bufs = slots(4)
+    assert got(bufs, reverse_map.list_keys(bufs, "", "")) == sorted(KEYS, reverse=True)[:4]
+    bufs = slots(40)
+    sizes = reverse_map.list_keys(bufs, "", "item:01")
+    assert got(bufs, sizes) == [f"item:{i:03d}" for i in range(19, 9, -1)]
+    reverse_map.erase_range("item:")
+    assert reverse_map.count() == 5
+    coll = reverse_map.create_collection("docs")
+    assert [coll.store(f"d{i}") for i in range(3)] == [0, 1, 2]
+    assert [bytes(d) for _, d in coll.scan()] == [b"d0", b"d1", b"d2"]
+
+
+def test_bad_comparator_names_the_key(engine):
+    import json
+
+    from mochi.yokan.server import Exception as ServerError
+    from mochi.yokan.server import Provider
+
+    for cmp in ("no_such_symbol_anywhere", "/nonexistent/lib.so:cmp"):
+        config = {"database": {"type": "map", "config": {"comparator": cmp}}}
+        with pytest.raises(ServerError) as e:
+            Provider(engine=engine, provider_id=9, config=json.dumps(config))
+        assert "comparator" in str(e.value)
