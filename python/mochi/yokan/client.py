@@ -45,7 +45,7 @@ def _size_or_minus_one(size):
 def _packed(buffer, sizes):
     """A packed batch for the native layer, which slices it without a Python
     object per item: (buffer, list of sizes)."""
-    return (buffer, [int(s) for s in sizes])
+    return (buffer, sizes if type(sizes) is list else list(sizes))
 
 
 def _split_packed(buffer, sizes, what):
