@@ -6,7 +6,7 @@ without copying. Output buffers must be writable and C-contiguous; they are
 written in place. Every call that talks to a provider releases the GIL.
 """
 
-from mochi.yokan import _yokan
+from mochi.yokan import _sizes, _yokan
 from mochi.yokan.collection import Collection
 from mochi.yokan.exception import (
     YOKAN_ERR_BUFFER_SIZE,
@@ -24,17 +24,9 @@ _NO_PREFIX = _MODES["NO_PREFIX"]
 _SUFFIX = _MODES["SUFFIX"]
 _LUA_FILTER = _MODES["LUA_FILTER"]
 _LIB_FILTER = _MODES["LIB_FILTER"]
-_KEY_NOT_FOUND = _yokan.KEY_NOT_FOUND
-_SIZE_TOO_SMALL = _yokan.SIZE_TOO_SMALL
-
-
-def _size_or_none(size):
-    """Multi-call convention: None if absent, -1 if the buffer was too small."""
-    if size == _KEY_NOT_FOUND:
-        return None
-    if size == _SIZE_TOO_SMALL:
-        return -1
-    return size
+_KEY_NOT_FOUND = _sizes.KEY_NOT_FOUND
+_SIZE_TOO_SMALL = _sizes.SIZE_TOO_SMALL
+_size_or_none = _sizes.size_or_none
 
 
 def _size_or_minus_one(size):

@@ -11,6 +11,9 @@ import json
 import math
 
 from mochi.yokan import _yokan
+from mochi.yokan._sizes import KEY_NOT_FOUND as _KEY_NOT_FOUND
+from mochi.yokan._sizes import SIZE_TOO_SMALL as _SIZE_TOO_SMALL
+from mochi.yokan._sizes import size_or_none as _size_or_none
 from mochi.yokan.exception import (
     YOKAN_ERR_BUFFER_SIZE,
     YOKAN_ERR_INVALID_ID,
@@ -22,17 +25,8 @@ __all__ = ["Collection"]
 
 _MODES = dict(_yokan.modes)
 _LUA_FILTER = _MODES["LUA_FILTER"]
-_KEY_NOT_FOUND = _yokan.KEY_NOT_FOUND
-_SIZE_TOO_SMALL = _yokan.SIZE_TOO_SMALL
+
 _UINT64_MAX = 2**64 - 1
-
-
-def _size_or_none(size):
-    if size == _KEY_NOT_FOUND:
-        return None
-    if size == _SIZE_TOO_SMALL:
-        return -1
-    return size
 
 
 def _doc(document):
