@@ -508,9 +508,9 @@ void UcxEngine::progress_loop() {
   unsigned idle_spins = 0;
   while (!stop_progress_.load(std::memory_order_acquire)) {
     // A caller spinning on the worker is progressing it already; polling too
-    // would only fight it for the worker's lock.
+    // would fight it for the worker's lock (and for its CPU): nap instead.
     if (spinning_callers_.load(std::memory_order_acquire) > 0) {
-      sched_yield();
+      std::this_thread::sleep_for(std::chrono::microseconds(50));
       last_work = Clock::now();
       continue;
     }
