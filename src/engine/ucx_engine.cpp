@@ -271,7 +271,6 @@ class UcxEngine final : public Engine, public std::enable_shared_from_this<UcxEn
   std::thread progress_thread_;
   std::atomic<bool> stop_progress_{false};
   std::atomic<bool> sleeping_{false};
-  std::atomic<int> spinning_callers_{0};
 
  public:
   // Operations under way (calls, sends, receives). While any is, the progress
@@ -507,13 +506,6 @@ void UcxEngine::progress_loop() {
   auto last_work = Clock::now();
   unsigned idle_spins = 0;
   while (!stop_progress_.load(std::memory_order_acquire)) {
-    // A caller spinning on the worker is progressing it already; polling too
-    // would fight it for the worker's lock (and for its CPU): nap instead.
-    if (spinning_callers_.load(std::memory_order_acquire) > 0) {
-      std::this_thread::sleep_for(std::chrono::microseconds(50));
-      last_work = Clock::now();
-      continue;
-    }
     if (ucp_worker_progress(worker_)) {
       last_work = Clock::now();
       continue;
@@ -1129,16 +1121,6 @@ Status UcxEngine::call(const EndpointPtr& ep, uint16_t provider_id, uint16_t rpc
                               std::chrono::duration<double, std::milli>(options.timeout_ms));
   bool timed_out = false;
   unsigned idle_spins = 0;
-  // While this caller spins it progresses the worker for everyone.
-  struct SpinGuard {
-    std::atomic<int>& n;
-    bool on = false;
-    void set(bool v) {
-      if (v != on) (v ? n.fetch_add(1) : n.fetch_sub(1));
-      on = v;
-    }
-    ~SpinGuard() { set(false); }
-  } spinning{spinning_callers_};
   auto done = [&] {
     return pc.send_done.load(std::memory_order_acquire) &&
            pc.response_done.load(std::memory_order_acquire);
@@ -1167,7 +1149,6 @@ Status UcxEngine::call(const EndpointPtr& ep, uint16_t provider_id, uint16_t rpc
       }
       has_deadline = false;  // the response is being received: finish it
     }
-    spinning.set(now - start < spin);
     if (now - start < spin) {
       // Yield now and then: when the peer shares this CPU, it must get to run.
       if (!ucp_worker_progress(worker_) && (++idle_spins & 31) == 0) sched_yield();
