@@ -72,7 +72,7 @@ class MemoryBackend final : public Backend {
 
   Status get(std::string_view key, const ValueVisitor& visit) override {
     std::shared_lock<OptionalLock> guard(lock_);
-    auto it = data_.find(std::string(key));
+    auto it = lookup(key);
     if (it == data_.end()) return Status::YOKAN_ERR_KEY_NOT_FOUND;
     visit(it->second);
     return Status::YOKAN_SUCCESS;
@@ -80,7 +80,7 @@ class MemoryBackend final : public Backend {
 
   Status length(std::string_view key, size_t* size) override {
     std::shared_lock<OptionalLock> guard(lock_);
-    auto it = data_.find(std::string(key));
+    auto it = lookup(key);
     if (it == data_.end()) return Status::YOKAN_ERR_KEY_NOT_FOUND;
     *size = it->second.size();
     return Status::YOKAN_SUCCESS;
@@ -88,7 +88,8 @@ class MemoryBackend final : public Backend {
 
   Status erase(std::string_view key) override {
     std::unique_lock<OptionalLock> guard(lock_);
-    data_.erase(std::string(key));
+    auto it = lookup(key);
+    if (it != data_.end()) data_.erase(it);
     return Status::YOKAN_SUCCESS;
   }
 
@@ -103,8 +104,7 @@ class MemoryBackend final : public Backend {
     auto it = data_.begin();
     if constexpr (kSorted) {
       if (!from.empty()) {
-        std::string f(from);
-        it = inclusive ? data_.lower_bound(f) : data_.upper_bound(f);
+        it = inclusive ? data_.lower_bound(from) : data_.upper_bound(from);
       }
     }
     for (; it != data_.end(); ++it)
@@ -113,8 +113,17 @@ class MemoryBackend final : public Backend {
   }
 
  private:
+  // Ordered maps look up a string_view directly (no key copy per lookup).
+  auto lookup(std::string_view key) {
+    if constexpr (kSorted)
+      return data_.find(key);
+    else
+      return data_.find(std::string(key));
+  }
+
   void store(std::string_view key, std::string_view value) {
-    auto [it, inserted] = data_.try_emplace(std::string(key));
+    auto it = lookup(key);
+    if (it == data_.end()) it = data_.emplace(std::string(key), std::string()).first;
     it->second.assign(value.data(), value.size());
   }
 
@@ -128,8 +137,9 @@ class MemoryBackend final : public Backend {
 // The order of map/set: bytewise, or a user function loaded by name.
 struct KeyOrder {
   using Less = bool (*)(const void*, size_t, const void*, size_t);
+  using is_transparent = void;  // lets find/lower_bound take a string_view
   Less less = nullptr;
-  bool operator()(const std::string& a, const std::string& b) const {
+  bool operator()(std::string_view a, std::string_view b) const {
     return less ? less(a.data(), a.size(), b.data(), b.size()) : a < b;
   }
 };
