@@ -396,18 +396,8 @@ void ProviderImpl::handle_documents(RequestPtr req) {
 Status make_doc_filter(int32_t m, std::string_view filter, const LuaLimits& limits,
                        std::unique_ptr<DocFilter>* out, std::string* error) {
   out->reset();
-  if (m & mode::LUA_FILTER) {
-#ifdef YOKAN_HAVE_LUA
-    return make_lua_doc_filter(filter, limits, out, error);
-#else
-    if (error) *error = "this build has no Lua support";
-    return Status::YOKAN_ERR_MODE;
-#endif
-  }
-  if (m & mode::LIB_FILTER) {
-    if (error) *error = "library filters are not supported; use LUA_FILTER";
-    return Status::YOKAN_ERR_OP_UNSUPPORTED;
-  }
+  if (m & mode::LUA_FILTER) return make_lua_doc_filter(filter, limits, out, error);
+  if (m & mode::LIB_FILTER) return lib_filter_unsupported(error);
   return Status::YOKAN_SUCCESS;
 }
 

@@ -49,20 +49,16 @@ bool built_with_lua() noexcept {
 #endif
 }
 
+Status lib_filter_unsupported(std::string* error) {
+  if (error) *error = "library filters are not supported; use LUA_FILTER";
+  return Status::YOKAN_ERR_OP_UNSUPPORTED;
+}
+
 Status make_key_filter(int32_t m, std::string_view filter, const LuaLimits& limits,
                        std::unique_ptr<KeyFilter>* out, std::string* error) {
-  if (m & mode::LUA_FILTER) {
-#ifdef YOKAN_HAVE_LUA
+  if (m & mode::LUA_FILTER)
     return make_lua_filter(filter, m & mode::FILTER_VALUE, limits, out, error);
-#else
-    if (error) *error = "this build has no Lua support";
-    return Status::YOKAN_ERR_MODE;
-#endif
-  }
-  if (m & mode::LIB_FILTER) {
-    if (error) *error = "library filters are not supported; use LUA_FILTER";
-    return Status::YOKAN_ERR_OP_UNSUPPORTED;
-  }
+  if (m & mode::LIB_FILTER) return lib_filter_unsupported(error);
   bool strip = m & mode::NO_PREFIX;
   if (m & mode::SUFFIX)
     *out = std::make_unique<SuffixFilter>(filter, strip);

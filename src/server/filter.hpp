@@ -69,11 +69,13 @@ class DocFilter {
 Status make_doc_filter(int32_t mode, std::string_view filter, const LuaLimits& limits,
                        std::unique_ptr<DocFilter>* out, std::string* error);
 
-#ifdef YOKAN_HAVE_LUA
+// Lua filters (src/server/lua_filter.cpp). Without Lua support both answer
+// YOKAN_ERR_MODE, so the selectors above need no conditional code.
 Status make_lua_doc_filter(std::string_view code, const LuaLimits& limits,
                            std::unique_ptr<DocFilter>* out, std::string* error);
 Status make_lua_filter(std::string_view code, bool with_value, const LuaLimits& limits,
                        std::unique_ptr<KeyFilter>* out, std::string* error);
-#endif
+// The answer to LIB_FILTER, for key/value and document filters alike.
+Status lib_filter_unsupported(std::string* error);
 
 }  // namespace yokan

@@ -218,4 +218,26 @@ Status make_lua_filter(std::string_view code, bool with_value, const LuaLimits& 
 }
 
 }  // namespace yokan
+#else  // no Lua in this build
+
+#include "server/filter.hpp"
+
+namespace yokan {
+
+static Status no_lua(std::string* error) {
+  if (error) *error = "this build has no Lua support";
+  return Status::YOKAN_ERR_MODE;
+}
+
+Status make_lua_doc_filter(std::string_view, const LuaLimits&, std::unique_ptr<DocFilter>*,
+                           std::string* error) {
+  return no_lua(error);
+}
+
+Status make_lua_filter(std::string_view, bool, const LuaLimits&, std::unique_ptr<KeyFilter>*,
+                       std::string* error) {
+  return no_lua(error);
+}
+
+}  // namespace yokan
 #endif
