@@ -9,7 +9,7 @@
 
 namespace yokan::rpc {
 
-// 0 is reserved for the engine's HELLO.
+// 0 is unused (the engine's HELLO travels as its own active message).
 enum Id : uint16_t {
   kCount = 1,
   kPut = 2,

@@ -212,7 +212,9 @@ class UcxEngine final : public Engine, public std::enable_shared_from_this<UcxEn
   }
 
   Status call(const EndpointPtr& ep, uint16_t provider_id, uint16_t rpc, std::string_view meta,
-              const std::vector<Segment>& body, const CallOptions& options, Reply* reply) override;
+              const std::vector<Segment>& body, const CallOptions& options, Reply* reply) override {
+    return send_and_wait(kAmRequest, ep, provider_id, rpc, meta, body, options, reply);
+  }
 
   void finalize() override;
   bool finalized() const override { return finalized_.load(); }
@@ -245,6 +247,10 @@ class UcxEngine final : public Engine, public std::enable_shared_from_this<UcxEn
   ucs_status_t handle_incoming(const void* header, size_t header_len, void* data, size_t len,
                                const ucp_am_recv_param_t* param, bool hello);
   void handle_hello(const WireHeader& h, std::string_view meta);
+  // Sends one message as active message `am_id` and waits for its response.
+  Status send_and_wait(uint16_t am_id, const EndpointPtr& ep, uint16_t provider_id, uint16_t rpc,
+                       std::string_view meta, const std::vector<Segment>& body,
+                       const CallOptions& options, Reply* reply);
   std::shared_ptr<Endpoint> create_endpoint(const std::string& worker_address,
                                             const std::string& label);
   void fail_endpoint(Endpoint* ep);
@@ -971,7 +977,7 @@ EndpointPtr UcxEngine::lookup(const std::string& address) {
   Reply reply;
   CallOptions opts;
   opts.timeout_ms = 10000;
-  Status s = call(ep, 0, 0, meta, {}, opts, &reply);
+  Status s = send_and_wait(kAmHello, ep, 0, 0, meta, {}, opts, &reply);
   if (!ok(s) || !ok(reply.status)) {
     fail_endpoint(ep.get());
     throw Exception(
@@ -1015,12 +1021,12 @@ void call_send_done(void* request, ucs_status_t status, void* user_data) {
 }
 }  // namespace
 
-Status UcxEngine::call(const EndpointPtr& ep, uint16_t provider_id, uint16_t rpc,
-                       std::string_view meta, const std::vector<Segment>& body,
-                       const CallOptions& options, Reply* reply) {
+Status UcxEngine::send_and_wait(uint16_t am_id, const EndpointPtr& ep, uint16_t provider_id,
+                                uint16_t rpc, std::string_view meta,
+                                const std::vector<Segment>& body, const CallOptions& options,
+                                Reply* reply) {
   if (finalized_) return Status::YOKAN_ERR_INVALID_MID;
   if (!ep || ep->failed) return Status::YOKAN_ERR_FROM_MERCURY;
-  bool hello = provider_id == 0 && rpc == 0 && meta.size() > 8 && !body.size();
   PendingCall pc;
   pc.reply = reply;
   pc.scatter = options.scatter;
@@ -1098,8 +1104,7 @@ Status UcxEngine::call(const EndpointPtr& ep, uint16_t provider_id, uint16_t rpc
   ucs_status_ptr_t req;
   {
     std::shared_lock<std::shared_mutex> g(ep->mu);
-    req = ep->ep ? ucp_am_send_nbx(ep->ep, hello ? kAmHello : kAmRequest, head.data(), head.size(),
-                                   buffer, count, &p)
+    req = ep->ep ? ucp_am_send_nbx(ep->ep, am_id, head.data(), head.size(), buffer, count, &p)
                  : UCS_STATUS_PTR(UCS_ERR_CANCELED);
   }
   if (req == nullptr) {

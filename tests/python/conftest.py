@@ -1,6 +1,7 @@
 """Shared fixtures: an engine, a provider per compiled backend, and providers
 running in another process."""
 
+import contextlib
 import json
 import os
 import signal
@@ -56,20 +57,28 @@ def open_db(engine, backend, tmp_path, provider_id=42):
     return provider, db
 
 
+@contextlib.contextmanager
+def serving(engine, backend, tmp_path):
+    """A Database on a provider of `backend`; the provider stops when the block ends."""
+    provider, db = open_db(engine, backend, tmp_path)
+    try:
+        yield db
+    finally:
+        del db, provider
+
+
 @pytest.fixture(params=KV_BACKENDS)
 def any_db(request, engine, tmp_path):
     """(backend name, Database) for every compiled key/value backend."""
-    provider, db = open_db(engine, request.param, tmp_path)
-    yield request.param, db
-    del db, provider
+    with serving(engine, request.param, tmp_path) as db:
+        yield request.param, db
 
 
 @pytest.fixture(params=VALUED_BACKENDS)
 def db(request, engine, tmp_path):
     """A Database on every compiled backend that stores values."""
-    provider, handle = open_db(engine, request.param, tmp_path)
-    yield handle
-    del handle, provider
+    with serving(engine, request.param, tmp_path) as handle:
+        yield handle
 
 
 SORTED_VALUED = [b for b in VALUED_BACKENDS if b in SORTED]
@@ -79,23 +88,20 @@ UNSORTED = [b for b in KV_BACKENDS if b not in SORTED]
 @pytest.fixture(params=SORTED_VALUED)
 def sorted_db(request, engine, tmp_path):
     """A Database on every compiled sorted backend that stores values."""
-    provider, handle = open_db(engine, request.param, tmp_path)
-    yield handle
-    del handle, provider
+    with serving(engine, request.param, tmp_path) as handle:
+        yield handle
 
 
 @pytest.fixture(params=UNSORTED)
 def unsorted_db(request, engine, tmp_path):
-    provider, handle = open_db(engine, request.param, tmp_path)
-    yield handle
-    del handle, provider
+    with serving(engine, request.param, tmp_path) as handle:
+        yield handle
 
 
 @pytest.fixture
 def map_db(engine, tmp_path):
-    provider, handle = open_db(engine, "map", tmp_path)
-    yield handle
-    del handle, provider
+    with serving(engine, "map", tmp_path) as handle:
+        yield handle
 
 
 class RemoteProvider:

@@ -12,6 +12,7 @@ from conftest import (
     VALUELESS,
     backend_config,
     open_db,
+    serving,
 )
 from mochi.margo import Engine
 from mochi.yokan import _yokan
@@ -40,17 +41,15 @@ needs_lua = pytest.mark.skipif(not _yokan.has_lua, reason="built without Lua")
 @pytest.fixture(params=COLLECTION_BACKENDS)
 def docdb(request, engine, tmp_path):
     """(backend, Database) on every compiled backend that has collections."""
-    provider, handle = open_db(engine, request.param, tmp_path)
-    yield request.param, handle
-    del handle, provider
+    with serving(engine, request.param, tmp_path) as handle:
+        yield request.param, handle
 
 
 @pytest.fixture(params=VALUED_BACKENDS)
 def kv_docdb(request, engine, tmp_path):
     """(backend, Database) on the key/value backends that have collections."""
-    provider, handle = open_db(engine, request.param, tmp_path)
-    yield request.param, handle
-    del handle, provider
+    with serving(engine, request.param, tmp_path) as handle:
+        yield request.param, handle
 
 
 @pytest.fixture
