@@ -3,6 +3,7 @@
 // wire header rejects foreign traffic).
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <cstring>
 #include <string>
@@ -25,15 +26,44 @@ class WireWriter {
     out_.append(s.data(), s.size());
     return *this;
   }
-  template <typename T>
-  WireWriter& array(const std::vector<T>& v) {
+  // Sizes and ids: [count u64][width u8][count items of `width` bytes]. Each
+  // item travels as v + kArrayBias (wrapping), so the sentinels just below
+  // UINT64_MAX become 0..2 and a batch of small sizes packs into one byte per
+  // item, which keeps a 1000-item batch's metadata inside the message header.
+  WireWriter& array(const std::vector<uint64_t>& v) {
     put<uint64_t>(v.size());
-    out_.append(reinterpret_cast<const char*>(v.data()), v.size() * sizeof(T));
-    return *this;
+    uint64_t max = 0;
+    for (uint64_t x : v) max = std::max(max, x + kArrayBias);
+    const uint8_t width = max <= 0xff ? 1 : max <= 0xffff ? 2 : max <= 0xffffffff ? 4 : 8;
+    put<uint8_t>(width);
+    size_t at = out_.size();
+    out_.resize(at + v.size() * width);
+    char* dst = out_.data() + at;
+    switch (width) {
+      case 1:
+        return pack<uint8_t>(v, dst);
+      case 2:
+        return pack<uint16_t>(v, dst);
+      case 4:
+        return pack<uint32_t>(v, dst);
+      default:
+        return pack<uint64_t>(v, dst);
+    }
   }
   std::string& str() { return out_; }
 
+  static constexpr uint64_t kArrayBias = 3;
+
  private:
+  template <typename W>
+  WireWriter& pack(const std::vector<uint64_t>& v, char* dst) {
+    for (uint64_t x : v) {
+      W w = static_cast<W>(x + kArrayBias);
+      std::memcpy(dst, &w, sizeof w);
+      dst += sizeof w;
+    }
+    return *this;
+  }
   std::string out_;
 };
 
@@ -63,24 +93,51 @@ class WireReader {
     in_.remove_prefix(n);
     return s;
   }
-  // An array of T whose count must not exceed `max_count`.
+  // An array written by WireWriter::array whose count must not exceed `max_count`.
   template <typename T>
   std::vector<T> array(uint64_t max_count) {
+    static_assert(std::is_same_v<T, uint64_t>, "arrays carry sizes and ids");
     uint64_t n = get<uint64_t>();
+    uint8_t width = get<uint8_t>();
     std::vector<T> v;
-    if (!ok_ || n > max_count || in_.size() / sizeof(T) < n) {
+    if (!ok_ || n > max_count || (width != 1 && width != 2 && width != 4 && width != 8) ||
+        in_.size() / width < n) {
       ok_ = false;
       return v;
     }
     v.resize(n);
-    std::memcpy(v.data(), in_.data(), n * sizeof(T));
-    in_.remove_prefix(n * sizeof(T));
+    switch (width) {
+      case 1:
+        unpack<uint8_t>(v);
+        break;
+      case 2:
+        unpack<uint16_t>(v);
+        break;
+      case 4:
+        unpack<uint32_t>(v);
+        break;
+      default:
+        unpack<uint64_t>(v);
+        break;
+    }
+    in_.remove_prefix(n * width);
     return v;
   }
   bool ok() const { return ok_; }
   bool done() const { return ok_ && in_.empty(); }
 
  private:
+  template <typename W>
+  void unpack(std::vector<uint64_t>& v) {
+    const char* src = in_.data();
+    for (auto& x : v) {
+      W w;
+      std::memcpy(&w, src, sizeof w);
+      src += sizeof w;
+      x = uint64_t(w) - WireWriter::kArrayBias;
+    }
+  }
+
   std::string_view in_;
   bool ok_ = true;
 };

@@ -66,6 +66,9 @@ constexpr size_t kMaxBodyPrefix = 2048;
 // Bodies up to this size made of several pieces are copied into one buffer:
 // cheaper than a long scatter list for UCX to walk.
 constexpr size_t kCoalesceMax = 64 * 1024;
+// ... and so are larger bodies whose pieces average less than this: copying
+// them costs less than UCX walking a scatter list of that many entries.
+constexpr size_t kCoalescePiece = 4096;
 
 struct WireHeader {
   uint32_t magic;
@@ -1047,17 +1050,23 @@ Status UcxEngine::send_and_wait(uint16_t am_id, const EndpointPtr& ep, uint16_t 
     h.flags |= kFlagMetaInBody;
     iov.push_back({const_cast<char*>(meta.data()), meta.size()});
   }
-  // Shape the body: small leading pieces + one large last piece -> the pieces
-  // ride in the header and the large one goes contiguous; a small body made
-  // of many pieces -> one staging copy; otherwise a scatter list.
+  // Shape the body: pieces that sit back to back in memory (a packed batch)
+  // become one; small leading pieces + one large last piece -> the pieces
+  // ride in the header and the large one goes contiguous; a small body, or
+  // one made of many small pieces -> one staging copy; otherwise a scatter list.
   std::vector<Segment> segs;
   segs.reserve(body.size());
   size_t total = 0;
-  for (const auto& seg : body)
-    if (seg.size) {
-      segs.push_back(seg);
-      total += seg.size;
+  for (const auto& seg : body) {
+    if (!seg.size) continue;
+    total += seg.size;
+    if (!segs.empty() &&
+        static_cast<const char*>(segs.back().data) + segs.back().size == seg.data) {
+      segs.back().size += seg.size;
+      continue;
     }
+    segs.push_back(seg);
+  }
   std::string prefix, staging;
   if (!(h.flags & kFlagMetaInBody) && segs.size() >= 2 &&
       total - segs.back().size <= kMaxBodyPrefix && segs.back().size > kCoalesceMax) {
@@ -1067,7 +1076,9 @@ Status UcxEngine::send_and_wait(uint16_t am_id, const EndpointPtr& ep, uint16_t 
     h.flags |= kFlagBodyPrefix;
     h.reserved = static_cast<uint16_t>(prefix.size());
   } else if (iov.size() + segs.size() > 1 &&
-             total + (iov.empty() ? 0 : meta.size()) <= kCoalesceMax) {
+             (total + (iov.empty() ? 0 : meta.size()) <= kCoalesceMax ||
+              total / segs.size() < kCoalescePiece)) {
+    staging.reserve(total + (iov.empty() ? 0 : meta.size()));
     for (auto& v : iov) staging.append(static_cast<const char*>(v.buffer), v.length);
     for (auto& seg : segs) staging.append(static_cast<const char*>(seg.data), seg.size);
     iov.clear();

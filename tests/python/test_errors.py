@@ -179,10 +179,12 @@ def test_dead_address(engine):
 GARBAGE = [
     (b"", b""),  # no mode, no count
     (b"\x00\x00\x00\x00", b""),  # mode only
-    (struct.pack("<iQ", 0, 2**62), b""),  # huge key count
-    (struct.pack("<iQQ", 0, 1, 2**60), b"abc"),  # key size beyond the body
-    (struct.pack("<iQQ", 0, 1, 0), b"abc"),  # empty key
-    (struct.pack("<iQQ", 1 << 30, 1, 3), b"abc"),  # unknown mode bit
+    # Size arrays are [count u64][width u8][items], each item stored as size + 3.
+    (struct.pack("<iQB", 0, 2**62, 1), b""),  # huge key count
+    (struct.pack("<iQB", 0, 1, 3), b"abc"),  # item width that does not exist
+    (struct.pack("<iQBQ", 0, 1, 8, 2**60), b"abc"),  # key size beyond the body
+    (struct.pack("<iQBB", 0, 1, 1, 3), b"abc"),  # empty key
+    (struct.pack("<iQBB", 1 << 30, 1, 1, 6), b"abc"),  # unknown mode bit
     (os.urandom(64), os.urandom(100)),
 ]
 
