@@ -45,6 +45,8 @@ struct BackendTraits {
 using PairVisitor = std::function<bool(std::string_view key, std::string_view value)>;
 // Called once with the value of a key that was found.
 using ValueVisitor = std::function<void(std::string_view value)>;
+// Called once per key of a batch, in order: its value, or null if absent.
+using BatchValueVisitor = std::function<void(size_t index, const std::string_view* value)>;
 
 class Backend {
  public:
@@ -60,6 +62,10 @@ class Backend {
   virtual Status put_batch(const std::vector<std::pair<std::string_view, std::string_view>>& pairs);
   // Call `visit` with the value; YOKAN_ERR_KEY_NOT_FOUND if absent.
   virtual Status get(std::string_view key, const ValueVisitor& visit) = 0;
+  // get() for each key in turn; stops at the first error other than a missing
+  // key. Backends that can read a batch faster (one lock, nearby keys) override it.
+  virtual Status get_batch(const std::vector<std::string_view>& keys,
+                           const BatchValueVisitor& visit);
   // Value size; YOKAN_ERR_KEY_NOT_FOUND if absent. Default: through get().
   virtual Status length(std::string_view key, size_t* size);
   virtual Status exists(std::string_view key, bool* found);

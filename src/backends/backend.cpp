@@ -10,6 +10,19 @@ Status Backend::put_batch(const std::vector<std::pair<std::string_view, std::str
   return Status::YOKAN_SUCCESS;
 }
 
+Status Backend::get_batch(const std::vector<std::string_view>& keys,
+                          const BatchValueVisitor& visit) {
+  for (size_t i = 0; i < keys.size(); ++i) {
+    Status s = get(keys[i], [&](std::string_view v) { visit(i, &v); });
+    if (s == Status::YOKAN_ERR_KEY_NOT_FOUND) {
+      visit(i, nullptr);
+    } else if (!ok(s)) {
+      return s;
+    }
+  }
+  return Status::YOKAN_SUCCESS;
+}
+
 Status Backend::length(std::string_view key, size_t* size) {
   return get(key, [size](std::string_view v) { *size = v.size(); });
 }

@@ -66,7 +66,8 @@ class MemoryBackend final : public Backend {
       for (const auto& p : pairs)
         if (!p.second.empty()) return Status::YOKAN_ERR_INVALID_ARGS;
     std::unique_lock<OptionalLock> guard(lock_);
-    for (const auto& [key, value] : pairs) store(key, value);
+    auto near = data_.end();
+    for (const auto& [key, value] : pairs) near = store(key, value, near);
     return Status::YOKAN_SUCCESS;
   }
 
@@ -75,6 +76,23 @@ class MemoryBackend final : public Backend {
     auto it = lookup(key);
     if (it == data_.end()) return Status::YOKAN_ERR_KEY_NOT_FOUND;
     visit(it->second);
+    return Status::YOKAN_SUCCESS;
+  }
+
+  Status get_batch(const std::vector<std::string_view>& keys,
+                   const BatchValueVisitor& visit) override {
+    std::shared_lock<OptionalLock> guard(lock_);
+    auto near = data_.end();
+    for (size_t i = 0; i < keys.size(); ++i) {
+      auto [it, found] = locate(keys[i], near);
+      if (!found) {
+        visit(i, nullptr);
+        continue;
+      }
+      std::string_view value = it->second;
+      visit(i, &value);
+      near = it;
+    }
     return Status::YOKAN_SUCCESS;
   }
 
@@ -121,11 +139,42 @@ class MemoryBackend final : public Backend {
       return data_.find(std::string(key));
   }
 
-  void store(std::string_view key, std::string_view value) {
-    auto it = lookup(key);
-    if (it == data_.end()) it = data_.emplace(std::string(key), std::string()).first;
-    it->second.assign(value.data(), value.size());
+  using Iter = typename Container::iterator;
+
+  // Where `key` is (found) or would go. Batches often come in key order
+  // (names with an index), so a sorted map first tries the slot right after
+  // `near`, the previous batch item: a couple of comparisons instead of a
+  // walk down the tree.
+  std::pair<Iter, bool> locate(std::string_view key, Iter near) {
+    if constexpr (kSorted) {
+      const auto& less = data_.key_comp();
+      if (near != data_.end() && less(near->first, key)) {
+        auto next = std::next(near);
+        if (next == data_.end() || !less(next->first, key))
+          return {next, next != data_.end() && !less(key, next->first)};
+      }
+      auto it = data_.lower_bound(key);
+      return {it, it != data_.end() && !less(key, it->first)};
+    } else {
+      auto it = lookup(key);
+      return {it, it != data_.end()};
+    }
   }
+
+  // Inserts or overwrites; returns the pair's position (the next call's hint).
+  Iter store(std::string_view key, std::string_view value, Iter near) {
+    auto [it, found] = locate(key, near);
+    if (!found) {
+      if constexpr (kSorted)
+        it = data_.emplace_hint(it, std::string(key), std::string());
+      else
+        it = data_.emplace(std::string(key), std::string()).first;
+    }
+    it->second.assign(value.data(), value.size());
+    return it;
+  }
+
+  void store(std::string_view key, std::string_view value) { store(key, value, data_.end()); }
 
   json config_;
   OptionalLock lock_;

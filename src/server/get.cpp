@@ -45,26 +45,25 @@ Status ProviderImpl::read_values(const KeyBatch& batch, bool packed,
   else
     shared.lock();
   uint64_t room = packed ? caps[0] : 0;
-  bool overflowed = false;
-  for (size_t i = 0; i < batch.keys.size(); ++i) {
-    uint64_t cap = packed ? room : caps[i];
-    Status s = backend->get(batch.keys[i], [&](std::string_view v) {
-      if (v.size() > cap || overflowed) {
-        (*sizes)[i] = SIZE_TOO_SMALL;
-        if (packed) overflowed = true;
-        return;
-      }
-      (*sizes)[i] = v.size();
-      body->append(v.data(), v.size());
-      if (packed) room -= v.size();
-    });
-    if (s == Status::YOKAN_ERR_KEY_NOT_FOUND) {
-      if (batch.mode & mode::WAIT) return Status::YOKAN_ERR_TRY_AGAIN;
+  bool overflowed = false, missing = false;
+  Status s = backend->get_batch(batch.keys, [&](size_t i, const std::string_view* v) {
+    if (!v) {
+      missing = true;
       (*sizes)[i] = KEY_NOT_FOUND;
-    } else if (!ok(s)) {
-      return s;
+      return;
     }
-  }
+    uint64_t cap = packed ? room : caps[i];
+    if (v->size() > cap || overflowed) {
+      (*sizes)[i] = SIZE_TOO_SMALL;
+      if (packed) overflowed = true;
+      return;
+    }
+    (*sizes)[i] = v->size();
+    body->append(v->data(), v->size());
+    if (packed) room -= v->size();
+  });
+  if (!ok(s)) return s;
+  if (missing && (batch.mode & mode::WAIT)) return Status::YOKAN_ERR_TRY_AGAIN;
   if (consume)
     for (auto key : batch.keys) backend->erase(key);
   return Status::YOKAN_SUCCESS;

@@ -13,6 +13,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cstdio>
 #include <cstring>
 #include <filesystem>
 #include <map>
@@ -228,6 +229,55 @@ TEST_P(BackendTest, PutBatchAndCount) {
   EXPECT_EQ(count(), 90u);
   ASSERT_EQ(db_->put_batch({}), Status::YOKAN_SUCCESS);
   EXPECT_EQ(count(), 90u);
+}
+
+// Batches in every order a caller may send: ascending runs (the neighbour
+// fast path), descending, repeated keys, gaps, absent keys, new keys landing
+// between existing ones. Each read must match a key-by-key get().
+TEST_P(BackendTest, BatchesInAnyOrder) {
+  open_default();
+  auto key = [](int i) {
+    char b[16];
+    std::snprintf(b, sizeof b, "k%05d", i);
+    return std::string(b);
+  };
+  std::vector<int> order = {10, 11, 12, 13, 40, 41, 5, 4, 3, 12, 12, 60, 61, 62, 1, 99, 98, 50};
+  std::vector<std::string> ks, vs;
+  for (int i : order) {
+    ks.push_back(key(i));
+    vs.push_back(val("v" + std::to_string(i) + "-" + std::to_string(ks.size())));
+  }
+  std::vector<std::pair<std::string_view, std::string_view>> pairs;
+  for (size_t i = 0; i < ks.size(); ++i) pairs.emplace_back(ks[i], vs[i]);
+  ASSERT_EQ(db_->put_batch(pairs), Status::YOKAN_SUCCESS);
+  // Fill the gaps afterwards, ascending: inserts between existing keys.
+  pairs.clear();
+  std::vector<std::string> gap_keys, gap_vals;
+  for (int i = 0; i < 100; i += 7) {
+    gap_keys.push_back(key(i) + "+");
+    gap_vals.push_back(val("gap" + std::to_string(i)));
+  }
+  for (size_t i = 0; i < gap_keys.size(); ++i) pairs.emplace_back(gap_keys[i], gap_vals[i]);
+  ASSERT_EQ(db_->put_batch(pairs), Status::YOKAN_SUCCESS);
+
+  std::vector<std::string> probe;
+  for (int i = 0; i < 100; ++i) probe.push_back(key(i));
+  for (int i = 99; i >= 0; i -= 3) probe.push_back(key(i));
+  for (auto& g : gap_keys) probe.push_back(g);
+  probe.push_back(key(12));
+  probe.push_back(key(12));
+  std::vector<std::string_view> views(probe.begin(), probe.end());
+  std::vector<std::string> got(probe.size(), "<unvisited>");
+  ASSERT_EQ(db_->get_batch(views,
+                           [&](size_t i, const std::string_view* v) {
+                             got[i] = v ? std::string(*v) : std::string("<absent>");
+                           }),
+            Status::YOKAN_SUCCESS);
+  for (size_t i = 0; i < probe.size(); ++i) EXPECT_EQ(got[i], get(probe[i])) << probe[i];
+  // The last write of a repeated key wins.
+  EXPECT_EQ(get(key(12)), vs[10]);
+  EXPECT_EQ(get(key(50)), vs.back());
+  EXPECT_EQ(count(), 16u + gap_keys.size());
 }
 
 TEST_P(BackendTest, IterateAll) {
