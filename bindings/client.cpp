@@ -6,13 +6,6 @@ namespace yokan::python {
 
 namespace {
 
-// Raw sizes as Python ints (sentinels included; the Python layer maps them).
-py::list size_list(const std::vector<uint64_t>& sizes) {
-  py::list out(sizes.size());
-  for (size_t i = 0; i < sizes.size(); ++i) out[i] = py::int_(sizes[i]);
-  return out;
-}
-
 // Items are a sequence of str/buffers, or a packed pair (buffer, sizes) that
 // is sliced here without creating a Python object per item.
 Keys read_items(ByteViews& views, py::handle items, const char* what) {
@@ -76,7 +69,7 @@ void bind_client(py::module_& m) {
               py::gil_scoped_release nogil;
               sizes = db.get(mode, k, out, t);
             }
-            return size_list(sizes);
+            return python_sizes(sizes);
           },
           py::arg("keys"), py::arg("buffers"), py::arg("mode"), py::arg("timeout_ms"))
       .def(
@@ -90,7 +83,7 @@ void bind_client(py::module_& m) {
               py::gil_scoped_release nogil;
               sizes = db.get_packed(mode, k, {p, n}, t);
             }
-            return size_list(sizes);
+            return python_sizes(sizes);
           },
           py::arg("keys"), py::arg("buffer"), py::arg("mode"), py::arg("timeout_ms"))
       .def(
@@ -136,7 +129,7 @@ void bind_client(py::module_& m) {
               py::gil_scoped_release nogil;
               sizes = db.length(mode, k, t);
             }
-            return size_list(sizes);
+            return python_sizes(sizes);
           },
           py::arg("keys"), py::arg("mode"), py::arg("timeout_ms"))
       .def(
@@ -184,8 +177,8 @@ void bind_client(py::module_& m) {
                           static_cast<Database::ListLayout>(layout), kout, vout, t);
             }
             py::tuple out(layout == 2 ? 4 : 2);
-            out[0] = size_list(r.key_sizes);
-            out[1] = size_list(r.value_sizes);
+            out[0] = python_sizes(r.key_sizes);
+            out[1] = python_sizes(r.value_sizes);
             if (layout == 2) {
               out[2] = py::bytes(r.keys.data(), r.keys.size());
               out[3] = py::bytes(r.values.data(), r.values.size());

@@ -1,6 +1,6 @@
 // The native Collection class; python/mochi/yokan/collection.py builds the
-// public API on it. Sizes are returned raw (sentinels included) and mapped in
-// Python. The GIL is released around every RPC.
+// public API on it. Sizes come back in the Python convention (python_sizes).
+// The GIL is released around every RPC.
 #include "yokan/collection.hpp"
 
 #include "py_common.hpp"
@@ -91,7 +91,7 @@ void bind_collection(py::module_& m) {
               py::gil_scoped_release nogil;
               r = c.load(mode, i, static_cast<Collection::Layout>(layout), out, t);
             }
-            return py::make_tuple(int_list(r.sizes), py::bytes(r.data.data(), r.data.size()));
+            return py::make_tuple(python_sizes(r.sizes), py::bytes(r.data.data(), r.data.size()));
           },
           py::arg("ids"), py::arg("layout"), py::arg("buffers"), py::arg("mode"),
           py::arg("timeout_ms"))
@@ -104,7 +104,7 @@ void bind_collection(py::module_& m) {
               py::gil_scoped_release nogil;
               sizes = c.length(mode, i, t);
             }
-            return int_list(sizes);
+            return python_sizes(sizes);
           },
           py::arg("ids"), py::arg("mode"), py::arg("timeout_ms"))
       .def(
@@ -128,7 +128,7 @@ void bind_collection(py::module_& m) {
               py::gil_scoped_release nogil;
               r = c.list(mode, start, f, count, static_cast<Collection::Layout>(layout), out, t);
             }
-            return py::make_tuple(int_list(r.ids), int_list(r.sizes),
+            return py::make_tuple(int_list(r.ids), python_sizes(r.sizes),
                                   py::bytes(r.data.data(), r.data.size()));
           },
           py::arg("start_id"), py::arg("filter"), py::arg("count"), py::arg("layout"),

@@ -5,6 +5,19 @@
 
 namespace yokan::python {
 
+py::list python_sizes(const std::vector<uint64_t>& sizes) {
+  py::list out(sizes.size());
+  for (size_t i = 0; i < sizes.size(); ++i) {
+    if (sizes[i] == KEY_NOT_FOUND)
+      out[i] = py::none();
+    else if (sizes[i] == SIZE_TOO_SMALL)
+      out[i] = py::int_(-1);
+    else
+      out[i] = py::int_(sizes[i]);
+  }
+  return out;
+}
+
 ByteViews::~ByteViews() {
   for (auto& v : views_) PyBuffer_Release(&v);
 }

@@ -6,7 +6,7 @@ without copying. Output buffers must be writable and C-contiguous; they are
 written in place. Every call that talks to a provider releases the GIL.
 """
 
-from mochi.yokan import _sizes, _yokan
+from mochi.yokan import _yokan
 from mochi.yokan.collection import Collection
 from mochi.yokan.exception import (
     YOKAN_ERR_BUFFER_SIZE,
@@ -24,14 +24,6 @@ _NO_PREFIX = _MODES["NO_PREFIX"]
 _SUFFIX = _MODES["SUFFIX"]
 _LUA_FILTER = _MODES["LUA_FILTER"]
 _LIB_FILTER = _MODES["LIB_FILTER"]
-_KEY_NOT_FOUND = _sizes.KEY_NOT_FOUND
-_SIZE_TOO_SMALL = _sizes.SIZE_TOO_SMALL
-_size_or_none = _sizes.size_or_none
-
-
-def _size_or_minus_one(size):
-    """Listing convention: -1 for an item that did not fit."""
-    return -1 if size == _SIZE_TOO_SMALL else size
 
 
 def _packed(buffer, sizes):
@@ -136,9 +128,9 @@ class Database:
                 raise Exception("Key not found", YOKAN_ERR_KEY_NOT_FOUND)
             return result
         (size,) = self._db.get((key,), (value,), int(mode), timeout_ms)
-        if size == _KEY_NOT_FOUND:
+        if size is None:
             raise Exception("Key not found", YOKAN_ERR_KEY_NOT_FOUND)
-        if size == _SIZE_TOO_SMALL:
+        if size == -1:
             raise Exception("Buffer too small", YOKAN_ERR_BUFFER_SIZE)
         return size
 
@@ -147,7 +139,7 @@ class Database:
 
     def length(self, key, mode=0, timeout_ms=0.0):
         """Size of the value, or ``None`` if the key is absent."""
-        return _size_or_none(self._db.length((key,), int(mode), timeout_ms)[0])
+        return self._db.length((key,), int(mode), timeout_ms)[0]
 
     def erase(self, key, mode=0, timeout_ms=0.0):
         """Erases ``key``; erasing an absent key is not an error."""
@@ -191,16 +183,14 @@ class Database:
         if items and all(_is_pair(p) for p in items):
             keys = [p[0] for p in items]
             buffers = [p[1] for p in items]
-            sizes = self._db.get(keys, buffers, int(mode), timeout_ms)
-            return [_size_or_none(s) for s in sizes]
+            return self._db.get(keys, buffers, int(mode), timeout_ms)
         return self._db.get_alloc(items, int(mode), timeout_ms)
 
     def get_packed(self, keys, key_sizes, values, mode=0, timeout_ms=0.0):
         """Values back to back in ``values``; sizes, ``None`` if absent, ``-1``
         if it did not fit (and every later found value too)."""
         k = _packed(keys, key_sizes)
-        sizes = self._db.get_packed(k, values, int(mode), timeout_ms)
-        return [_size_or_none(s) for s in sizes]
+        return self._db.get_packed(k, values, int(mode), timeout_ms)
 
     def exists_multi(self, keys, mode=0, timeout_ms=0.0):
         return self._db.exists(list(keys), int(mode), timeout_ms)
@@ -209,11 +199,10 @@ class Database:
         return self._db.exists(_packed(keys, key_sizes), int(mode), timeout_ms)
 
     def length_multi(self, keys, mode=0, timeout_ms=0.0):
-        return [_size_or_none(s) for s in self._db.length(list(keys), int(mode), timeout_ms)]
+        return self._db.length(list(keys), int(mode), timeout_ms)
 
     def length_packed(self, keys, key_sizes, mode=0, timeout_ms=0.0):
-        sizes = self._db.length(_packed(keys, key_sizes), int(mode), timeout_ms)
-        return [_size_or_none(s) for s in sizes]
+        return self._db.length(_packed(keys, key_sizes), int(mode), timeout_ms)
 
     def erase_multi(self, keys, mode=0, timeout_ms=0.0):
         self._db.erase(list(keys), int(mode), timeout_ms)
@@ -239,7 +228,7 @@ class Database:
         ksizes, _ = self._db.list(
             from_key, filter, len(keys), False, 0, keys, None, int(mode), timeout_ms
         )
-        return [_size_or_minus_one(k) for k in ksizes]
+        return ksizes
 
     def list_keyvals(self, pairs, from_key, filter, mode=0, timeout_ms=0.0):
         """Fills (key buffer, value buffer) pairs; returns (key size, value size) tuples."""
@@ -255,21 +244,21 @@ class Database:
             int(mode),
             timeout_ms,
         )
-        return [(_size_or_minus_one(k), _size_or_minus_one(v)) for k, v in zip(ksizes, vsizes)]
+        return list(zip(ksizes, vsizes))
 
     def list_keys_packed(self, keys, count, from_key, filter, mode=0, timeout_ms=0.0):
         """Up to ``count`` keys back to back in ``keys``; returns their sizes."""
         ksizes, _ = self._db.list(
             from_key, filter, int(count), False, 1, [keys], None, int(mode), timeout_ms
         )
-        return [_size_or_minus_one(k) for k in ksizes]
+        return ksizes
 
     def list_keyvals_packed(self, keys, values, count, from_key, filter, mode=0, timeout_ms=0.0):
         """Keys back to back in ``keys``, values in ``values``; returns size tuples."""
         ksizes, vsizes = self._db.list(
             from_key, filter, int(count), True, 1, [keys], [values], int(mode), timeout_ms
         )
-        return [(_size_or_minus_one(k), _size_or_minus_one(v)) for k, v in zip(ksizes, vsizes)]
+        return list(zip(ksizes, vsizes))
 
     def scan(
         self,

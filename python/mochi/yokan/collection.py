@@ -11,9 +11,6 @@ import json
 import math
 
 from mochi.yokan import _yokan
-from mochi.yokan._sizes import KEY_NOT_FOUND as _KEY_NOT_FOUND
-from mochi.yokan._sizes import SIZE_TOO_SMALL as _SIZE_TOO_SMALL
-from mochi.yokan._sizes import size_or_none as _size_or_none
 from mochi.yokan.exception import (
     YOKAN_ERR_BUFFER_SIZE,
     YOKAN_ERR_INVALID_ID,
@@ -147,9 +144,9 @@ class Collection:
             (size,), data = self._native.load((_id(id),), 2, None, int(mode), timeout_ms)
         else:
             (size,), data = self._native.load((_id(id),), 0, (buffer,), int(mode), timeout_ms)
-        if size == _KEY_NOT_FOUND:
+        if size is None:
             raise Exception("Key not found", YOKAN_ERR_KEY_NOT_FOUND)
-        if size == _SIZE_TOO_SMALL:
+        if size == -1:
             raise Exception("Buffer too small", YOKAN_ERR_BUFFER_SIZE)
         return data if buffer is None else size
 
@@ -165,7 +162,7 @@ class Collection:
             sizes, data = self._native.load(ids, 2, None, int(mode), timeout_ms)
             out, offset = [], 0
             for s in sizes:
-                if s == _KEY_NOT_FOUND:
+                if s is None:
                     out.append(None)
                 else:
                     out.append(data[offset : offset + s])
@@ -175,13 +172,13 @@ class Collection:
         if len(ids) != len(buffers):
             raise ValueError("ids and buffers should have the same length")
         sizes, _ = self._native.load(ids, 0, buffers, int(mode), timeout_ms)
-        return [_size_or_none(s) for s in sizes]
+        return sizes
 
     def load_packed(self, ids, buffer, mode=0, timeout_ms=0.0):
         """Documents back to back in ``buffer`` (absent ids take no space);
         sizes, None if absent, -1 if it did not fit (and every later one)."""
         sizes, _ = self._native.load([_id(i) for i in ids], 1, (buffer,), int(mode), timeout_ms)
-        return [_size_or_none(s) for s in sizes]
+        return sizes
 
     def fetch(self, id, callback, mode=0, timeout_ms=0.0):
         """Calls ``callback(0, id, doc)``, ``doc`` a read-only memoryview or
@@ -204,11 +201,10 @@ class Collection:
 
     def length(self, id, mode=0, timeout_ms=0.0):
         """Size of document ``id``, or None if absent."""
-        return _size_or_none(self._native.length((_id(id),), int(mode), timeout_ms)[0])
+        return self._native.length((_id(id),), int(mode), timeout_ms)[0]
 
     def length_multi(self, ids, mode=0, timeout_ms=0.0):
-        sizes = self._native.length([_id(i) for i in ids], int(mode), timeout_ms)
-        return [_size_or_none(s) for s in sizes]
+        return self._native.length([_id(i) for i in ids], int(mode), timeout_ms)
 
     def erase(self, id, mode=0, timeout_ms=0.0):
         """Erases document ``id``; erasing an absent id is not an error."""
@@ -229,14 +225,14 @@ class Collection:
         ids, sizes, _ = self._native.list(
             _id(start_id), filter, len(buffers), 0, buffers, int(mode), timeout_ms
         )
-        return [(i, -1 if s == _SIZE_TOO_SMALL else s) for i, s in zip(ids, sizes)]
+        return list(zip(ids, sizes))
 
     def list_docs_packed(self, start_id, buffer, count, filter="", mode=0, timeout_ms=0.0):
         """Up to ``count`` documents back to back in ``buffer``; returns ``(id, size)``."""
         ids, sizes, _ = self._native.list(
             _id(start_id), filter, int(count), 1, (buffer,), int(mode), timeout_ms
         )
-        return [(i, -1 if s == _SIZE_TOO_SMALL else s) for i, s in zip(ids, sizes)]
+        return list(zip(ids, sizes))
 
     def scan(self, from_id=0, filter="", count=0, mode=0, batch_size=0, timeout_ms=0.0):
         """Yields ``(id, bytes)`` in id order, ``batch_size`` (default 256)
