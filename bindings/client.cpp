@@ -29,6 +29,19 @@ Keys read_items(ByteViews& views, py::handle items, const char* what) {
   return views.read_list(items, what);
 }
 
+// One bytes object per item of a back-to-back buffer.
+py::list split_bytes(const Buffer& data, const std::vector<uint64_t>& sizes) {
+  py::list out(sizes.size());
+  size_t offset = 0;
+  for (size_t i = 0; i < sizes.size(); ++i) {
+    if (sizes[i] > data.size() - offset)
+      throw Exception(Status::YOKAN_ERR_CORRUPTION, "short reply");
+    out[i] = py::bytes(data.data() + offset, sizes[i]);
+    offset += sizes[i];
+  }
+  return out;
+}
+
 }  // namespace
 
 void bind_client(py::module_& m) {
@@ -150,8 +163,8 @@ void bind_client(py::module_& m) {
             db.erase_range(mode, p, t);
           },
           py::arg("prefix"), py::arg("mode"), py::arg("timeout_ms"))
-      // layout: 0 = one buffer per slot, 1 = packed, 2 = allocate. Returns
-      // (key sizes, value sizes) and, for layout 2, the keys and values as bytes.
+      // layout: 0 = one buffer per slot, 1 = packed: returns (key sizes, value
+      // sizes). 2 = allocate: returns (keys, values) as lists of bytes.
       .def(
           "list",
           [](const Database& db, py::handle from, py::handle filter, uint64_t count,
@@ -170,20 +183,22 @@ void bind_client(py::module_& m) {
             };
             collect(key_bufs, kout);
             collect(value_bufs, vout);
+            // A keys-only listing into a zero-length slot can never succeed.
+            if (layout == 0 && !with_values)
+              for (auto& d : kout)
+                if (d.size == 0)
+                  throw Exception(Status::YOKAN_ERR_INVALID_ARGS, "empty key buffer");
             Database::ListResult r;
             {
               py::gil_scoped_release nogil;
               r = db.list(mode, f, flt, count, with_values,
                           static_cast<Database::ListLayout>(layout), kout, vout, t);
             }
-            py::tuple out(layout == 2 ? 4 : 2);
-            out[0] = python_sizes(r.key_sizes);
-            out[1] = python_sizes(r.value_sizes);
-            if (layout == 2) {
-              out[2] = py::bytes(r.keys.data(), r.keys.size());
-              out[3] = py::bytes(r.values.data(), r.values.size());
-            }
-            return out;
+            if (layout == 2)
+              return py::make_tuple(
+                  split_bytes(r.keys, r.key_sizes),
+                  with_values ? split_bytes(r.values, r.value_sizes) : py::list());
+            return py::make_tuple(python_sizes(r.key_sizes), python_sizes(r.value_sizes));
           },
           py::arg("from_key"), py::arg("filter"), py::arg("count"), py::arg("with_values"),
           py::arg("layout"), py::arg("key_buffers"), py::arg("value_buffers"), py::arg("mode"),

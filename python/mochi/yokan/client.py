@@ -6,6 +6,8 @@ without copying. Output buffers must be writable and C-contiguous; they are
 written in place. Every call that talks to a provider releases the GIL.
 """
 
+from itertools import repeat
+
 from mochi.yokan import _yokan
 from mochi.yokan.collection import Collection
 from mochi.yokan.exception import (
@@ -222,9 +224,7 @@ class Database:
 
     def list_keys(self, keys, from_key, filter, mode=0, timeout_ms=0.0):
         """Fills the buffers in ``keys``; returns their sizes (-1: too small)."""
-        keys = list(keys)
-        if any(len(memoryview(k)) == 0 for k in keys):
-            raise Exception("Invalid argument: empty key buffer", YOKAN_ERR_INVALID_ARGS)
+        keys = keys if type(keys) is list else list(keys)
         ksizes, _ = self._db.list(
             from_key, filter, len(keys), False, 0, keys, None, int(mode), timeout_ms
         )
@@ -280,24 +280,19 @@ class Database:
         cursor = from_key
         while remaining is None or remaining > 0:
             n = page if remaining is None else min(page, remaining)
-            ksizes, vsizes, kdata, vdata = self._db.list(
+            keys, values = self._db.list(
                 cursor, filter, n, not ignore_values, 2, None, None, mode, timeout_ms
             )
-            koff = voff = 0
-            for i, ks in enumerate(ksizes):
-                key = kdata[koff : koff + ks]
-                koff += ks
-                value = None
-                if not ignore_values:
-                    value = vdata[voff : voff + vsizes[i]]
-                    voff += vsizes[i]
-                yield key, value
-            if len(ksizes) < n:
+            if ignore_values:
+                yield from zip(keys, repeat(None))
+            else:
+                yield from zip(keys, values)
+            if len(keys) < n:
                 return
             if remaining is not None:
-                remaining -= len(ksizes)
+                remaining -= len(keys)
             # The next page starts strictly after the last real key.
-            last = key
+            last = keys[-1]
             if strip:
                 last = last + filt if mode & _SUFFIX else filt + last
             cursor = last
