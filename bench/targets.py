@@ -173,6 +173,12 @@ class YokanTarget:
     def list_keys(self, *args, **kwargs):
         return self._db.list_keys(*args, **kwargs)
 
+    def list_keys_packed(self, *args, **kwargs):
+        return self._db.list_keys_packed(*args, **kwargs)
+
+    def scan_keys(self, prefix, page):
+        return self._db.scan(b"", prefix, batch_size=page, ignore_values=True)
+
     def close(self):
         del self._db
         del self._client

@@ -120,14 +120,15 @@ def _check_single(target, value):
 
 
 def batches(target, batches_per_run, runs, warmup_batches, budget_s):
-    """Batches of 1000 pairs: keys/s for the put and the get of each variant."""
+    """Batches of 1000 pairs: keys/s for the put of new keys, the get, and a
+    second put of the same batches (overwrites) of each variant."""
     value_pool = [os.urandom(VALUE_SIZE) for _ in range(BATCH)]
     sample = [make_key("b", 999, i) for i in range(BATCH)]
     labels = [v[0] for v in target.batch_variants(sample, value_pool)]
     out = {}
     truncated = False
     for vi, label in enumerate(labels):
-        results = {"put": [], "get": []}
+        results = {"put": [], "get": [], "overwrite": []}
         for run in range(-1, runs):  # run -1 is the warm-up
             nb = warmup_batches if run < 0 else batches_per_run
             tag_run = 100 * vi + run + 1
@@ -160,12 +161,25 @@ def batches(target, batches_per_run, runs, warmup_batches, budget_s):
             get_elapsed = time.perf_counter() - t
             if not prepared[got - 1][3](last):
                 raise RuntimeError(f"{target.name} {label}: batch get returned wrong values")
+            # The same batches again: overwrites of existing keys, no growth.
+            deadline = time.perf_counter() + budget_s
+            t = time.perf_counter()
+            again = 0
+            for _, put, _, _ in prepared[:done]:
+                put()
+                again += 1
+                if time.perf_counter() > deadline:
+                    truncated = True
+                    break
+            again_elapsed = time.perf_counter() - t
             if run >= 0:
                 results["put"].append(done * BATCH / put_elapsed)
                 results["get"].append(got * BATCH / get_elapsed)
+                results["overwrite"].append(again * BATCH / again_elapsed)
         out[label] = {
             "put_keys_s": _median(results["put"]),
             "get_keys_s": _median(results["get"]),
+            "overwrite_keys_s": _median(results["overwrite"]),
             "runs": results,
         }
     out["truncated"] = truncated
@@ -222,7 +236,11 @@ def large_values(target, sizes_mib, reps, runs, budget_s):
 
 
 def listing(target, nkeys, page, budget_s):
-    """Pages through nkeys keys under a prefix; keys/s. Redis: SCAN MATCH."""
+    """Pages through nkeys keys under a prefix; keys/s. Redis: SCAN MATCH.
+
+    Yokan is measured three ways: ``list_keys`` into one buffer per key
+    (``keys_s``), ``list_keys_packed`` into one buffer (``packed_keys_s``) and
+    the ``scan`` generator (``scan_keys_s``)."""
     if not target.has_listing():
         return {"skipped": "Database has no list_keys"}
     prefix = b"P"
@@ -231,36 +249,73 @@ def listing(target, nkeys, page, budget_s):
     for i in range(0, nkeys, BATCH):
         chunk = keys[i : i + BATCH]
         target.put_many(chunk, [value] * len(chunk))
-    deadline = time.perf_counter() + budget_s
-    t = time.perf_counter()
-    seen = 0
+    if target.name == "redis":
+        forms = {"keys_s": _redis_scan}
+    else:
+        forms = {
+            "keys_s": _list_slots,
+            "packed_keys_s": _list_packed,
+            "scan_keys_s": _list_scan,
+        }
+    out = {"expected": nkeys, "truncated": False}
     try:
-        if target.name == "redis":
-            cursor = 0
-            while True:
-                cursor, batch = target.scan(cursor, prefix + b"*", page)
-                seen += len(batch)
-                if cursor == 0 or time.perf_counter() > deadline:
-                    break
-        else:
-            # Database.list_keys(key_buffers, from_key, filter) -> sizes (exclusive from_key).
-            buffers = [bytearray(KEY_SIZE) for _ in range(page)]
-            last = b""
-            while seen < nkeys and time.perf_counter() < deadline:
-                sizes = target.list_keys(buffers, last, prefix)
-                found = [i for i, sz in enumerate(sizes) if sz is not None and sz > 0]
-                if not found:
-                    break
-                seen += len(found)
-                j = found[-1]
-                last = bytes(buffers[j][: sizes[j]])
+        for name, form in forms.items():
+            deadline = time.perf_counter() + budget_s
+            t = time.perf_counter()
+            seen = form(target, prefix, page, nkeys, deadline)
+            out[name] = seen / (time.perf_counter() - t)
+            out[name.replace("keys_s", "seen")] = seen
+            out["truncated"] |= seen < nkeys
     except Exception as e:  # noqa: BLE001 - report, do not abort the whole run
-        return {"skipped": f"list_keys call failed: {e!r}"}
-    elapsed = time.perf_counter() - t
+        return {"skipped": f"listing call failed: {e!r}"}
     for i in range(0, nkeys, BATCH):
         for k in keys[i : i + BATCH]:
             target.erase(k)
-    return {"keys_s": seen / elapsed, "seen": seen, "expected": nkeys, "truncated": seen < nkeys}
+    return out
+
+
+def _redis_scan(target, prefix, page, nkeys, deadline):
+    cursor, seen = 0, 0
+    while True:
+        cursor, batch = target.scan(cursor, prefix + b"*", page)
+        seen += len(batch)
+        if cursor == 0 or time.perf_counter() > deadline:
+            return seen
+
+
+def _list_slots(target, prefix, page, nkeys, deadline):
+    # Database.list_keys(key_buffers, from_key, filter) -> sizes (exclusive from_key).
+    buffers = [bytearray(KEY_SIZE) for _ in range(page)]
+    last, seen = b"", 0
+    while seen < nkeys and time.perf_counter() < deadline:
+        sizes = target.list_keys(buffers, last, prefix)
+        if not sizes:
+            break
+        seen += len(sizes)
+        last = bytes(buffers[len(sizes) - 1][: sizes[-1]])
+    return seen
+
+
+def _list_packed(target, prefix, page, nkeys, deadline):
+    buffer = bytearray(KEY_SIZE * page)
+    last, seen = b"", 0
+    while seen < nkeys and time.perf_counter() < deadline:
+        sizes = target.list_keys_packed(buffer, page, last, prefix)
+        if not sizes:
+            break
+        seen += len(sizes)
+        end = sum(sizes)
+        last = bytes(buffer[end - sizes[-1] : end])
+    return seen
+
+
+def _list_scan(target, prefix, page, nkeys, deadline):
+    seen = 0
+    for _ in target.scan_keys(prefix, page):
+        seen += 1
+        if (seen & 1023) == 0 and time.perf_counter() > deadline:
+            break
+    return seen
 
 
 # ---------------------------------------------------------------------------
