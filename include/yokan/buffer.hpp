@@ -5,11 +5,17 @@
 // fresh memory costs a page fault per 4 KiB page on first touch, which on a VM
 // is slower than copying the data, so reusing warm memory is a large win for
 // big values. The pool keeps at most 1 GiB idle. Thread-safe.
+//
+// A buffer can also borrow read-only bytes kept alive by a shared owner
+// (Buffer::borrow): sending a stored value without copying it. Growing a
+// borrowed buffer copies it into owned memory first; never write through
+// data() of a borrowed buffer.
 #pragma once
 
 #include <algorithm>
 #include <cstddef>
 #include <cstring>
+#include <memory>
 #include <string_view>
 #include <utility>
 
@@ -32,19 +38,31 @@ class Buffer {
   Buffer(Buffer&& o) noexcept
       : data_(std::exchange(o.data_, nullptr)),
         size_(std::exchange(o.size_, 0)),
-        capacity_(std::exchange(o.capacity_, 0)) {}
+        capacity_(std::exchange(o.capacity_, 0)),
+        owner_(std::move(o.owner_)) {}
   Buffer& operator=(Buffer&& o) noexcept {
     if (this != &o) {
-      buffer_pool::release(data_, capacity_);
+      release();
       data_ = std::exchange(o.data_, nullptr);
       size_ = std::exchange(o.size_, 0);
       capacity_ = std::exchange(o.capacity_, 0);
+      owner_ = std::move(o.owner_);
     }
     return *this;
   }
   Buffer(const Buffer&) = delete;
   Buffer& operator=(const Buffer&) = delete;
-  ~Buffer() { buffer_pool::release(data_, capacity_); }
+  ~Buffer() { release(); }
+
+  // `size` bytes at `data`, kept alive by `owner`; nothing is copied.
+  static Buffer borrow(std::shared_ptr<const void> owner, const char* data, size_t size) {
+    Buffer b;
+    b.owner_ = std::move(owner);
+    b.data_ = const_cast<char*>(data);
+    b.size_ = b.capacity_ = size;
+    return b;
+  }
+  bool borrowed() const noexcept { return owner_ != nullptr; }
 
   char* data() noexcept { return data_; }
   const char* data() const noexcept { return data_; }
@@ -56,7 +74,7 @@ class Buffer {
     size_t got = 0;
     char* p = buffer_pool::acquire(capacity, &got);
     if (size_) std::memcpy(p, data_, size_);
-    buffer_pool::release(data_, capacity_);
+    release();
     data_ = p;
     capacity_ = got;
   }
@@ -71,9 +89,17 @@ class Buffer {
   }
 
  private:
+  void release() noexcept {
+    if (owner_)
+      owner_.reset();
+    else
+      buffer_pool::release(data_, capacity_);
+  }
+
   char* data_ = nullptr;
   size_t size_ = 0;
   size_t capacity_ = 0;
+  std::shared_ptr<const void> owner_;  // set when the bytes are borrowed
 };
 
 }  // namespace yokan

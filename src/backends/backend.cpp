@@ -23,6 +23,10 @@ Status Backend::get_batch(const std::vector<std::string_view>& keys,
   return Status::YOKAN_SUCCESS;
 }
 
+Status Backend::lend(std::string_view, std::shared_ptr<const void>*, std::string_view*) {
+  return Status::YOKAN_ERR_OP_UNSUPPORTED;
+}
+
 Status Backend::length(std::string_view key, size_t* size) {
   return get(key, [size](std::string_view v) { *size = v.size(); });
 }

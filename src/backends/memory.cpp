@@ -2,12 +2,15 @@
 // and null (discards everything).
 #include <dlfcn.h>
 
+#include <atomic>
 #include <map>
 #include <mutex>
 #include <shared_mutex>
 #include <unordered_map>
+#include <variant>
 
 #include "config_reader.hpp"
+#include "yokan/buffer.hpp"
 
 namespace yokan {
 namespace {
@@ -32,6 +35,49 @@ class OptionalLock {
  private:
   bool enabled_;
   std::shared_mutex m_;
+};
+
+// A stored value. Large ones live in a shared block, so a reader can lend
+// them out (a zero-copy send); an overwrite writes in place while nobody
+// holds the block, else swaps in a new one (from the warm buffer pool). Small
+// ones stay an inline string (no extra allocation per pair).
+class Value {
+ public:
+  static constexpr size_t kShareFrom = 64 * 1024;
+
+  std::string_view view() const {
+    if (auto* b = std::get_if<Shared>(&v_)) return (*b)->view();
+    return std::get<std::string>(v_);
+  }
+  size_t size() const { return view().size(); }
+  // Callers hold the backend's write lock, so no new lender can appear.
+  void assign(std::string_view value) {
+    if (value.size() < kShareFrom) {
+      if (auto* s = std::get_if<std::string>(&v_))
+        s->assign(value.data(), value.size());
+      else
+        v_ = std::string(value);
+      return;
+    }
+    auto* b = std::get_if<Shared>(&v_);
+    if (b && b->use_count() == 1) {
+      // Pairs with the release of the last lender's reference.
+      std::atomic_thread_fence(std::memory_order_acquire);
+      (*b)->resize(0);
+      (*b)->append(value.data(), value.size());
+      return;
+    }
+    v_ = std::make_shared<Buffer>(value.data(), value.size());
+  }
+  // The shared block of a large value, or null for a small one.
+  std::shared_ptr<const Buffer> shared() const {
+    auto* b = std::get_if<Shared>(&v_);
+    return b ? *b : nullptr;
+  }
+
+ private:
+  using Shared = std::shared_ptr<Buffer>;
+  std::variant<std::string, Shared> v_;
 };
 
 template <typename Container, bool kSorted, bool kValues>
@@ -75,7 +121,19 @@ class MemoryBackend final : public Backend {
     std::shared_lock<OptionalLock> guard(lock_);
     auto it = lookup(key);
     if (it == data_.end()) return Status::YOKAN_ERR_KEY_NOT_FOUND;
-    visit(it->second);
+    visit(it->second.view());
+    return Status::YOKAN_SUCCESS;
+  }
+
+  Status lend(std::string_view key, std::shared_ptr<const void>* owner,
+              std::string_view* value) override {
+    std::shared_lock<OptionalLock> guard(lock_);
+    auto it = lookup(key);
+    if (it == data_.end()) return Status::YOKAN_ERR_KEY_NOT_FOUND;
+    auto block = it->second.shared();
+    if (!block) return Status::YOKAN_ERR_OP_UNSUPPORTED;
+    *value = block->view();
+    *owner = std::move(block);
     return Status::YOKAN_SUCCESS;
   }
 
@@ -89,7 +147,7 @@ class MemoryBackend final : public Backend {
         visit(i, nullptr);
         continue;
       }
-      std::string_view value = it->second;
+      std::string_view value = it->second.view();
       visit(i, &value);
       near = it;
     }
@@ -126,7 +184,7 @@ class MemoryBackend final : public Backend {
       }
     }
     for (; it != data_.end(); ++it)
-      if (!visit(it->first, it->second)) break;
+      if (!visit(it->first, it->second.view())) break;
     return Status::YOKAN_SUCCESS;
   }
 
@@ -166,11 +224,11 @@ class MemoryBackend final : public Backend {
     auto [it, found] = locate(key, near);
     if (!found) {
       if constexpr (kSorted)
-        it = data_.emplace_hint(it, std::string(key), std::string());
+        it = data_.emplace_hint(it, std::string(key), Value());
       else
-        it = data_.emplace(std::string(key), std::string()).first;
+        it = data_.emplace(std::string(key), Value()).first;
     }
-    it->second.assign(value.data(), value.size());
+    it->second.assign(value);
     return it;
   }
 
@@ -234,8 +292,8 @@ BackendFactory memory_factory(const char* name) {
   };
 }
 
-using OrderedMap = std::map<std::string, std::string, KeyOrder>;
-using HashMap = std::unordered_map<std::string, std::string>;
+using OrderedMap = std::map<std::string, Value, KeyOrder>;
+using HashMap = std::unordered_map<std::string, Value>;
 
 // Discards writes; reports every key as absent.
 class NullBackend final : public Backend {

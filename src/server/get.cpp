@@ -25,6 +25,9 @@ void ProviderImpl::handle_get(RequestPtr req) {
   Buffer body;
   do {
     if (park_if_missing(req, batch)) return;
+    if (batch.keys.size() == 1 && !(batch.mode & mode::CONSUME) &&
+        respond_lent(req, batch, caps[0]))
+      return;
     body.resize(0);
     s = read_values(batch, packed != 0, caps, &sizes, &body);
   } while (s == Status::YOKAN_ERR_TRY_AGAIN);  // WAIT|CONSUME lost a race: wait again
@@ -32,6 +35,27 @@ void ProviderImpl::handle_get(RequestPtr req) {
   WireWriter out;
   out.array(sizes);
   req->respond(Status::YOKAN_SUCCESS, std::move(out.str()), std::move(body));
+}
+
+// A single value the backend can lend (a large one) goes to the transport
+// as is: no copy on the provider. False: not lendable, use read_values.
+bool ProviderImpl::respond_lent(RequestPtr& req, const KeyBatch& batch, uint64_t cap) {
+  std::shared_ptr<const void> owner;
+  std::string_view value;
+  {
+    std::shared_lock<std::shared_mutex> g(write_order);
+    if (!ok(backend->lend(batch.keys[0], &owner, &value))) return false;
+  }
+  WireWriter out;
+  if (value.size() > cap) {
+    out.array({SIZE_TOO_SMALL});
+    req->respond(Status::YOKAN_SUCCESS, std::move(out.str()));
+    return true;
+  }
+  out.array({value.size()});
+  req->respond(Status::YOKAN_SUCCESS, std::move(out.str()),
+               Buffer::borrow(std::move(owner), value.data(), value.size()));
+  return true;
 }
 
 Status ProviderImpl::read_values(const KeyBatch& batch, bool packed,

@@ -280,6 +280,44 @@ TEST_P(BackendTest, BatchesInAnyOrder) {
   EXPECT_EQ(count(), 16u + gap_keys.size());
 }
 
+// A lent value stays intact while the key is overwritten, erased or
+// rewritten in place; backends that cannot lend say so.
+TEST_P(BackendTest, LentValuesOutliveWrites) {
+  open_default();
+  if (!values()) {  // set / unordered_set store no values, so there is nothing to lend
+    EXPECT_EQ(db_->put("big", std::string(200 * 1024, 'a')), Status::YOKAN_ERR_INVALID_ARGS);
+    return;
+  }
+  const std::string big1(200 * 1024, 'a'), big2(300 * 1024, 'b'), big3(100 * 1024, 'c');
+  ASSERT_EQ(db_->put("big", big1), Status::YOKAN_SUCCESS);
+  std::shared_ptr<const void> owner;
+  std::string_view lent;
+  // The in-memory stores (array is a map that only the document layer reaches).
+  const bool lends =
+      GetParam().type == "map" || GetParam().type == "unordered_map" || GetParam().type == "array";
+  if (!lends) {  // copies on read: get() is the only way
+    EXPECT_EQ(db_->lend("big", &owner, &lent), Status::YOKAN_ERR_OP_UNSUPPORTED);
+    EXPECT_EQ(get("big"), big1);
+    return;
+  }
+  ASSERT_EQ(db_->lend("big", &owner, &lent), Status::YOKAN_SUCCESS);
+  EXPECT_EQ(db_->lend("absent", &owner, &lent), Status::YOKAN_ERR_KEY_NOT_FOUND);
+  ASSERT_EQ(db_->lend("big", &owner, &lent), Status::YOKAN_SUCCESS);
+  ASSERT_EQ(db_->put("big", big2), Status::YOKAN_SUCCESS);  // lent: a new block
+  EXPECT_EQ(lent, big1);
+  EXPECT_EQ(get("big"), big2);
+  ASSERT_EQ(db_->erase("big"), Status::YOKAN_SUCCESS);
+  EXPECT_EQ(lent, big1);
+  owner.reset();
+  // Not lent any more: overwrites reuse the block, reads see each version.
+  ASSERT_EQ(db_->put("big", big2), Status::YOKAN_SUCCESS);
+  ASSERT_EQ(db_->put("big", big3), Status::YOKAN_SUCCESS);
+  EXPECT_EQ(get("big"), big3);
+  ASSERT_EQ(db_->put("big", "small now"), Status::YOKAN_SUCCESS);
+  EXPECT_EQ(get("big"), "small now");
+  EXPECT_EQ(db_->lend("big", &owner, &lent), Status::YOKAN_ERR_OP_UNSUPPORTED);
+}
+
 TEST_P(BackendTest, IterateAll) {
   open_default();
   std::set<std::string> expected;
