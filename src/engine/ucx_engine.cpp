@@ -280,6 +280,11 @@ class UcxEngine final : public Engine, public std::enable_shared_from_this<UcxEn
   std::thread progress_thread_;
   std::atomic<bool> stop_progress_{false};
   std::atomic<bool> sleeping_{false};
+  // Callers of a client engine busy-polling the worker for their reply; the
+  // progress thread parks meanwhile (see progress_loop).
+  std::atomic<int> spinning_callers_{0};
+  std::mutex park_mu_;
+  std::condition_variable park_cv_;
 
  public:
   // Operations under way (calls, sends, receives). While any is, the progress
@@ -515,6 +520,18 @@ void UcxEngine::progress_loop() {
   auto last_work = Clock::now();
   unsigned idle_spins = 0;
   while (!stop_progress_.load(std::memory_order_acquire)) {
+    // A client engine serves no requests: while a caller busy-polls the
+    // worker for its reply, this thread has nothing to add but contention
+    // for the CPU and the worker lock. It parks without arming the worker
+    // (an armed worker makes the peer signal every message) and looks again
+    // each millisecond, so a caller never pays for waking it.
+    if (!listen_ && spinning_callers_.load(std::memory_order_acquire) > 0) {
+      std::unique_lock<std::mutex> lk(park_mu_);
+      park_cv_.wait_for(lk, std::chrono::milliseconds(1),
+                        [this] { return stop_progress_.load() || spinning_callers_.load() == 0; });
+      last_work = Clock::now();
+      continue;
+    }
     if (ucp_worker_progress(worker_)) {
       last_work = Clock::now();
       continue;
@@ -1137,6 +1154,18 @@ Status UcxEngine::send_and_wait(uint16_t am_id, const EndpointPtr& ep, uint16_t 
                               std::chrono::duration<double, std::milli>(options.timeout_ms));
   bool timed_out = false;
   unsigned idle_spins = 0;
+  struct SpinningCaller {
+    std::atomic<int>& n;
+    bool on = true;
+    explicit SpinningCaller(std::atomic<int>& c) : n(c) {
+      n.fetch_add(1, std::memory_order_acq_rel);
+    }
+    void stop() {
+      if (on) n.fetch_sub(1, std::memory_order_acq_rel);
+      on = false;
+    }
+    ~SpinningCaller() { stop(); }
+  } spinning(spinning_callers_);
   auto done = [&] {
     return pc.send_done.load(std::memory_order_acquire) &&
            pc.response_done.load(std::memory_order_acquire);
@@ -1172,6 +1201,7 @@ Status UcxEngine::send_and_wait(uint16_t am_id, const EndpointPtr& ep, uint16_t 
     }
     // Past the spin window: nap, and progress again on each wake in case the
     // progress thread is asleep on a transport that does not signal.
+    spinning.stop();
     std::unique_lock<std::mutex> lk(pc.m);
     auto wake = now + std::chrono::milliseconds(1);
     if (has_deadline && deadline < wake) wake = deadline;
@@ -1239,6 +1269,7 @@ void UcxEngine::teardown() {
   for (auto& ep : all) close_endpoint(*ep);
   stop_progress_ = true;
   ucp_worker_signal(worker_);
+  park_cv_.notify_all();
   if (progress_thread_.joinable()) progress_thread_.join();
   for (int i = 0; i < 100; ++i) ucp_worker_progress(worker_);
   ucp_worker_destroy(worker_);
