@@ -66,12 +66,12 @@ class Backend {
   // key. Backends that can read a batch faster (one lock, nearby keys) override it.
   virtual Status get_batch(const std::vector<std::string_view>& keys,
                            const BatchValueVisitor& visit);
-  // Lends a stored value without copying it: `*value` stays valid for as long
-  // as `*owner` (or a copy of it) lives, whatever writes happen meanwhile.
-  // YOKAN_ERR_OP_UNSUPPORTED when the backend cannot lend this value (the
-  // default): the caller then copies it through get().
-  virtual Status lend(std::string_view key, std::shared_ptr<const void>* owner,
-                      std::string_view* value);
+  // get(), and when the backend can lend this value without copying it, it
+  // also sets `*owner` before calling `visit`: the view passed to `visit` then
+  // stays valid for as long as `*owner` (or a copy) lives, whatever writes
+  // happen meanwhile. Default: get(), never lends.
+  virtual Status lend(std::string_view key, const ValueVisitor& visit,
+                      std::shared_ptr<const void>* owner);
   // Value size; YOKAN_ERR_KEY_NOT_FOUND if absent. Default: through get().
   virtual Status length(std::string_view key, size_t* size);
   virtual Status exists(std::string_view key, bool* found);

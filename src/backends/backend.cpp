@@ -23,8 +23,9 @@ Status Backend::get_batch(const std::vector<std::string_view>& keys,
   return Status::YOKAN_SUCCESS;
 }
 
-Status Backend::lend(std::string_view, std::shared_ptr<const void>*, std::string_view*) {
-  return Status::YOKAN_ERR_OP_UNSUPPORTED;
+Status Backend::lend(std::string_view key, const ValueVisitor& visit,
+                     std::shared_ptr<const void>*) {
+  return get(key, visit);
 }
 
 Status Backend::length(std::string_view key, size_t* size) {

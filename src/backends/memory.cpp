@@ -125,15 +125,13 @@ class MemoryBackend final : public Backend {
     return Status::YOKAN_SUCCESS;
   }
 
-  Status lend(std::string_view key, std::shared_ptr<const void>* owner,
-              std::string_view* value) override {
+  Status lend(std::string_view key, const ValueVisitor& visit,
+              std::shared_ptr<const void>* owner) override {
     std::shared_lock<OptionalLock> guard(lock_);
     auto it = lookup(key);
     if (it == data_.end()) return Status::YOKAN_ERR_KEY_NOT_FOUND;
-    auto block = it->second.shared();
-    if (!block) return Status::YOKAN_ERR_OP_UNSUPPORTED;
-    *value = block->view();
-    *owner = std::move(block);
+    if (auto block = it->second.shared()) *owner = std::move(block);
+    visit(it->second.view());
     return Status::YOKAN_SUCCESS;
   }
 

@@ -26,7 +26,7 @@ void ProviderImpl::handle_get(RequestPtr req) {
   do {
     if (park_if_missing(req, batch)) return;
     if (batch.keys.size() == 1 && !(batch.mode & mode::CONSUME) &&
-        respond_lent(req, batch, caps[0]))
+        respond_single(req, batch, caps[0]))
       return;
     body.resize(0);
     s = read_values(batch, packed != 0, caps, &sizes, &body);
@@ -37,24 +37,39 @@ void ProviderImpl::handle_get(RequestPtr req) {
   req->respond(Status::YOKAN_SUCCESS, std::move(out.str()), std::move(body));
 }
 
-// A single value the backend can lend (a large one) goes to the transport
-// as is: no copy on the provider. False: not lendable, use read_values.
-bool ProviderImpl::respond_lent(RequestPtr& req, const KeyBatch& batch, uint64_t cap) {
+// One key: a single lookup, and a value the backend lends (a large one) goes
+// to the transport as is, with no copy on the provider. False: the key is
+// absent, left to read_values (WAIT, KEY_NOT_FOUND).
+bool ProviderImpl::respond_single(RequestPtr& req, const KeyBatch& batch, uint64_t cap) {
   std::shared_ptr<const void> owner;
-  std::string_view value;
+  std::string_view lent;
+  uint64_t size = 0;
+  Buffer body;
+  Status s;
   {
     std::shared_lock<std::shared_mutex> g(write_order);
-    if (!ok(backend->lend(batch.keys[0], &owner, &value))) return false;
+    s = backend->lend(
+        batch.keys[0],
+        [&](std::string_view v) {
+          size = v.size() > cap ? SIZE_TOO_SMALL : v.size();
+          if (size == SIZE_TOO_SMALL) return;
+          if (owner)
+            lent = v;
+          else
+            body.append(v.data(), v.size());
+        },
+        &owner);
   }
-  WireWriter out;
-  if (value.size() > cap) {
-    out.array({SIZE_TOO_SMALL});
-    req->respond(Status::YOKAN_SUCCESS, std::move(out.str()));
+  if (s == Status::YOKAN_ERR_KEY_NOT_FOUND) return false;
+  if (!ok(s)) {
+    req->respond(s);
     return true;
   }
-  out.array({value.size()});
-  req->respond(Status::YOKAN_SUCCESS, std::move(out.str()),
-               Buffer::borrow(std::move(owner), value.data(), value.size()));
+  if (owner && size != SIZE_TOO_SMALL)
+    body = Buffer::borrow(std::move(owner), lent.data(), lent.size());
+  WireWriter out;
+  out.array({size});
+  req->respond(Status::YOKAN_SUCCESS, std::move(out.str()), std::move(body));
   return true;
 }
 

@@ -78,7 +78,7 @@ class ProviderImpl : public std::enable_shared_from_this<ProviderImpl> {
   // The work of the handlers, done under the locks (responses are sent after).
   Status apply_put(int32_t m,
                    const std::vector<std::pair<std::string_view, std::string_view>>& pairs);
-  bool respond_lent(RequestPtr& req, const KeyBatch& batch, uint64_t cap);
+  bool respond_single(RequestPtr& req, const KeyBatch& batch, uint64_t cap);
   Status read_values(const KeyBatch& batch, bool packed, const std::vector<uint64_t>& caps,
                      std::vector<uint64_t>* sizes, Buffer* body);
 };
