@@ -138,40 +138,13 @@ def batches(target, batches_per_run, runs, warmup_batches, budget_s):
                 )[vi]
                 for b in range(nb)
             ]
-            deadline = time.perf_counter() + budget_s
-            t = time.perf_counter()
-            done = 0
-            for _, put, _, _ in prepared:
-                put()
-                done += 1
-                if time.perf_counter() > deadline:
-                    truncated = True
-                    break
-            put_elapsed = time.perf_counter() - t
-            deadline = time.perf_counter() + budget_s
-            t = time.perf_counter()
-            got = 0
-            last = None
-            for _, _, get, _ in prepared[:done]:
-                last = get()
-                got += 1
-                if time.perf_counter() > deadline:
-                    truncated = True
-                    break
-            get_elapsed = time.perf_counter() - t
+            # New keys, then reads, then the same batches again (overwrites).
+            done, put_elapsed, _ = _timed_batches([p[1] for p in prepared], budget_s)
+            got, get_elapsed, last = _timed_batches([p[2] for p in prepared[:done]], budget_s)
             if not prepared[got - 1][3](last):
                 raise RuntimeError(f"{target.name} {label}: batch get returned wrong values")
-            # The same batches again: overwrites of existing keys, no growth.
-            deadline = time.perf_counter() + budget_s
-            t = time.perf_counter()
-            again = 0
-            for _, put, _, _ in prepared[:done]:
-                put()
-                again += 1
-                if time.perf_counter() > deadline:
-                    truncated = True
-                    break
-            again_elapsed = time.perf_counter() - t
+            again, again_elapsed, _ = _timed_batches([p[1] for p in prepared[:done]], budget_s)
+            truncated |= got < done or again < done or done < len(prepared)
             if run >= 0:
                 results["put"].append(done * BATCH / put_elapsed)
                 results["get"].append(got * BATCH / get_elapsed)
@@ -184,6 +157,20 @@ def batches(target, batches_per_run, runs, warmup_batches, budget_s):
         }
     out["truncated"] = truncated
     return out
+
+
+def _timed_batches(calls, budget_s):
+    """Runs the calls in turn until done or budget_s is over: (how many ran,
+    elapsed seconds, the last result)."""
+    deadline = time.perf_counter() + budget_s
+    t = time.perf_counter()
+    n, last = 0, None
+    for call in calls:
+        last = call()
+        n += 1
+        if time.perf_counter() > deadline:
+            break
+    return n, time.perf_counter() - t, last
 
 
 # ---------------------------------------------------------------------------
