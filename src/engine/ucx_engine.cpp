@@ -260,6 +260,20 @@ class UcxEngine final : public Engine, public std::enable_shared_from_this<UcxEn
   void fail_peer(uint64_t token);
   static void close_endpoint(Endpoint& ep);
   void progress_loop();
+  // ucp_worker_progress, counted, so that a napping caller can stay out of
+  // the way of a thread that is already moving data (see progress_if_idle).
+  unsigned progress() {
+    progressing_.fetch_add(1, std::memory_order_acq_rel);
+    unsigned n = ucp_worker_progress(worker_);
+    progressing_.fetch_sub(1, std::memory_order_acq_rel);
+    return n;
+  }
+  // A pass only if no other thread is in one: that thread completes our
+  // operations too, and waiting for its lock would spin, for whole time
+  // slices when it shares our CPU, while it needs that CPU to finish.
+  void progress_if_idle() {
+    if (progressing_.load(std::memory_order_acquire) == 0) progress();
+  }
   void teardown();
 
   json config_;
@@ -280,6 +294,7 @@ class UcxEngine final : public Engine, public std::enable_shared_from_this<UcxEn
   std::thread progress_thread_;
   std::atomic<bool> stop_progress_{false};
   std::atomic<bool> sleeping_{false};
+  std::atomic<int> progressing_{0};  // threads inside ucp_worker_progress
   // Callers of a client engine busy-polling the worker for their reply; the
   // progress thread parks meanwhile (see progress_loop).
   std::atomic<int> spinning_callers_{0};
@@ -532,7 +547,7 @@ void UcxEngine::progress_loop() {
       last_work = Clock::now();
       continue;
     }
-    if (ucp_worker_progress(worker_)) {
+    if (progress()) {
       last_work = Clock::now();
       continue;
     }
@@ -1186,7 +1201,7 @@ Status UcxEngine::send_and_wait(uint16_t am_id, const EndpointPtr& ep, uint16_t 
         std::unique_lock<std::mutex> lk(pc.m);
         while (!pc.send_done.load()) {
           lk.unlock();
-          ucp_worker_progress(worker_);
+          progress_if_idle();
           lk.lock();
           pc.cv.wait_for(lk, std::chrono::milliseconds(1));
         }
@@ -1196,7 +1211,7 @@ Status UcxEngine::send_and_wait(uint16_t am_id, const EndpointPtr& ep, uint16_t 
     }
     if (now - start < spin) {
       // Yield now and then: when the peer shares this CPU, it must get to run.
-      if (!ucp_worker_progress(worker_) && (++idle_spins & 31) == 0) sched_yield();
+      if (!progress() && (++idle_spins & 31) == 0) sched_yield();
       continue;
     }
     // Past the spin window: nap, and progress again on each wake in case the
@@ -1207,7 +1222,7 @@ Status UcxEngine::send_and_wait(uint16_t am_id, const EndpointPtr& ep, uint16_t 
     if (has_deadline && deadline < wake) wake = deadline;
     if (!pc.cv.wait_until(lk, wake, done)) {
       lk.unlock();
-      ucp_worker_progress(worker_);
+      progress_if_idle();
     }
   }
   if (req != nullptr) ucp_request_free(req);
