@@ -7,6 +7,7 @@ CMAKE_BUILD_PARALLEL_LEVEL (default: the number of CPUs).
 
 import os
 import shlex
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -39,7 +40,13 @@ class CMakeBuild(build_ext):
             "-DCMAKE_BUILD_TYPE=Release",
         ]
         args += shlex.split(os.environ.get("CMAKE_ARGS", ""))
-        generator = ["-G", "Ninja"] if _has_ninja() else []
+        ninja = shutil.which("ninja") if _has_ninja() else None
+        generator = ["-G", "Ninja", f"-DCMAKE_MAKE_PROGRAM={ninja}"] if ninja else []
+        # A configuration left by an earlier pip run names the tools of that
+        # run's build environment, which pip has deleted since (and maybe
+        # another generator): configure afresh; compiled objects are kept.
+        shutil.rmtree(build_dir / "CMakeFiles", ignore_errors=True)
+        (build_dir / "CMakeCache.txt").unlink(missing_ok=True)
         jobs = os.environ.get("CMAKE_BUILD_PARALLEL_LEVEL", str(os.cpu_count() or 1))
         subprocess.check_call(["cmake", "-S", str(ROOT), "-B", str(build_dir), *generator, *args])
         subprocess.check_call(["cmake", "--build", str(build_dir), "-j", jobs])
