@@ -39,10 +39,12 @@ class OptionalLock {
   std::shared_mutex m_;
 };
 
-// A stored value. Large ones live in a shared block, so a reader can lend
+// A stored value. Large ones live in a shared Buffer, so a reader can lend
 // them out (a zero-copy send); an overwrite writes in place while nobody
-// holds the block, else swaps in a new one (from the warm buffer pool). Small
-// ones stay an inline string (no extra allocation per pair).
+// holds the block, else swaps in a new one (blocks of 1 MiB and more come
+// from the warm buffer pool). Small ones stay an inline string (no extra
+// allocation per pair). With "use_lock": false the caller promises no
+// concurrent calls, which covers lenders too.
 class Value {
  public:
   static constexpr size_t kShareFrom = 64 * 1024;
