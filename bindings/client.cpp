@@ -29,19 +29,6 @@ Keys read_items(ByteViews& views, py::handle items, const char* what) {
   return views.read_list(items, what);
 }
 
-// One bytes object per item of a back-to-back buffer.
-py::list split_bytes(const Buffer& data, const std::vector<uint64_t>& sizes) {
-  py::list out(sizes.size());
-  size_t offset = 0;
-  for (size_t i = 0; i < sizes.size(); ++i) {
-    if (sizes[i] > data.size() - offset)
-      throw Exception(Status::YOKAN_ERR_CORRUPTION, "short reply");
-    out[i] = py::bytes(data.data() + offset, sizes[i]);
-    offset += sizes[i];
-  }
-  return out;
-}
-
 }  // namespace
 
 void bind_client(py::module_& m) {
@@ -110,17 +97,7 @@ void bind_client(py::module_& m) {
               py::gil_scoped_release nogil;
               sizes = db.get_alloc(mode, k, &values, t);
             }
-            py::list out(sizes.size());
-            size_t offset = 0;
-            for (size_t i = 0; i < sizes.size(); ++i) {
-              if (sizes[i] == KEY_NOT_FOUND || sizes[i] > values.size() - offset) {
-                out[i] = py::none();
-                continue;
-              }
-              out[i] = py::bytes(values.data() + offset, sizes[i]);
-              offset += sizes[i];
-            }
-            return out;
+            return split_bytes(values.view(), sizes);
           },
           py::arg("keys"), py::arg("mode"), py::arg("timeout_ms"))
       .def(
@@ -196,8 +173,8 @@ void bind_client(py::module_& m) {
             }
             if (layout == 2)
               return py::make_tuple(
-                  split_bytes(r.keys, r.key_sizes),
-                  with_values ? split_bytes(r.values, r.value_sizes) : py::list());
+                  split_bytes(r.keys.view(), r.key_sizes),
+                  with_values ? split_bytes(r.values.view(), r.value_sizes) : py::list());
             return py::make_tuple(python_sizes(r.key_sizes), python_sizes(r.value_sizes));
           },
           py::arg("from_key"), py::arg("filter"), py::arg("count"), py::arg("with_values"),

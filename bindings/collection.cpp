@@ -78,7 +78,7 @@ void bind_collection(py::module_& m) {
           },
           py::arg("ids"), py::arg("documents"), py::arg("mode"), py::arg("timeout_ms"))
       // layout: 0 = one buffer per id, 1 = packed, 2 = allocate. Returns the
-      // sizes and, for layout 2, the documents back to back as bytes.
+      // sizes and, for layout 2, the documents as a list of bytes (None: absent).
       .def(
           "load",
           [](const Collection& c, py::handle ids, int layout, py::handle buffers, int32_t mode,
@@ -91,7 +91,8 @@ void bind_collection(py::module_& m) {
               py::gil_scoped_release nogil;
               r = c.load(mode, i, static_cast<Collection::Layout>(layout), out, t);
             }
-            return py::make_tuple(python_sizes(r.sizes), py::bytes(r.data.data(), r.data.size()));
+            return py::make_tuple(python_sizes(r.sizes),
+                                  layout == 2 ? split_bytes(r.data.view(), r.sizes) : py::list());
           },
           py::arg("ids"), py::arg("layout"), py::arg("buffers"), py::arg("mode"),
           py::arg("timeout_ms"))
@@ -115,7 +116,7 @@ void bind_collection(py::module_& m) {
             c.erase(mode, i, t);
           },
           py::arg("ids"), py::arg("mode"), py::arg("timeout_ms"))
-      // Returns (ids, sizes, documents as bytes for layout 2).
+      // Returns (ids, sizes, documents as a list of bytes for layout 2).
       .def(
           "list",
           [](const Collection& c, uint64_t start, py::handle filter, uint64_t count, int layout,
@@ -129,7 +130,7 @@ void bind_collection(py::module_& m) {
               r = c.list(mode, start, f, count, static_cast<Collection::Layout>(layout), out, t);
             }
             return py::make_tuple(int_list(r.ids), python_sizes(r.sizes),
-                                  py::bytes(r.data.data(), r.data.size()));
+                                  layout == 2 ? split_bytes(r.data.view(), r.sizes) : py::list());
           },
           py::arg("start_id"), py::arg("filter"), py::arg("count"), py::arg("layout"),
           py::arg("buffers"), py::arg("mode"), py::arg("timeout_ms"));

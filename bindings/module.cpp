@@ -18,6 +18,22 @@ py::list python_sizes(const std::vector<uint64_t>& sizes) {
   return out;
 }
 
+py::list split_bytes(std::string_view data, const std::vector<uint64_t>& sizes) {
+  py::list out(sizes.size());
+  size_t offset = 0;
+  for (size_t i = 0; i < sizes.size(); ++i) {
+    if (sizes[i] == KEY_NOT_FOUND) {
+      out[i] = py::none();
+      continue;
+    }
+    if (sizes[i] > data.size() - offset)
+      throw Exception(Status::YOKAN_ERR_CORRUPTION, "reply shorter than its sizes");
+    out[i] = py::bytes(data.data() + offset, sizes[i]);
+    offset += sizes[i];
+  }
+  return out;
+}
+
 ByteViews::~ByteViews() {
   for (auto& v : views_) PyBuffer_Release(&v);
 }

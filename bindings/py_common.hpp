@@ -46,6 +46,10 @@ class ByteViews {
 // did not fit its buffer. Built here because a Python-level pass over a
 // 1000-item batch costs as much as the round trip.
 py::list python_sizes(const std::vector<uint64_t>& sizes);
+// One bytes object per item of back-to-back `data`, None where the size says
+// the item is absent (KEY_NOT_FOUND). YOKAN_ERR_CORRUPTION if `data` is
+// shorter than the sizes add up to.
+py::list split_bytes(std::string_view data, const std::vector<uint64_t>& sizes);
 
 void bind_engine(py::module_& m);
 void bind_server(py::module_& m);

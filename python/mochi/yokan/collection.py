@@ -141,14 +141,14 @@ class Collection:
         ``YOKAN_ERR_KEY_NOT_FOUND`` if absent, ``YOKAN_ERR_BUFFER_SIZE`` if the
         buffer is too small."""
         if buffer is None:
-            (size,), data = self._native.load((_id(id),), 2, None, int(mode), timeout_ms)
+            (size,), (doc,) = self._native.load((_id(id),), 2, None, int(mode), timeout_ms)
         else:
-            (size,), data = self._native.load((_id(id),), 0, (buffer,), int(mode), timeout_ms)
+            (size,), _ = self._native.load((_id(id),), 0, (buffer,), int(mode), timeout_ms)
         if size is None:
             raise Exception("Key not found", YOKAN_ERR_KEY_NOT_FOUND)
         if size == -1:
             raise Exception("Buffer too small", YOKAN_ERR_BUFFER_SIZE)
-        return data if buffer is None else size
+        return doc if buffer is None else size
 
     def load_json(self, id, mode=0, timeout_ms=0.0):
         """Document ``id`` parsed as JSON."""
@@ -159,15 +159,8 @@ class Collection:
         small). Without: returns a list of ``bytes`` or None."""
         ids = [_id(i) for i in ids]
         if buffers is None:
-            sizes, data = self._native.load(ids, 2, None, int(mode), timeout_ms)
-            out, offset = [], 0
-            for s in sizes:
-                if s is None:
-                    out.append(None)
-                else:
-                    out.append(data[offset : offset + s])
-                    offset += s
-            return out
+            _, docs = self._native.load(ids, 2, None, int(mode), timeout_ms)
+            return docs
         buffers = list(buffers)
         if len(ids) != len(buffers):
             raise ValueError("ids and buffers should have the same length")
@@ -242,11 +235,8 @@ class Collection:
         cursor = _id(from_id)
         while remaining is None or remaining > 0:
             n = page if remaining is None else min(page, remaining)
-            ids, sizes, data = self._native.list(cursor, filter, n, 2, None, int(mode), timeout_ms)
-            offset = 0
-            for doc_id, size in zip(ids, sizes):
-                yield doc_id, data[offset : offset + size]
-                offset += size
+            ids, _, docs = self._native.list(cursor, filter, n, 2, None, int(mode), timeout_ms)
+            yield from zip(ids, docs)
             if len(ids) < n or ids[-1] >= _UINT64_MAX - 1:
                 return
             if remaining is not None:
