@@ -62,7 +62,6 @@ class Buffer {
     b.size_ = b.capacity_ = size;
     return b;
   }
-  bool borrowed() const noexcept { return owner_ != nullptr; }
 
   char* data() noexcept { return data_; }
   const char* data() const noexcept { return data_; }

@@ -34,6 +34,11 @@ inline Status make_parent_directories(const std::string& path, std::string* erro
   return make_directories(std::filesystem::path(path).parent_path().string(), error);
 }
 
+// The message used when a library reports that another handle holds its lock.
+inline std::string already_open_message(const std::string& path) {
+  return "path \"" + path + "\" is already open by another provider";
+}
+
 // An flock() on a lock file, held for the lifetime of the object.
 //
 // flock locks belong to the open file description, so two open() calls of the
@@ -54,7 +59,7 @@ class PathLock {
       int err = errno;
       ::close(fd);
       if (err == EWOULDBLOCK) {
-        if (error) *error = "path \"" + what + "\" is already open by another provider";
+        if (error) *error = already_open_message(what);
         return Status::YOKAN_ERR_PERMISSION;
       }
       if (error) *error = "cannot lock \"" + lock_file + "\": " + std::strerror(err);
@@ -72,10 +77,5 @@ class PathLock {
   explicit PathLock(int fd) : fd_(fd) {}
   int fd_;
 };
-
-// The message used when a library reports that another handle holds its lock.
-inline std::string already_open_message(const std::string& path) {
-  return "path \"" + path + "\" is already open by another provider";
-}
 
 }  // namespace yokan

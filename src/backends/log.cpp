@@ -176,22 +176,17 @@ class LogBackend final : public Backend {
   }
 
   bool read_at(void* dst, size_t n, uint64_t offset) const {
-    auto* p = static_cast<char*>(dst);
-    while (n > 0) {
-      ssize_t r = ::pread(fd_, p, n, static_cast<off_t>(offset));
-      if (r < 0 && errno == EINTR) continue;
-      if (r <= 0) return false;
-      p += r;
-      n -= static_cast<size_t>(r);
-      offset += static_cast<uint64_t>(r);
-    }
-    return true;
+    return whole_io(::pread, fd_, static_cast<char*>(dst), n, offset);
   }
-
   bool write_at(const void* src, size_t n, uint64_t offset) {
-    auto* p = static_cast<const char*>(src);
+    return whole_io(::pwrite, fd_, static_cast<const char*>(src), n, offset);
+  }
+  // pread/pwrite until all n bytes have moved: short transfers continue where
+  // they stopped, EINTR is retried; false on an error or end of file.
+  template <typename Io, typename Bytes>
+  static bool whole_io(Io io, int fd, Bytes* p, size_t n, uint64_t offset) {
     while (n > 0) {
-      ssize_t r = ::pwrite(fd_, p, n, static_cast<off_t>(offset));
+      ssize_t r = io(fd, p, n, static_cast<off_t>(offset));
       if (r < 0 && errno == EINTR) continue;
       if (r <= 0) return false;
       p += r;
