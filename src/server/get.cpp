@@ -25,16 +25,16 @@ void ProviderImpl::handle_get(RequestPtr req) {
   std::vector<uint64_t> sizes(batch.keys.size());
   Buffer body;
   // Room for what the caller can take (up to 1 MiB, a warm pooled block), so
-  // the reply is not regrown and recopied value after value.
+  // a batch reply is not regrown and recopied value after value.
   uint64_t room = 0;
   for (uint64_t c : caps) room = c > UINT64_MAX - room ? UINT64_MAX : room + c;
-  body.reserve(std::min<uint64_t>(room, uint64_t(1) << 20));
   do {
     if (park_if_missing(req, batch)) return;
     if (batch.keys.size() == 1 && !(batch.mode & mode::CONSUME) &&
         respond_single(req, batch, caps[0]))
       return;
     body.resize(0);
+    body.reserve(std::min<uint64_t>(room, uint64_t(1) << 20));
     s = read_values(batch, packed != 0, caps, &sizes, &body);
   } while (s == Status::YOKAN_ERR_TRY_AGAIN);  // WAIT|CONSUME lost a race: wait again
   if (!ok(s)) return req->respond(s);
