@@ -210,7 +210,9 @@ class MemoryBackend final : public Backend {
     if constexpr (kSorted) {
       const auto& order = data_.key_comp();
       if (near != data_.end()) {
-        auto next = std::next(near);
+        // The last element's successor is end(); std::next would climb the
+        // whole right spine of the tree to find that out.
+        auto next = near == std::prev(data_.end()) ? data_.end() : std::next(near);
         if (next != data_.end() && order.same(next->first, key)) return {next, true};
         if (order(near->first, key) && (next == data_.end() || order(key, next->first)))
           return {next, false};
