@@ -131,6 +131,7 @@ python_prefix=$("$syspy" -c 'import sys; print(sys.base_prefix)')
   external "py-numpy@$(pyver numpy)" "$scratch/pydeps" "python@$python_version"
   external "ucx@$(deb_version libucx-dev)" /usr
   external "nlohmann-json@$(deb_version nlohmann-json3-dev)" /usr
+  external "abseil-cpp@$(deb_version libabsl-dev)" /usr
   external "googletest@$(deb_version libgtest-dev)" /usr
   external "rocksdb@$(deb_version librocksdb-dev)" /usr
   external "leveldb@$(deb_version libleveldb-dev)" /usr

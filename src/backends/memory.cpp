@@ -1,5 +1,11 @@
 // In-memory backends: map, unordered_map, set, unordered_set (one template),
-// and null (discards everything).
+// and null (discards everything). map/set keep their records in a B-tree
+// (abseil's btree_set: nodes of many 8-byte slots, so a new pair adds one
+// record allocation and a few bytes of index), the unordered ones in a
+// Swiss table (abseil's flat_hash_set).
+#include <absl/container/btree_set.h>
+#include <absl/container/flat_hash_set.h>
+#include <absl/hash/hash.h>
 #include <dlfcn.h>
 
 #include <algorithm>
@@ -8,11 +14,9 @@
 #include <map>
 #include <mutex>
 #include <shared_mutex>
-#include <unordered_map>
-#include <variant>
 
 #include "config_reader.hpp"
-#include "yokan/buffer.hpp"
+#include "memory_record.hpp"
 
 namespace yokan {
 namespace {
@@ -37,51 +41,6 @@ class OptionalLock {
  private:
   bool enabled_;
   std::shared_mutex m_;
-};
-
-// A stored value. Large ones live in a shared Buffer, so a reader can lend
-// them out (a zero-copy send); an overwrite writes in place while nobody
-// holds the block, else swaps in a new one (blocks of 1 MiB and more come
-// from the warm buffer pool). Small ones stay an inline string (no extra
-// allocation per pair). With "use_lock": false the caller promises no
-// concurrent calls, which covers lenders too.
-class Value {
- public:
-  static constexpr size_t kShareFrom = 64 * 1024;
-
-  std::string_view view() const {
-    if (auto* b = std::get_if<Shared>(&v_)) return (*b)->view();
-    return std::get<std::string>(v_);
-  }
-  size_t size() const { return view().size(); }
-  // Callers hold the backend's write lock, so no new lender can appear.
-  void assign(std::string_view value) {
-    if (value.size() < kShareFrom) {
-      if (auto* s = std::get_if<std::string>(&v_))
-        s->assign(value.data(), value.size());
-      else
-        v_ = std::string(value);
-      return;
-    }
-    auto* b = std::get_if<Shared>(&v_);
-    if (b && b->use_count() == 1) {
-      // Pairs with the release of the last lender's reference.
-      std::atomic_thread_fence(std::memory_order_acquire);
-      (*b)->resize(0);
-      (*b)->append(value.data(), value.size());
-      return;
-    }
-    v_ = std::make_shared<Buffer>(value.data(), value.size());
-  }
-  // The shared block of a large value, or null for a small one.
-  std::shared_ptr<const Buffer> shared() const {
-    auto* b = std::get_if<Shared>(&v_);
-    return b ? *b : nullptr;
-  }
-
- private:
-  using Shared = std::shared_ptr<Buffer>;
-  std::variant<std::string, Shared> v_;
 };
 
 template <typename Container, bool kSorted, bool kValues>
@@ -123,19 +82,19 @@ class MemoryBackend final : public Backend {
 
   Status get(std::string_view key, const ValueVisitor& visit) override {
     std::shared_lock<OptionalLock> guard(lock_);
-    auto it = lookup(key);
+    auto it = data_.find(key);
     if (it == data_.end()) return Status::YOKAN_ERR_KEY_NOT_FOUND;
-    visit(it->second.view());
+    visit(it->record().value());
     return Status::YOKAN_SUCCESS;
   }
 
   Status lend(std::string_view key, const ValueVisitor& visit,
               std::shared_ptr<const void>* owner) override {
     std::shared_lock<OptionalLock> guard(lock_);
-    auto it = lookup(key);
+    auto it = data_.find(key);
     if (it == data_.end()) return Status::YOKAN_ERR_KEY_NOT_FOUND;
-    if (auto block = it->second.shared()) *owner = std::move(block);
-    visit(it->second.view());
+    if (auto block = it->record().shared()) *owner = std::move(block);
+    visit(it->record().value());
     return Status::YOKAN_SUCCESS;
   }
 
@@ -149,7 +108,7 @@ class MemoryBackend final : public Backend {
         visit(i, nullptr);
         continue;
       }
-      std::string_view value = it->second.view();
+      std::string_view value = it->record().value();
       visit(i, &value);
       near = it;
     }
@@ -158,15 +117,15 @@ class MemoryBackend final : public Backend {
 
   Status length(std::string_view key, size_t* size) override {
     std::shared_lock<OptionalLock> guard(lock_);
-    auto it = lookup(key);
+    auto it = data_.find(key);
     if (it == data_.end()) return Status::YOKAN_ERR_KEY_NOT_FOUND;
-    *size = it->second.size();
+    *size = it->record().value().size();
     return Status::YOKAN_SUCCESS;
   }
 
   Status erase(std::string_view key) override {
     std::unique_lock<OptionalLock> guard(lock_);
-    auto it = lookup(key);
+    auto it = data_.find(key);
     if (it != data_.end()) data_.erase(it);
     return Status::YOKAN_SUCCESS;
   }
@@ -186,19 +145,11 @@ class MemoryBackend final : public Backend {
       }
     }
     for (; it != data_.end(); ++it)
-      if (!visit(it->first, it->second.view())) break;
+      if (!visit(it->key(), it->record().value())) break;
     return Status::YOKAN_SUCCESS;
   }
 
  private:
-  // Ordered maps look up a string_view directly (no key copy per lookup).
-  auto lookup(std::string_view key) {
-    if constexpr (kSorted)
-      return data_.find(key);
-    else
-      return data_.find(std::string(key));
-  }
-
   using Iter = typename Container::iterator;
 
   // Where `key` is (found) or would go. Batches often come in key order
@@ -213,14 +164,14 @@ class MemoryBackend final : public Backend {
         // The last element's successor is end(); std::next would climb the
         // whole right spine of the tree to find that out.
         auto next = near == std::prev(data_.end()) ? data_.end() : std::next(near);
-        if (next != data_.end() && order.same(next->first, key)) return {next, true};
-        if (order(near->first, key) && (next == data_.end() || order(key, next->first)))
+        if (next != data_.end() && order.same(next->key(), key)) return {next, true};
+        if (order(near->key(), key) && (next == data_.end() || order(key, next->key())))
           return {next, false};
       }
       auto it = data_.lower_bound(key);
-      return {it, it != data_.end() && !order(key, it->first)};
+      return {it, it != data_.end() && !order(key, it->key())};
     } else {
-      auto it = lookup(key);
+      auto it = data_.find(key);
       return {it, it != data_.end()};
     }
   }
@@ -228,14 +179,15 @@ class MemoryBackend final : public Backend {
   // Inserts or overwrites; returns the pair's position (the next call's hint).
   Iter store(std::string_view key, std::string_view value, Iter near) {
     auto [it, found] = locate(key, near);
-    if (!found) {
-      if constexpr (kSorted)
-        it = data_.emplace_hint(it, std::string(key), Value());
-      else
-        it = data_.emplace(std::string(key), Value()).first;
+    if (found) {
+      it->assign(value);
+      return it;
     }
-    it->second.assign(value);
-    return it;
+    memory::Slot slot(memory::Record::create(key, value));  // freed if the insert throws
+    if constexpr (kSorted)
+      return data_.insert(it, std::move(slot));
+    else
+      return data_.insert(std::move(slot)).first;
   }
 
   void store(std::string_view key, std::string_view value) { store(key, value, data_.end()); }
@@ -267,11 +219,14 @@ inline int bytewise_compare(std::string_view a, std::string_view b) {
 }
 
 // The order of map/set: bytewise, or a user function loaded by name.
+// Compares stored slots and plain keys alike.
 struct KeyOrder {
   using Less = bool (*)(const void*, size_t, const void*, size_t);
   using is_transparent = void;  // lets find/lower_bound take a string_view
   Less less = nullptr;
-  bool operator()(std::string_view a, std::string_view b) const {
+  template <typename A, typename B>
+  bool operator()(const A& x, const B& y) const {
+    std::string_view a = memory::key_of(x), b = memory::key_of(y);
     return less ? less(a.data(), a.size(), b.data(), b.size()) : bytewise_compare(a, b) < 0;
   }
   bool same(std::string_view a, std::string_view b) const {
@@ -310,9 +265,10 @@ BackendFactory memory_factory(const char* name) {
           bytewise = false;
         }
       } else {
-        r.get_uint("initial_bucket_count", 23);
+        // A hint; capped so a typo cannot reserve the machine's memory up front.
+        data.reserve(std::min<uint64_t>(r.get_uint("initial_bucket_count", 23), 1u << 20));
       }
-      r.sub("allocators");  // accepted for compatibility; std allocators are used
+      r.sub("allocators");  // accepted for compatibility; records use operator new
       r.put("allocators", json::object());
       r.get_bool("disable_doc_mixin_lock", false);
       json completed = r.finish();
@@ -323,8 +279,24 @@ BackendFactory memory_factory(const char* name) {
   };
 }
 
-using OrderedMap = std::map<std::string, Value, KeyOrder>;
-using HashMap = std::unordered_map<std::string, Value>;
+// Hash and equality of the unordered stores, on slots and plain keys alike.
+struct KeyHash {
+  using is_transparent = void;
+  template <typename K>
+  size_t operator()(const K& k) const {
+    return absl::Hash<std::string_view>{}(memory::key_of(k));
+  }
+};
+struct KeyEqual {
+  using is_transparent = void;
+  template <typename A, typename B>
+  bool operator()(const A& a, const B& b) const {
+    return memory::key_of(a) == memory::key_of(b);
+  }
+};
+
+using OrderedMap = absl::btree_set<memory::Slot, KeyOrder>;
+using HashMap = absl::flat_hash_set<memory::Slot, KeyHash, KeyEqual>;
 
 // Discards writes; reports every key as absent.
 class NullBackend final : public Backend {

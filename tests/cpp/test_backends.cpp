@@ -188,6 +188,34 @@ TEST_P(BackendTest, Overwrite) {
   EXPECT_EQ(count(), 1u);
 }
 
+// One key rewritten with values that grow, shrink and cross the size at
+// which the in-memory stores move a value into a shared block, for keys of
+// several lengths (alignment of what follows the key); neighbours keep theirs.
+TEST_P(BackendTest, OverwritesOfEverySize) {
+  open_default();
+  if (!values()) GTEST_SKIP() << "no values";
+  const size_t sizes[] = {0,     1,     15, 16,     17,    100, 5,  1000,   65535,
+                          65536, 65537, 10, 200000, 70000, 0,   64, 300000, 1};
+  for (size_t key_size : {1, 7, 8, 9, 100, 300}) {  // lmdb takes keys up to 511 bytes
+    const std::string before(key_size, 'a'), key(key_size, 'b'), after(key_size, 'c');
+    ASSERT_EQ(db_->put(before, "left"), Status::YOKAN_SUCCESS);
+    ASSERT_EQ(db_->put(after, "right"), Status::YOKAN_SUCCESS);
+    char fill = 'A';
+    for (size_t size : sizes) {
+      const std::string value(size, fill++);
+      ASSERT_EQ(db_->put(key, value), Status::YOKAN_SUCCESS) << key_size << "/" << size;
+      ASSERT_EQ(get(key), value) << key_size << "/" << size;
+      size_t len = 0;
+      ASSERT_EQ(db_->length(key, &len), Status::YOKAN_SUCCESS);
+      EXPECT_EQ(len, size);
+    }
+    EXPECT_EQ(get(before), "left");
+    EXPECT_EQ(get(after), "right");
+    ASSERT_EQ(db_->erase(key), Status::YOKAN_SUCCESS);
+    EXPECT_EQ(get(key), "<absent>");
+  }
+}
+
 TEST_P(BackendTest, EmptyValue) {
   open_default();
   ASSERT_EQ(db_->put("empty", ""), Status::YOKAN_SUCCESS);

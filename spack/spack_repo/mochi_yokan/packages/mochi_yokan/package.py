@@ -63,6 +63,8 @@ class MochiYokan(CMakePackage):
     depends_on("ucx")
     # Its headers are included by yokan's public headers, hence build and link.
     depends_on("nlohmann-json")
+    # B-tree and hash set of the in-memory backends (linked privately).
+    depends_on("abseil-cpp")
 
     # The C++ tests (YOKAN_BUILD_TESTS, run by `spack install --test=root`) use GoogleTest.
     depends_on("googletest", type="test")
