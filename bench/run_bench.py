@@ -656,6 +656,13 @@ def main(argv=None):
             wt,
         ).get("memcpy")
     }
+    log("shared-memory hand-off")
+    import handoff  # numpy, which only the benchmark's own processes need
+
+    limits["handoff"] = {
+        str(mib): handoff.handoff_bandwidth(mib, reps, params["runs"], srv_cpu, cli_cpu)
+        for mib, reps in zip(params["large_mib"], params["large_reps"])
+    }
     log("ucx_perftest")
     limits["ucx_sm_cross"] = ucx_round_trip("sm,self", srv_cpu, cli_cpu, params)
     limits["ucx_tcp_cross"] = ucx_round_trip(
@@ -769,6 +776,15 @@ def main(argv=None):
         f"  memcpy (numpy copyto, {params['memcpy_mib']} MiB, preallocated, CPU{cli_cpu}): "
         f"{fmt_num(m.get('GB_s'), 'GB/s')} GB/s"
     )
+    for mib, h in limits["handoff"].items():
+        if "error" in h:
+            print(f"  hand-off {mib} MiB CPU{srv_cpu}->CPU{cli_cpu}: n/a: {h['error']}")
+            continue
+        runs = ", ".join(f"{x:.1f}" for x in h["runs"])
+        print(
+            f"  hand-off CPU{srv_cpu}->CPU{cli_cpu} through shared memory, {mib} MiB, 2 copies "
+            f"(the shape of a large get over sm): {h['GB_s']:.2f} GB/s (runs: {runs})"
+        )
     for key, label in (
         ("ucx_sm_cross", f"UCX sm  CPU{srv_cpu}<->CPU{cli_cpu}"),
         ("ucx_tcp_cross", f"UCX tcp CPU{srv_cpu}<->CPU{cli_cpu}"),
