@@ -43,7 +43,9 @@ void Watcher::notify(std::string_view key) {
   }
   for (auto& p : woken) {
     auto* raw = p.req.release();
-    post_([this, raw] { retry_(RequestPtr(raw)); });
+    // The job may run after this watcher (and its provider) is gone: it
+    // carries its own copy of retry_, which holds the provider only weakly.
+    post_([retry = retry_, raw] { retry(RequestPtr(raw)); });
   }
 }
 

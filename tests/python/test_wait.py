@@ -147,3 +147,35 @@ def test_waiting_client_killed_leaves_nothing_stuck(remote):
         db = Client(e).make_database_handle(server.address, 42)
         db.put("never", "x")  # the dead waiter's request is dropped, not answered late
         assert db.get("never", mode=Mode.WAIT, timeout_ms=5000) == b"x"
+
+
+def test_provider_dropped_while_woken_waiters_are_queued():
+    """A write wakes waiters (their retries queue on the handler pool) and the
+    provider is destroyed at once: each retry finds the provider gone and
+    answers an error instead of touching freed memory."""
+    from mochi.yokan.exception import YOKAN_ERR_INVALID_PROVIDER
+    from mochi.yokan.server import Provider
+
+    def wait_for(db, i, outcomes):
+        try:
+            outcomes.append(db.get(f"w{i}", mode=Mode.WAIT, timeout_ms=20000))
+        except ClientError as err:
+            outcomes.append(err.code)
+
+    for _ in range(10):
+        with Engine("na+sm", config={"num_rpc_threads": 1}) as e:
+            p = Provider(engine=e, provider_id=1, config='{"database": {"type": "map"}}')
+            db = Client(e).make_database_handle(e.addr(), 1)
+            outcomes = []
+            waiters = [threading.Thread(target=wait_for, args=(db, i, outcomes)) for i in range(8)]
+            for t in waiters:
+                t.start()
+            time.sleep(0.3)  # all parked
+            db.put_multi([(f"w{i}", "v") for i in range(8)])
+            del p
+            for t in waiters:
+                t.join(30)
+                assert not t.is_alive()
+            assert len(outcomes) == 8
+            assert all(o in (b"v", YOKAN_ERR_INVALID_PROVIDER) for o in outcomes), outcomes
+            del db
