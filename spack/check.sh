@@ -224,6 +224,8 @@ spack -e "$ienv" install --test=root -p 1 --show-log-on-error
 spack -e "$ienv" find -v -l mochi-yokan
 
 step "spack test run (stand-alone tests of both installs)"
+# A reused SCRATCH keeps the previous run's suite, and an alias must be new.
+spack test remove -y yokan-check >/dev/null 2>&1 || true
 spack -e "$ienv" test run --alias yokan-check mochi-yokan
 spack -e "$ienv" test results -l yokan-check
 
