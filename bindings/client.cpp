@@ -16,8 +16,14 @@ Keys read_items(ByteViews& views, py::handle items, const char* what) {
     Keys out;
     out.reserve(sizes.size());
     size_t offset = 0;
-    for (auto item : sizes) {
-      auto n = item.cast<long long>();
+    // Any integer (int, bool, numpy integers: whatever has __index__); a
+    // str or float is a TypeError, an int past 64 bits an OverflowError.
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(sizes.ptr()); ++i) {
+      auto index =
+          py::reinterpret_steal<py::object>(PyNumber_Index(PyList_GET_ITEM(sizes.ptr(), i)));
+      if (!index) throw py::error_already_set();
+      long long n = PyLong_AsLongLong(index.ptr());
+      if (n == -1 && PyErr_Occurred()) throw py::error_already_set();
       if (n < 0) throw py::value_error(std::string(what) + " sizes must not be negative");
       if (static_cast<size_t>(n) > data.size() - offset)
         throw py::value_error(std::string(what) + "s buffer is smaller than the sum of its sizes");

@@ -8,12 +8,15 @@ namespace yokan::python {
 py::list python_sizes(const std::vector<uint64_t>& sizes) {
   py::list out(sizes.size());
   for (size_t i = 0; i < sizes.size(); ++i) {
+    PyObject* item;
     if (sizes[i] == KEY_NOT_FOUND)
-      out[i] = py::none();
+      item = py::none().release().ptr();
     else if (sizes[i] == SIZE_TOO_SMALL)
-      out[i] = py::int_(-1);
+      item = PyLong_FromLong(-1);
     else
-      out[i] = py::int_(sizes[i]);
+      item = PyLong_FromUnsignedLongLong(sizes[i]);
+    if (!item) throw py::error_already_set();
+    PyList_SET_ITEM(out.ptr(), static_cast<Py_ssize_t>(i), item);  // steals the reference
   }
   return out;
 }

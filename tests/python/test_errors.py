@@ -100,7 +100,20 @@ def test_negative_and_huge_packed_sizes(db):
         db.put_packed(b"abc", [-1, 4], b"xy", [1, 1])
     with pytest.raises(ValueError):
         db.get_packed(b"abc", [2**40], bytearray(8))
+    with pytest.raises(OverflowError):
+        db.get_packed(b"abc", [2**70], bytearray(8))
+    with pytest.raises(TypeError):
+        db.put_packed(b"abc", ["3"], b"x", [1])
+    with pytest.raises(TypeError):
+        db.put_packed(b"abc", [3.0], b"x", [1])
     assert db.count() == 0
+
+
+def test_packed_sizes_of_other_integer_types(db):
+    np = pytest.importorskip("numpy")
+    db.put_packed(b"abcd", np.array([1, 3], dtype=np.int64), b"xy", [np.uint8(1), True])
+    assert db.get_multi([b"a", b"bcd"]) == [b"x", b"y"]
+    assert db.length_packed(b"abcd", (np.int32(1), 3)) == [1, 1]
 
 
 @pytest.mark.parametrize(
