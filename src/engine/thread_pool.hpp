@@ -14,7 +14,17 @@ namespace yokan {
 class ThreadPool {
  public:
   explicit ThreadPool(size_t threads) {
-    for (size_t i = 0; i < threads; ++i) workers_.emplace_back([this] { run(); });
+    for (size_t i = 0; i < threads; ++i) {
+      workers_.emplace_back([this] { run(); });
+      ids_.push_back(workers_.back().get_id());
+    }
+  }
+  // True on one of the pool's threads (which must not stop the pool: a
+  // thread cannot join itself).
+  bool runs_here() const {
+    for (auto id : ids_)
+      if (id == std::this_thread::get_id()) return true;
+    return false;
   }
   ~ThreadPool() { stop(); }
 
@@ -57,6 +67,7 @@ class ThreadPool {
   std::condition_variable cv_;
   std::deque<std::function<void()>> jobs_;
   std::vector<std::thread> workers_;
+  std::vector<std::thread::id> ids_;  // fixed at construction
   bool stopping_ = false;
 };
 

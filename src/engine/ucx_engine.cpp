@@ -231,6 +231,11 @@ class UcxEngine final : public Engine, public std::enable_shared_from_this<UcxEn
     return finalize_cv_.wait_for(lk, std::chrono::duration<double, std::milli>(timeout_ms), done);
   }
 
+  // True on the progress thread or a handler thread of this engine.
+  bool runs_here() const {
+    return std::this_thread::get_id() == progress_thread_.get_id() || (pool_ && pool_->runs_here());
+  }
+
   // --- used by callbacks ---
   void send_message(Endpoint& ep, uint16_t am_id, WireHeader h, std::string meta, Buffer body);
   void dispatch(std::unique_ptr<IncomingRequest> req);
@@ -520,7 +525,16 @@ UcxEngine::UcxEngine(const std::string& address, bool listen, const std::string&
 
 std::shared_ptr<Engine> Engine::create(const std::string& address, bool listen,
                                        const std::string& config) {
-  return std::make_shared<UcxEngine>(address, listen, config);
+  // The last reference can be dropped on one of the engine's own threads: a
+  // handler that held the last reference to a provider, which holds the
+  // engine. That thread cannot join itself, nor free the worker it is still
+  // inside; a new thread tears the engine down once it has returned.
+  return std::shared_ptr<UcxEngine>(new UcxEngine(address, listen, config), [](UcxEngine* e) {
+    if (e->runs_here())
+      std::thread([e] { delete e; }).detach();
+    else
+      delete e;
+  });
 }
 
 // ---------------------------------------------------------------------------

@@ -82,3 +82,42 @@ def test_engine_config_validation():
     with pytest.raises(Exception) as err:
         Engine("tcp", config="{not json")
     assert getattr(err.value, "code", None) == 7
+
+
+def test_engine_released_last_by_its_own_handler():
+    """The last reference to an engine can be dropped on the engine's own
+    thread: a handler still running (a Lua filter spinning to its time limit)
+    holds the provider, which holds the engine, after the program let go of
+    both. The engine must then be torn down elsewhere, not join itself."""
+    import subprocess
+    import sys
+
+    code = (
+        "import threading, time\n"
+        "from mochi.margo import Engine\n"
+        "from mochi.yokan.client import Client\n"
+        "from mochi.yokan.mode import Mode\n"
+        "from mochi.yokan.server import Provider\n"
+        "e = Engine('na+sm')\n"
+        'p = Provider(engine=e, provider_id=1, config=\'{"database": {"type": "map"}}\')\n'
+        "c = Engine('na+sm', mode=0)\n"
+        "db = Client(c).make_database_handle(str(e.addr()), 1)\n"
+        "db.put('k', 'v')\n"
+        "out = []\n"
+        "def slow():\n"
+        "    try:\n"
+        "        db.list_keys([bytearray(8)], '', 'while true do end', Mode.LUA_FILTER)\n"
+        "        out.append('answered')\n"
+        "    except Exception as err:\n"
+        "        out.append(type(err).__name__)\n"
+        "t = threading.Thread(target=slow)\n"
+        "t.start()\n"
+        "time.sleep(0.3)\n"
+        "del p, e\n"
+        "t.join(60)\n"
+        "time.sleep(1)  # the handler returns just after its reply\n"
+        "print('done', out, flush=True)\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.startswith("done")
