@@ -541,7 +541,11 @@ std::shared_ptr<Engine> Engine::create(const std::string& address, bool listen,
 // Progress
 
 void UcxEngine::progress_loop() {
-  auto spin = std::chrono::duration<double, std::micro>(spin_us_);
+  // A client whose callers were told not to spin (call_spin_us 0: a shared or
+  // oversubscribed CPU) gets a progress thread that does not spin either; a
+  // spinning one takes the CPU from the provider and the caller it waits for.
+  const bool no_spin = !listen_ && call_spin_us_ == 0;
+  auto spin = std::chrono::duration<double, std::micro>(no_spin ? 0 : spin_us_);
   int ep = epoll_create1(EPOLL_CLOEXEC);
   epoll_event ev{};
   ev.events = EPOLLIN;
@@ -1229,8 +1233,16 @@ Status UcxEngine::send_and_wait(uint16_t am_id, const EndpointPtr& ep, uint16_t 
       continue;
     }
     // Past the spin window: nap, and progress again on each wake in case the
-    // progress thread is asleep on a transport that does not signal.
-    spinning.stop();
+    // progress thread is asleep on a transport that does not signal. A client
+    // engine's progress thread parks while callers spin: unpark it now, or
+    // nobody moves the worker until one of the two 1 ms naps ends.
+    if (spinning.on) {
+      spinning.stop();
+      if (!listen_) {
+        { std::lock_guard<std::mutex> g(park_mu_); }  // no lost wake-up
+        park_cv_.notify_all();
+      }
+    }
     std::unique_lock<std::mutex> lk(pc.m);
     auto wake = now + std::chrono::milliseconds(1);
     if (has_deadline && deadline < wake) wake = deadline;
