@@ -295,8 +295,8 @@ struct KeyEqual {
   }
 };
 
-using OrderedMap = absl::btree_set<memory::Slot, KeyOrder>;
-using HashMap = absl::flat_hash_set<memory::Slot, KeyHash, KeyEqual>;
+using OrderedStore = absl::btree_set<memory::Slot, KeyOrder>;
+using HashStore = absl::flat_hash_set<memory::Slot, KeyHash, KeyEqual>;
 
 // Discards writes; reports every key as absent.
 class NullBackend final : public Backend {
@@ -324,16 +324,16 @@ class NullBackend final : public Backend {
 }  // namespace
 
 void register_backend_map(std::map<std::string, BackendFactory>& r) {
-  r["map"] = memory_factory<OrderedMap, true, true>("map");
+  r["map"] = memory_factory<OrderedStore, true, true>("map");
 }
 void register_backend_unordered_map(std::map<std::string, BackendFactory>& r) {
-  r["unordered_map"] = memory_factory<HashMap, false, true>("unordered_map");
+  r["unordered_map"] = memory_factory<HashStore, false, true>("unordered_map");
 }
 void register_backend_set(std::map<std::string, BackendFactory>& r) {
-  r["set"] = memory_factory<OrderedMap, true, false>("set");
+  r["set"] = memory_factory<OrderedStore, true, false>("set");
 }
 void register_backend_unordered_set(std::map<std::string, BackendFactory>& r) {
-  r["unordered_set"] = memory_factory<HashMap, false, false>("unordered_set");
+  r["unordered_set"] = memory_factory<HashStore, false, false>("unordered_set");
 }
 // array: an in-memory document store (collections only), as upstream's.
 void register_backend_array(std::map<std::string, BackendFactory>& r) {
@@ -342,7 +342,7 @@ void register_backend_array(std::map<std::string, BackendFactory>& r) {
       ConfigReader c(config, "array config");
       bool use_lock = c.get_bool("use_lock", true);
       json completed = c.finish();
-      *out = std::make_unique<MemoryBackend<OrderedMap, true, true>>(completed, use_lock, false);
+      *out = std::make_unique<MemoryBackend<OrderedStore, true, true>>(completed, use_lock, false);
       return Status::YOKAN_SUCCESS;
     });
   };
