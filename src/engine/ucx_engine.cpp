@@ -447,6 +447,13 @@ UcxEngine::UcxEngine(const std::string& address, bool listen, const std::string&
     // large active messages that the default one (in 1.13) does not: 3-8x the
     // bandwidth for 1-64 MiB values here. "ucx": {"PROTO_ENABLE": "n"} reverts.
     if (!std::getenv("UCX_PROTO_ENABLE")) set_ucx(ucfg, "PROTO_ENABLE", "y");
+    // Our worker is shared by the progress thread, handler threads and
+    // callers. With UCX's default spinlock, a thread preempted while holding
+    // it (a peer woken on the same CPU) leaves the others spinning until the
+    // scheduler's next tick: 4-8 ms per call for non-spinning peers on one
+    // CPU, and a 64 MiB transfer whose caller spun on the lock for 30% of
+    // its time. A mutex puts the waiter to sleep instead.
+    if (!std::getenv("UCX_USE_MT_MUTEX")) set_ucx(ucfg, "USE_MT_MUTEX", "y");
     if (config_.contains("ucx")) {
       if (!config_["ucx"].is_object())
         throw Exception(Status::YOKAN_ERR_INVALID_CONFIG,
