@@ -89,8 +89,7 @@ class Engine {
   // `address`: "tcp", "tcp://HOST", "tcp://HOST:PORT", "tcp://IFACE", "na+sm", "sm",
   // "verbs" ... (see README). `listen`: server mode. `config`: JSON object text
   // ("" for defaults): {"num_rpc_threads": 4, "rndv_threshold": 16384,
-  // "spin_us": 100, "call_spin_us": 2000, "ucx": {"TLS": "..."}}. A client
-  // engine with "call_spin_us": 0 does not spin its progress thread either.
+  // "spin_us": 100, "call_spin_us": 2000, "ucx": {"TLS": "..."}}.
   static std::shared_ptr<Engine> create(const std::string& address, bool listen,
                                         const std::string& config = "");
   virtual ~Engine() = default;

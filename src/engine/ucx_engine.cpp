@@ -548,11 +548,7 @@ std::shared_ptr<Engine> Engine::create(const std::string& address, bool listen,
 // Progress
 
 void UcxEngine::progress_loop() {
-  // A client whose callers were told not to spin (call_spin_us 0: a shared or
-  // oversubscribed CPU) gets a progress thread that does not spin either; a
-  // spinning one takes the CPU from the provider and the caller it waits for.
-  const bool no_spin = !listen_ && call_spin_us_ == 0;
-  auto spin = std::chrono::duration<double, std::micro>(no_spin ? 0 : spin_us_);
+  auto spin = std::chrono::duration<double, std::micro>(spin_us_);
   int ep = epoll_create1(EPOLL_CLOEXEC);
   epoll_event ev{};
   ev.events = EPOLLIN;
