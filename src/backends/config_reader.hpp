@@ -36,8 +36,10 @@ class ConfigReader {
       return def;
     }
     const json& v = in_[key];
-    if (!v.is_number_unsigned()) throw type_error(key, "a non-negative integer");
-    out_[key] = v;
+    // A config built in C++ holds 0 as a signed integer; JSON text never does.
+    if (!v.is_number_unsigned() && !(v.is_number_integer() && v.get<int64_t>() >= 0))
+      throw type_error(key, "a non-negative integer");
+    out_[key] = v.get<uint64_t>();
     return v.get<uint64_t>();
   }
   int64_t get_int(const std::string& key, int64_t def) {
