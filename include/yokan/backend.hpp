@@ -89,6 +89,12 @@ class Backend {
 
   // Make everything acknowledged so far durable (no-op for in-memory backends).
   virtual Status flush() { return Status::YOKAN_SUCCESS; }
+
+  // Called by the provider while its engine has nothing else to do: a short
+  // step of background work (a few µs; the in-memory backends fault in the
+  // memory of future records). Returns true if there is more to do. May run
+  // concurrently with any other call. Default: nothing.
+  virtual bool use_idle_time() { return false; }
 };
 
 // Creates a backend from its JSON config. On failure returns a status (usually

@@ -213,6 +213,16 @@ class UcxEngine final : public Engine, public std::enable_shared_from_this<UcxEn
     std::lock_guard<std::mutex> g(finalize_mu_);
     finalize_hooks_.erase(token);
   }
+  void on_idle(uint64_t token, std::function<bool()> task) override {
+    std::lock_guard<std::mutex> g(idle_mu_);
+    idle_tasks_[token] = std::move(task);
+    idle_count_.store(idle_tasks_.size(), std::memory_order_release);
+  }
+  void cancel_on_idle(uint64_t token) override {
+    std::lock_guard<std::mutex> g(idle_mu_);  // waits for a running task
+    idle_tasks_.erase(token);
+    idle_count_.store(idle_tasks_.size(), std::memory_order_release);
+  }
 
   Status call(const EndpointPtr& ep, uint16_t provider_id, uint16_t rpc, std::string_view meta,
               const std::vector<Segment>& body, const CallOptions& options, Reply* reply) override {
@@ -265,6 +275,7 @@ class UcxEngine final : public Engine, public std::enable_shared_from_this<UcxEn
   void fail_peer(uint64_t token);
   static void close_endpoint(Endpoint& ep);
   void progress_loop();
+  bool run_idle_tasks();  // true if one has more to do
   // ucp_worker_progress, counted, so that a napping caller can stay out of
   // the way of a thread that is already moving data (see progress_if_idle).
   unsigned progress() {
@@ -337,6 +348,10 @@ class UcxEngine final : public Engine, public std::enable_shared_from_this<UcxEn
   std::mutex finalize_mu_;
   std::condition_variable finalize_cv_;
   std::map<uint64_t, std::function<void()>> finalize_hooks_;
+  // Held while the idle tasks run (cancel_on_idle waits on it).
+  std::mutex idle_mu_;
+  std::map<uint64_t, std::function<bool()>> idle_tasks_;
+  std::atomic<size_t> idle_count_{0};
   std::atomic<bool> finalized_{false};
   bool torn_down_ = false;
 };
@@ -572,7 +587,8 @@ void UcxEngine::progress_loop() {
       last_work = Clock::now();
       continue;
     }
-    if (Clock::now() - last_work < spin) {
+    const bool more_idle_work = run_idle_tasks();
+    if (more_idle_work || Clock::now() - last_work < spin) {
       if ((++idle_spins & 31) == 0) sched_yield();
       continue;
     }
@@ -589,6 +605,14 @@ void UcxEngine::progress_loop() {
     last_work = Clock::now();
   }
   close(ep);
+}
+
+bool UcxEngine::run_idle_tasks() {
+  if (idle_count_.load(std::memory_order_acquire) == 0) return false;
+  bool more = false;
+  std::lock_guard<std::mutex> g(idle_mu_);
+  for (auto& [token, task] : idle_tasks_) more |= task();
+  return more;
 }
 
 // ---------------------------------------------------------------------------

@@ -75,10 +75,14 @@ Provider::Provider(std::shared_ptr<Engine> engine, uint16_t provider_id,
   engine->on_finalize(impl_->hook_token, [weak] {
     if (auto impl = weak.lock()) impl->shutdown();
   });
+  // The backend outlives the task: ~Provider cancels it first.
+  engine->on_idle(impl_->hook_token,
+                  [backend = impl_->backend.get()] { return backend->use_idle_time(); });
 }
 
 Provider::~Provider() {
   if (!impl_) return;
+  impl_->engine->cancel_on_idle(impl_->hook_token);
   impl_->engine->cancel_on_finalize(impl_->hook_token);
   impl_->shutdown();
 }
