@@ -46,13 +46,18 @@ class OptionalLock {
 template <typename Container, bool kSorted, bool kValues>
 class MemoryBackend final : public Backend {
  public:
-  MemoryBackend(json config, bool use_lock, bool key_value = true, Container data = Container(),
-                bool bytewise = true)
+  MemoryBackend(json config, bool use_lock, size_t prefault_max, bool key_value = true,
+                Container data = Container(), bool bytewise = true)
       : config_(std::move(config)),
         lock_(use_lock),
         key_value_(key_value),
         bytewise_(bytewise),
+        arena_(prefault_max),
         data_(std::move(data)) {}
+
+  ~MemoryBackend() override {
+    for (const auto& slot : data_) memory::Record::destroy(arena_, slot.get());
+  }
 
   BackendTraits traits() const override {
     BackendTraits t{kSorted, kValues, false};
@@ -126,7 +131,10 @@ class MemoryBackend final : public Backend {
   Status erase(std::string_view key) override {
     std::unique_lock<OptionalLock> guard(lock_);
     auto it = data_.find(key);
-    if (it != data_.end()) data_.erase(it);
+    if (it == data_.end()) return Status::YOKAN_SUCCESS;
+    memory::Record* record = it->get();
+    data_.erase(it);
+    memory::Record::destroy(arena_, record);
     return Status::YOKAN_SUCCESS;
   }
 
@@ -148,6 +156,9 @@ class MemoryBackend final : public Backend {
       if (!visit(it->key(), it->record().value())) break;
     return Status::YOKAN_SUCCESS;
   }
+
+  // Faults in memory for the next records (see memory_arena.hpp).
+  bool use_idle_time() override { return arena_.prefault(); }
 
  private:
   using Iter = typename Container::iterator;
@@ -180,14 +191,19 @@ class MemoryBackend final : public Backend {
   Iter store(std::string_view key, std::string_view value, Iter near) {
     auto [it, found] = locate(key, near);
     if (found) {
-      it->assign(value);
+      it->assign(arena_, value);
       return it;
     }
-    memory::Slot slot(memory::Record::create(key, value));  // freed if the insert throws
-    if constexpr (kSorted)
-      return data_.insert(it, std::move(slot));
-    else
-      return data_.insert(std::move(slot)).first;
+    memory::Slot slot(memory::Record::create(arena_, key, value));
+    try {
+      if constexpr (kSorted)
+        return data_.insert(it, slot);
+      else
+        return data_.insert(slot).first;
+    } catch (...) {
+      memory::Record::destroy(arena_, slot.get());
+      throw;
+    }
   }
 
   void store(std::string_view key, std::string_view value) { store(key, value, data_.end()); }
@@ -196,6 +212,7 @@ class MemoryBackend final : public Backend {
   OptionalLock lock_;
   bool key_value_;
   bool bytewise_;
+  memory::RecordArena arena_;  // outlives data_, whose slots point into it
   Container data_;
 };
 
@@ -250,6 +267,9 @@ KeyOrder::Less load_comparator(const std::string& descriptor) {
   return reinterpret_cast<KeyOrder::Less>(fn);
 }
 
+// How far ahead of a growing store idle time may fault in memory, at most.
+constexpr uint64_t kDefaultPrefaultMax = 16 << 20;
+
 template <typename Container, bool kSorted, bool kValues>
 BackendFactory memory_factory(const char* name) {
   return [name](const json& config, std::unique_ptr<Backend>* out, std::string* error) {
@@ -268,12 +288,13 @@ BackendFactory memory_factory(const char* name) {
         // A hint; capped so a typo cannot reserve the machine's memory up front.
         data.reserve(std::min<uint64_t>(r.get_uint("initial_bucket_count", 23), 1u << 20));
       }
-      r.sub("allocators");  // accepted for compatibility; records use operator new
+      uint64_t prefault_max = r.get_uint("prefault_max_bytes", kDefaultPrefaultMax);
+      r.sub("allocators");  // accepted for compatibility; records use the arena
       r.put("allocators", json::object());
       r.get_bool("disable_doc_mixin_lock", false);
       json completed = r.finish();
       *out = std::make_unique<MemoryBackend<Container, kSorted, kValues>>(
-          completed, use_lock, true, std::move(data), bytewise);
+          completed, use_lock, prefault_max, true, std::move(data), bytewise);
       return Status::YOKAN_SUCCESS;
     });
   };
@@ -341,8 +362,10 @@ void register_backend_array(std::map<std::string, BackendFactory>& r) {
     return with_config_errors(error, [&] {
       ConfigReader c(config, "array config");
       bool use_lock = c.get_bool("use_lock", true);
+      uint64_t prefault_max = c.get_uint("prefault_max_bytes", kDefaultPrefaultMax);
       json completed = c.finish();
-      *out = std::make_unique<MemoryBackend<OrderedStore, true, true>>(completed, use_lock, false);
+      *out = std::make_unique<MemoryBackend<OrderedStore, true, true>>(completed, use_lock,
+                                                                       prefault_max, false);
       return Status::YOKAN_SUCCESS;
     });
   };

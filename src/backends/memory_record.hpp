@@ -6,6 +6,10 @@
 // Large values (>= kShareFrom) live in a shared Buffer instead, so a reader
 // can lend them to the transport (a zero-copy send) while the store goes on.
 //
+// Records of up to RecordArena::kMaxBlock bytes come from the backend's
+// arena, larger ones from operator new; whoever creates a record passes the
+// same arena to destroy it.
+//
 // Not thread-safe: the backend's lock covers records, except that a lent
 // Buffer may outlive its record (shared ownership).
 #pragma once
@@ -18,6 +22,7 @@
 #include <string_view>
 #include <utility>
 
+#include "memory_arena.hpp"
 #include "yokan/buffer.hpp"
 
 namespace yokan::memory {
@@ -27,21 +32,18 @@ class Record {
   static constexpr size_t kShareFrom = 64 * 1024;
 
   // Throws std::bad_alloc; nothing is leaked then.
-  static Record* create(std::string_view key, std::string_view value) {
+  static Record* create(RecordArena& arena, std::string_view key, std::string_view value) {
     const bool shared = value.size() >= kShareFrom;
-    const size_t room =
-        shared ? large_offset(key.size()) - key.size() + sizeof(Shared) : value.size();
-    // Rounding up costs nothing (the allocator rounds too) and lets a
-    // slightly longer value be written in place later.
-    const size_t total = (sizeof(Record) + key.size() + room + 15) & ~size_t(15);
-    void* block = ::operator new(total);
+    const size_t total = shared ? shared_block_size(key.size())
+                                : block_size(sizeof(Record) + key.size() + value.size());
+    void* block = allocate(arena, total);
     auto* r = new (block) Record(key.size());
     std::memcpy(r->bytes(), key.data(), key.size());
     if (shared) {
       try {
         new (r->large()) Shared(std::make_shared<Buffer>(value.data(), value.size()));
       } catch (...) {
-        ::operator delete(block);
+        release(arena, block, total);
         throw;
       }
       r->capacity_ = kSharedMark;
@@ -53,10 +55,12 @@ class Record {
     return r;
   }
 
-  static void destroy(Record* r) noexcept {
+  static void destroy(RecordArena& arena, Record* r) noexcept {
+    const size_t total = r->is_shared() ? shared_block_size(r->key_size_)
+                                        : sizeof(Record) + r->key_size_ + r->capacity_;
     if (r->is_shared()) r->large()->~Shared();
     r->~Record();
-    ::operator delete(r);
+    release(arena, r, total);
   }
 
   std::string_view key() const { return {bytes(), key_size_}; }
@@ -70,9 +74,9 @@ class Record {
   // Replaces the value. Returns the record that now holds the pair: this one
   // (written in place) or a new one, in which case this one is destroyed.
   // The caller holds the backend's write lock, so no new lender can appear.
-  Record* assign(std::string_view value) {
+  Record* assign(RecordArena& arena, std::string_view value) {
     if (value.size() >= kShareFrom) {
-      if (!is_shared()) return replace(value);
+      if (!is_shared()) return replace(arena, value);
       Shared& block = *large();
       if (block.use_count() == 1) {
         // Pairs with the release of the last lender's reference.
@@ -86,7 +90,7 @@ class Record {
     }
     // In place if it fits and does not strand much unused room.
     if (is_shared() || value.size() > capacity_ || capacity_ > 2 * value.size() + 64)
-      return replace(value);
+      return replace(arena, value);
     if (!value.empty()) std::memcpy(bytes() + key_size_, value.data(), value.size());
     value_size_ = static_cast<uint32_t>(value.size());
     return this;
@@ -97,6 +101,22 @@ class Record {
   static constexpr uint32_t kSharedMark = UINT32_MAX;
 
   explicit Record(size_t key_size) : key_size_(key_size) {}
+
+  // Rounding up costs nothing (allocators round too) and lets a slightly
+  // longer value be written in place later.
+  static size_t block_size(size_t bytes) { return (bytes + 15) & ~size_t(15); }
+  static size_t shared_block_size(size_t key_size) {
+    return block_size(sizeof(Record) + large_offset(key_size) + sizeof(Shared));
+  }
+  static void* allocate(RecordArena& arena, size_t total) {
+    return total <= RecordArena::kMaxBlock ? arena.allocate(total) : ::operator new(total);
+  }
+  static void release(RecordArena& arena, void* block, size_t total) noexcept {
+    if (total <= RecordArena::kMaxBlock)
+      arena.release(block, total);
+    else
+      ::operator delete(block);
+  }
 
   static size_t large_offset(size_t key_size) {
     return (key_size + alignof(Shared) - 1) & ~(alignof(Shared) - 1);
@@ -109,9 +129,9 @@ class Record {
         reinterpret_cast<Shared*>(const_cast<char*>(bytes()) + large_offset(key_size_)));
   }
 
-  Record* replace(std::string_view value) {
-    Record* fresh = create(key(), value);
-    destroy(this);
+  Record* replace(RecordArena& arena, std::string_view value) {
+    Record* fresh = create(arena, key(), value);
+    destroy(arena, this);
     return fresh;
   }
 
@@ -120,29 +140,21 @@ class Record {
   uint32_t capacity_ = 0;  // room for a small value, or kSharedMark
 };
 
-// The element the containers hold: owns one record. The record pointer may
-// change through a const element (an overwrite that needs a bigger block);
-// the key, and so the element's place in the container, never does.
+// The element the containers hold: a pointer to one record, which the
+// backend creates and destroys (containers move slots around freely). The
+// record pointer may change through a const element (an overwrite that needs
+// a bigger block); the key, and so the element's place in the container,
+// never does.
 class Slot {
  public:
   explicit Slot(Record* record) noexcept : record_(record) {}
-  Slot(Slot&& o) noexcept : record_(std::exchange(o.record_, nullptr)) {}
-  Slot& operator=(Slot&& o) noexcept {
-    if (this != &o) {
-      if (record_) Record::destroy(record_);
-      record_ = std::exchange(o.record_, nullptr);
-    }
-    return *this;
-  }
-  Slot(const Slot&) = delete;
-  Slot& operator=(const Slot&) = delete;
-  ~Slot() {
-    if (record_) Record::destroy(record_);
-  }
 
   std::string_view key() const { return record_->key(); }
   const Record& record() const { return *record_; }
-  void assign(std::string_view value) const { record_ = record_->assign(value); }
+  Record* get() const { return record_; }
+  void assign(RecordArena& arena, std::string_view value) const {
+    record_ = record_->assign(arena, value);
+  }
 
  private:
   mutable Record* record_;

@@ -429,6 +429,33 @@ TEST_P(BackendTest, ConcurrentWriters) {
   EXPECT_EQ(count(), 400u);
 }
 
+// The provider calls use_idle_time() from its progress thread while
+// handlers write: whatever it does must leave every pair intact.
+TEST_P(BackendTest, IdleWorkDuringWritesKeepsData) {
+  open_default();
+  std::atomic<bool> stop{false};
+  std::atomic<long> steps{0};
+  std::thread idle([&] {
+    while (!stop.load()) steps += db_->use_idle_time() ? 1 : 0;
+  });
+  std::map<std::string, std::string> expected;
+  for (int i = 0; i < 3000; ++i) {
+    std::string k = "idle" + std::to_string(i * 7919 % 3000);
+    if (i % 10 == 9) {
+      ASSERT_EQ(db_->erase(k), Status::YOKAN_SUCCESS);
+      expected.erase(k);
+      continue;
+    }
+    std::string v = val(std::string(i % 5 == 0 ? 1500 : 20 + i % 90, char('a' + i % 26)));
+    ASSERT_EQ(db_->put(k, v), Status::YOKAN_SUCCESS);
+    expected[k] = v;
+  }
+  stop = true;
+  idle.join();
+  EXPECT_EQ(count(), expected.size());
+  for (const auto& [k, v] : expected) ASSERT_EQ(get(k), v) << k;
+}
+
 TEST_P(BackendTest, CompletedConfig) {
   open_default();
   json c = db_->config();

@@ -1,0 +1,91 @@
+#include "memory_arena.hpp"
+
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstdint>
+#include <new>
+
+#ifndef MADV_POPULATE_WRITE
+#define MADV_POPULATE_WRITE 23  // Linux 5.14; older headers lack the name
+#endif
+
+namespace yokan::memory {
+namespace {
+// Ahead of a small store, prefault() goes this far whatever its size; ahead
+// of a larger one, as far as the store is big (up to prefault_max): a store
+// that grew fast is likely to go on growing.
+constexpr size_t kMinAhead = 1 << 20;
+// One step of prefault(): two pages, ~5 µs on the VM measured above. A
+// request that arrives meanwhile waits for the step to end.
+constexpr size_t kStep = 8 << 10;
+}  // namespace
+
+RecordArena::~RecordArena() {
+  for (const Chunk& c : chunks_) munmap(c.base, c.size);
+}
+
+RecordArena::Chunk RecordArena::map_chunk() {
+  void* p = mmap(nullptr, kChunk, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (p == MAP_FAILED) throw std::bad_alloc();
+  return {static_cast<char*>(p), kChunk};
+}
+
+char* RecordArena::next_chunk() {
+  std::lock_guard<std::mutex> g(mu_);
+  const size_t want = chunks_.empty() ? 0 : current_ + 1;
+  if (want == chunks_.size()) {
+    chunks_.reserve(chunks_.size() + 1);  // so that push_back cannot throw after mmap
+    chunks_.push_back(map_chunk());
+  }
+  current_ = want;
+  end_ = chunks_[want].base + chunks_[want].size;
+  return chunks_[want].base;
+}
+
+bool RecordArena::prefault() {
+  if (prefault_max_ == 0) return false;
+  std::unique_lock<std::mutex> lock(mu_, std::try_to_lock);
+  if (!lock.owns_lock() || !populate_works_ || chunks_.empty()) return false;
+  char* next = next_.load(std::memory_order_relaxed);
+  char* const current_base = chunks_[current_].base;
+  if (fill_chunk_ < current_ || (fill_chunk_ == current_ && fill_ < next)) {
+    fill_chunk_ = current_;
+    fill_ = next;
+  }
+  const size_t used = current_ * kChunk + (next - current_base);
+  const size_t ahead = (fill_chunk_ - current_) * kChunk + (fill_ - chunks_[fill_chunk_].base) -
+                       (next - current_base);
+  if (ahead >= std::min(prefault_max_, std::max(kMinAhead, used))) return false;
+  if (fill_ == chunks_[fill_chunk_].base + kChunk) {
+    if (fill_chunk_ + 1 == chunks_.size()) {
+      try {
+        chunks_.reserve(chunks_.size() + 1);
+        chunks_.push_back(map_chunk());
+      } catch (const std::bad_alloc&) {
+        return false;  // short of address space: records will fault as they come
+      }
+    }
+    ++fill_chunk_;
+    fill_ = chunks_[fill_chunk_].base;
+  }
+  char* from = fill_;
+  char* to = std::min(from + kStep, chunks_[fill_chunk_].base + kChunk);
+  fill_ = to;
+  lock.unlock();
+
+  // Outside the lock, so that allocate() moving to the next chunk never waits
+  // for the kernel. The range stays mapped until the arena is destroyed.
+  static const uintptr_t page = static_cast<uintptr_t>(sysconf(_SC_PAGESIZE));
+  char* start = reinterpret_cast<char*>(reinterpret_cast<uintptr_t>(from) & ~(page - 1));
+  if (madvise(start, to - start, MADV_POPULATE_WRITE) == 0) return true;
+  if (errno == EINVAL) {  // a kernel without MADV_POPULATE_WRITE
+    std::lock_guard<std::mutex> g(mu_);
+    populate_works_ = false;
+  }
+  return false;  // ENOMEM and the like: try again on a later idle turn
+}
+
+}  // namespace yokan::memory
