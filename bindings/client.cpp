@@ -19,10 +19,15 @@ Keys read_items(ByteViews& views, py::handle items, const char* what) {
     // Any integer (int, bool, numpy integers: whatever has __index__); a
     // str or float is a TypeError, an int past 64 bits an OverflowError.
     for (Py_ssize_t i = 0; i < PyList_GET_SIZE(sizes.ptr()); ++i) {
-      auto index =
-          py::reinterpret_steal<py::object>(PyNumber_Index(PyList_GET_ITEM(sizes.ptr(), i)));
-      if (!index) throw py::error_already_set();
-      long long n = PyLong_AsLongLong(index.ptr());
+      PyObject* item = PyList_GET_ITEM(sizes.ptr(), i);
+      long long n;
+      if (PyLong_CheckExact(item)) {  // the usual case: no __index__ call, no new reference
+        n = PyLong_AsLongLong(item);
+      } else {
+        auto index = py::reinterpret_steal<py::object>(PyNumber_Index(item));
+        if (!index) throw py::error_already_set();
+        n = PyLong_AsLongLong(index.ptr());
+      }
       if (n == -1 && PyErr_Occurred()) throw py::error_already_set();
       if (n < 0) throw py::value_error(std::string(what) + " sizes must not be negative");
       if (static_cast<size_t>(n) > data.size() - offset)

@@ -80,7 +80,7 @@ std::vector<Segment> doc_segments(const Keys& docs, WireWriter* w) {
   std::vector<uint64_t> sizes;
   for (auto d : docs) {
     sizes.push_back(d.size());
-    if (!d.empty()) body.push_back({d.data(), d.size()});
+    append_segment(body, d);
   }
   w->array(sizes);
   return body;

@@ -11,6 +11,22 @@ inline void check_mode(int32_t m) {
   if (!mode_is_compatible(m)) throw Exception(Status::YOKAN_ERR_MODE);
 }
 
+// Adds borrowed bytes to a request body, extending the last segment when
+// they follow it in memory: a packed buffer of keys or values then goes to
+// the transport as one segment rather than one per item (UCX walks an iov
+// entry by entry). The body is one byte stream on the wire either way.
+inline void append_segment(std::vector<Segment>& body, std::string_view bytes) {
+  if (bytes.empty()) return;
+  if (!body.empty()) {
+    Segment& last = body.back();
+    if (static_cast<const char*>(last.data) + last.size == bytes.data()) {
+      last.size += bytes.size();
+      return;
+    }
+  }
+  body.push_back({bytes.data(), bytes.size()});
+}
+
 // meta [mode][key sizes] and the keys as body segments (borrowed, no copy).
 // Throws INVALID_ARGS for an empty key and MODE for incompatible flags.
 struct KeyRequest {
@@ -24,7 +40,7 @@ struct KeyRequest {
     for (size_t i = 0; i < keys.size(); ++i) {
       if (keys[i].empty()) throw Exception(Status::YOKAN_ERR_INVALID_ARGS, "empty key");
       sizes[i] = keys[i].size();
-      body.push_back({keys[i].data(), keys[i].size()});
+      append_segment(body, keys[i]);
     }
     meta.put<int32_t>(m);
     meta.array(sizes);

@@ -68,6 +68,24 @@ def test_packed_forms(db):
     assert db.exists_packed(keys, ksizes) == [False] * 10
 
 
+def test_items_adjacent_in_memory(db):
+    # Separate items that happen to be neighbours in one buffer (the client
+    # then sends them as one segment) still arrive as separate pairs, and
+    # empty values between them change nothing.
+    buf = memoryview(b"k1k22k333" + b"vv" + b"A" * 37 + b"BBB")
+    keys = [buf[0:2], buf[2:5], buf[5:9]]
+    values = [buf[9:11], buf[11:11], buf[11:51]]
+    db.put_multi(keys, values)
+    assert [bytes(v) for v in db.get_multi([b"k1", b"k22", b"k333"])] == [
+        b"vv",
+        b"",
+        b"A" * 37 + b"BBB",
+    ]
+    out = bytearray(64)
+    assert db.get_packed(bytes(buf[0:9]), [2, 3, 4], out) == [2, 0, 40]
+    assert bytes(out[:42]) == b"vv" + b"A" * 37 + b"BBB"
+
+
 def test_get_packed_too_small_and_absent(db):
     db.put_multi(["a", "b", "c"], ["1111", "22", "3"])
     keys, ksizes = packed(["a", "zz", "b", "c"])
