@@ -12,9 +12,10 @@ inline void check_mode(int32_t m) {
 }
 
 // Adds borrowed bytes to a request body, extending the last segment when
-// they follow it in memory: a packed buffer of keys or values then goes to
-// the transport as one segment rather than one per item (UCX walks an iov
-// entry by entry). The body is one byte stream on the wire either way.
+// they follow it in memory: a packed buffer of keys or values then becomes
+// one segment rather than one per item. The engine would join them as well
+// (send_and_wait), but only after this side had built, and the engine walked,
+// an entry per item. The body is one byte stream on the wire either way.
 inline void append_segment(std::vector<Segment>& body, std::string_view bytes) {
   if (bytes.empty()) return;
   if (!body.empty()) {
