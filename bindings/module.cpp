@@ -83,6 +83,16 @@ std::pair<char*, size_t> ByteViews::write(py::handle obj, const char* what) {
 
 std::vector<std::string_view> ByteViews::read_list(py::handle seq, const char* what) {
   std::vector<std::string_view> out;
+  if (PyList_Check(seq.ptr()) || PyTuple_Check(seq.ptr())) {
+    // Items read in place (pybind11's sequence iterator takes and drops a
+    // reference per item). The list cannot change meanwhile: read() runs no
+    // Python code on it (str's UTF-8 form and buffers of bytes-likes only).
+    PyObject* const* items = PySequence_Fast_ITEMS(seq.ptr());
+    const Py_ssize_t n = PySequence_Fast_GET_SIZE(seq.ptr());
+    out.reserve(n);
+    for (Py_ssize_t i = 0; i < n; ++i) out.push_back(read(items[i], what));
+    return out;
+  }
   py::sequence s = py::reinterpret_borrow<py::sequence>(seq);
   out.reserve(s.size());
   for (auto item : s) out.push_back(read(item, what));

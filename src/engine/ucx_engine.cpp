@@ -1144,7 +1144,8 @@ Status UcxEngine::send_and_wait(uint16_t am_id, const EndpointPtr& ep, uint16_t 
     }
     segs.push_back(seg);
   }
-  std::string prefix, staging;
+  std::string prefix;
+  std::unique_ptr<char[]> staging;
   if (!(h.flags & kFlagMetaInBody) && segs.size() >= 2 &&
       total - segs.back().size <= kMaxBodyPrefix && segs.back().size > kCoalesceMax) {
     for (size_t i = 0; i + 1 < segs.size(); ++i)
@@ -1155,11 +1156,15 @@ Status UcxEngine::send_and_wait(uint16_t am_id, const EndpointPtr& ep, uint16_t 
   } else if (iov.size() + segs.size() > 1 &&
              (total + (iov.empty() ? 0 : meta.size()) <= kCoalesceMax ||
               total / segs.size() < kCoalescePiece)) {
-    staging.reserve(total + (iov.empty() ? 0 : meta.size()));
-    for (auto& v : iov) staging.append(static_cast<const char*>(v.buffer), v.length);
-    for (auto& seg : segs) staging.append(static_cast<const char*>(seg.data), seg.size);
+    // Plain copies into an uninitialised block: a string append per piece
+    // was ~7% of a put_multi of 1000 pairs (profile of the client).
+    const size_t staged = total + (iov.empty() ? 0 : meta.size());
+    staging.reset(new char[staged]);
+    char* at = staging.get();
+    for (auto& v : iov) at = static_cast<char*>(std::memcpy(at, v.buffer, v.length)) + v.length;
+    for (auto& seg : segs) at = static_cast<char*>(std::memcpy(at, seg.data, seg.size)) + seg.size;
     iov.clear();
-    segs.assign(1, Segment{staging.data(), staging.size()});
+    segs.assign(1, Segment{staging.get(), staged});
   }
   head.assign(reinterpret_cast<const char*>(&h), sizeof h);
   if (!(h.flags & kFlagMetaInBody)) head.append(meta.data(), meta.size());
