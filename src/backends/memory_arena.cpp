@@ -47,6 +47,10 @@ char* RecordArena::next_chunk() {
 
 bool RecordArena::prefault() {
   if (prefault_max_ == 0) return false;
+  // Nothing allocated since the last call found enough ahead: no lock, no
+  // arithmetic (this runs on every idle turn of a provider).
+  char* const seen = next_.load(std::memory_order_relaxed);
+  if (seen == quiet_at_.load(std::memory_order_relaxed)) return false;
   std::unique_lock<std::mutex> lock(mu_, std::try_to_lock);
   if (!lock.owns_lock() || !populate_works_ || chunks_.empty()) return false;
   char* next = next_.load(std::memory_order_relaxed);
@@ -58,7 +62,10 @@ bool RecordArena::prefault() {
   const size_t used = current_ * kChunk + (next - current_base);
   const size_t ahead = (fill_chunk_ - current_) * kChunk + (fill_ - chunks_[fill_chunk_].base) -
                        (next - current_base);
-  if (ahead >= std::min(prefault_max_, std::max(kMinAhead, used))) return false;
+  if (ahead >= std::min(prefault_max_, std::max(kMinAhead, used))) {
+    quiet_at_.store(next, std::memory_order_relaxed);
+    return false;
+  }
   if (fill_ == chunks_[fill_chunk_].base + kChunk) {
     if (fill_chunk_ + 1 == chunks_.size()) {
       try {

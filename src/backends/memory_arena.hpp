@@ -73,7 +73,8 @@ class RecordArena {
 
   const size_t prefault_max_;
   std::array<void*, kMaxBlock / kGrain> free_{};
-  std::atomic<char*> next_{nullptr};  // read by prefault()
+  std::atomic<char*> next_{nullptr};      // read by prefault()
+  std::atomic<char*> quiet_at_{nullptr};  // next_ when prefault() last had nothing to do
   char* end_ = nullptr;
 
   std::mutex mu_;  // guards the members below

@@ -569,7 +569,8 @@ void UcxEngine::progress_loop() {
   ev.events = EPOLLIN;
   epoll_ctl(ep, EPOLL_CTL_ADD, efd_, &ev);
   auto last_work = Clock::now();
-  unsigned idle_spins = 0;
+  unsigned idle_spins = 0, idle_turns = 0;
+  bool idle_busy = false;
   while (!stop_progress_.load(std::memory_order_acquire)) {
     // A client engine serves no requests: while a caller busy-polls the
     // worker for its reply, this thread has nothing to add but contention
@@ -587,8 +588,10 @@ void UcxEngine::progress_loop() {
       last_work = Clock::now();
       continue;
     }
-    const bool more_idle_work = run_idle_tasks();
-    if (more_idle_work || Clock::now() - last_work < spin) {
+    // Idle tasks run on every turn while they have work, else on one turn
+    // in 64: asking them costs a lock and a call, paid by the next request.
+    if (idle_busy || (++idle_turns & 63) == 0) idle_busy = run_idle_tasks();
+    if (idle_busy || Clock::now() - last_work < spin) {
       if ((++idle_spins & 31) == 0) sched_yield();
       continue;
     }
