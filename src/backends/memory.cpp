@@ -269,6 +269,14 @@ KeyOrder::Less load_comparator(const std::string& descriptor) {
 
 // How far ahead of a growing store idle time may fault in memory, at most.
 constexpr uint64_t kDefaultPrefaultMax = 16 << 20;
+// A larger setting is refused: the memory is resident as soon as it is
+// faulted in, whatever the store ends up holding.
+constexpr uint64_t kLargestPrefaultMax = uint64_t(1) << 30;
+
+uint64_t read_prefault_max(ConfigReader& r) {
+  return r.get_uint_at_most("prefault_max_bytes", kDefaultPrefaultMax, kLargestPrefaultMax,
+                            "1073741824 (1 GiB)");
+}
 
 template <typename Container, bool kSorted, bool kValues>
 BackendFactory memory_factory(const char* name) {
@@ -288,7 +296,7 @@ BackendFactory memory_factory(const char* name) {
         // A hint; capped so a typo cannot reserve the machine's memory up front.
         data.reserve(std::min<uint64_t>(r.get_uint("initial_bucket_count", 23), 1u << 20));
       }
-      uint64_t prefault_max = r.get_uint("prefault_max_bytes", kDefaultPrefaultMax);
+      uint64_t prefault_max = read_prefault_max(r);
       r.sub("allocators");  // accepted for compatibility; records use the arena
       r.put("allocators", json::object());
       r.get_bool("disable_doc_mixin_lock", false);
@@ -362,7 +370,7 @@ void register_backend_array(std::map<std::string, BackendFactory>& r) {
     return with_config_errors(error, [&] {
       ConfigReader c(config, "array config");
       bool use_lock = c.get_bool("use_lock", true);
-      uint64_t prefault_max = c.get_uint("prefault_max_bytes", kDefaultPrefaultMax);
+      uint64_t prefault_max = read_prefault_max(c);
       json completed = c.finish();
       *out = std::make_unique<MemoryBackend<OrderedStore, true, true>>(completed, use_lock,
                                                                        prefault_max, false);

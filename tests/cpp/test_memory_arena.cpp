@@ -145,6 +145,13 @@ TEST(MemoryArena, ConfigErrors) {
   EXPECT_EQ(yokan::create_backend("map", {{"prefault_max_bytes", -1}}, &db, &err),
             Status::YOKAN_ERR_INVALID_CONFIG);
   EXPECT_NE(err.find("prefault_max_bytes"), std::string::npos) << err;
+  // Faulted-in memory is resident at once: more than 1 GiB ahead is refused.
+  EXPECT_EQ(yokan::create_backend("map", {{"prefault_max_bytes", (1ull << 30) + 1}}, &db, &err),
+            Status::YOKAN_ERR_INVALID_CONFIG);
+  EXPECT_NE(err.find("at most"), std::string::npos) << err;
+  EXPECT_EQ(yokan::create_backend("unordered_map", {{"prefault_max_bytes", 1ull << 30}}, &db, &err),
+            Status::YOKAN_SUCCESS)
+      << err;
 }
 
 }  // namespace
