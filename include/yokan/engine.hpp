@@ -116,11 +116,12 @@ class Engine {
   // Runs `fn` when the engine finalizes (before its threads stop).
   virtual void on_finalize(uint64_t token, std::function<void()> fn) = 0;
   virtual void cancel_on_finalize(uint64_t token) = 0;
-  // Runs `task` on the progress thread of a listening engine whenever it
-  // finds no message to handle, one short step per turn: `task` must return
-  // within a few µs (a request that arrives meanwhile waits for it) and says
-  // whether it has more to do (the thread then keeps polling rather than
-  // sleeping). Never called on a client engine.
+  // Runs `task` on the engine's progress thread between messages, one short
+  // step at a time (providers use it for their backend's background work):
+  // `task` must return within a few µs, since a request that arrives
+  // meanwhile waits for it, and says whether it has more to do; while it
+  // does, the thread asks it every turn and does not sleep, otherwise one
+  // idle turn in 64.
   virtual void on_idle(uint64_t token, std::function<bool()> task) = 0;
   // Once this returns, the task neither runs nor will run again.
   virtual void cancel_on_idle(uint64_t token) = 0;
