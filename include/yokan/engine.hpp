@@ -121,7 +121,7 @@ class Engine {
   // `task` must return within a few µs, since a request that arrives
   // meanwhile waits for it, and says whether it has more to do; while it
   // does, the thread asks it every turn and does not sleep, otherwise one
-  // idle turn in 64.
+  // idle turn in 64 and before going to sleep.
   virtual void on_idle(uint64_t token, std::function<bool()> task) = 0;
   // Once this returns, the task neither runs nor will run again.
   virtual void cancel_on_idle(uint64_t token) = 0;
