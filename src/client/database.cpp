@@ -66,7 +66,7 @@ void Database::put(int32_t m, const Keys& keys, const Keys& values, double timeo
   std::vector<uint64_t> vsizes(values.size());
   for (size_t i = 0; i < values.size(); ++i) {
     vsizes[i] = values[i].size();
-    append_segment(req.body, values[i]);
+    append_segment(req.body, {values[i].data(), values[i].size()});
   }
   req.meta.array(vsizes);
   call(rpc::kPut, req.meta.str(), req.body, timeout_ms, m);

@@ -80,7 +80,7 @@ std::vector<Segment> doc_segments(const Keys& docs, WireWriter* w) {
   std::vector<uint64_t> sizes;
   for (auto d : docs) {
     sizes.push_back(d.size());
-    append_segment(body, d);
+    append_segment(body, {d.data(), d.size()});
   }
   w->array(sizes);
   return body;

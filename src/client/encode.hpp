@@ -2,6 +2,7 @@
 #pragma once
 
 #include "common/rpc.hpp"
+#include "common/segments.hpp"
 #include "common/wire.hpp"
 #include "yokan/client.hpp"
 
@@ -9,23 +10,6 @@ namespace yokan {
 
 inline void check_mode(int32_t m) {
   if (!mode_is_compatible(m)) throw Exception(Status::YOKAN_ERR_MODE);
-}
-
-// Adds borrowed bytes to a request body, extending the last segment when
-// they follow it in memory: a packed buffer of keys or values then becomes
-// one segment rather than one per item. The engine would join them as well
-// (send_and_wait), but only after this side had built, and the engine walked,
-// an entry per item. The body is one byte stream on the wire either way.
-inline void append_segment(std::vector<Segment>& body, std::string_view bytes) {
-  if (bytes.empty()) return;
-  if (!body.empty()) {
-    Segment& last = body.back();
-    if (static_cast<const char*>(last.data) + last.size == bytes.data()) {
-      last.size += bytes.size();
-      return;
-    }
-  }
-  body.push_back({bytes.data(), bytes.size()});
 }
 
 // meta [mode][key sizes] and the keys as body segments (borrowed, no copy).
@@ -41,7 +25,7 @@ struct KeyRequest {
     for (size_t i = 0; i < keys.size(); ++i) {
       if (keys[i].empty()) throw Exception(Status::YOKAN_ERR_INVALID_ARGS, "empty key");
       sizes[i] = keys[i].size();
-      append_segment(body, keys[i]);
+      append_segment(body, {keys[i].data(), keys[i].size()});
     }
     meta.put<int32_t>(m);
     meta.array(sizes);

@@ -39,6 +39,7 @@
 #include <tuple>
 #include <unordered_map>
 
+#include "common/segments.hpp"
 #include "engine/bootstrap.hpp"
 #include "engine/thread_pool.hpp"
 #include "yokan/engine.hpp"
@@ -1144,14 +1145,8 @@ Status UcxEngine::send_and_wait(uint16_t am_id, const EndpointPtr& ep, uint16_t 
   segs.reserve(body.size());
   size_t total = 0;
   for (const auto& seg : body) {
-    if (!seg.size) continue;
     total += seg.size;
-    if (!segs.empty() &&
-        static_cast<const char*>(segs.back().data) + segs.back().size == seg.data) {
-      segs.back().size += seg.size;
-      continue;
-    }
-    segs.push_back(seg);
+    append_segment(segs, seg);
   }
   std::string prefix;
   std::unique_ptr<char[]> staging;
