@@ -24,13 +24,13 @@ constexpr size_t kStep = 8 << 10;
 }  // namespace
 
 RecordArena::~RecordArena() {
-  for (const Chunk& c : chunks_) munmap(c.base, c.size);
+  for (char* base : chunks_) munmap(base, kChunk);
 }
 
-RecordArena::Chunk RecordArena::map_chunk() {
+char* RecordArena::map_chunk() {
   void* p = mmap(nullptr, kChunk, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
   if (p == MAP_FAILED) throw std::bad_alloc();
-  return {static_cast<char*>(p), kChunk};
+  return static_cast<char*>(p);
 }
 
 char* RecordArena::next_chunk() {
@@ -41,32 +41,31 @@ char* RecordArena::next_chunk() {
     chunks_.push_back(map_chunk());
   }
   current_ = want;
-  end_ = chunks_[want].base + chunks_[want].size;
-  return chunks_[want].base;
+  end_ = chunks_[want] + kChunk;
+  return chunks_[want];
 }
 
 bool RecordArena::prefault() {
   if (prefault_max_ == 0) return false;
   // Nothing allocated since the last call found enough ahead: no lock, no
   // arithmetic (this runs on every idle turn of a provider).
-  char* const seen = next_.load(std::memory_order_relaxed);
-  if (seen == quiet_at_.load(std::memory_order_relaxed)) return false;
+  char* const next = next_.load(std::memory_order_relaxed);
+  if (next == quiet_at_.load(std::memory_order_relaxed)) return false;
   std::unique_lock<std::mutex> lock(mu_, std::try_to_lock);
   if (!lock.owns_lock() || !populate_works_ || chunks_.empty()) return false;
-  char* next = next_.load(std::memory_order_relaxed);
-  char* const current_base = chunks_[current_].base;
+  char* const current_base = chunks_[current_];
   if (fill_chunk_ < current_ || (fill_chunk_ == current_ && fill_ < next)) {
     fill_chunk_ = current_;
     fill_ = next;
   }
   const size_t used = current_ * kChunk + (next - current_base);
-  const size_t ahead = (fill_chunk_ - current_) * kChunk + (fill_ - chunks_[fill_chunk_].base) -
-                       (next - current_base);
+  const size_t ahead =
+      (fill_chunk_ - current_) * kChunk + (fill_ - chunks_[fill_chunk_]) - (next - current_base);
   if (ahead >= std::min(prefault_max_, std::max(kMinAhead, used))) {
     quiet_at_.store(next, std::memory_order_relaxed);
     return false;
   }
-  if (fill_ == chunks_[fill_chunk_].base + kChunk) {
+  if (fill_ == chunks_[fill_chunk_] + kChunk) {
     if (fill_chunk_ + 1 == chunks_.size()) {
       try {
         chunks_.reserve(chunks_.size() + 1);
@@ -76,10 +75,10 @@ bool RecordArena::prefault() {
       }
     }
     ++fill_chunk_;
-    fill_ = chunks_[fill_chunk_].base;
+    fill_ = chunks_[fill_chunk_];
   }
   char* from = fill_;
-  char* to = std::min(from + kStep, chunks_[fill_chunk_].base + kChunk);
+  char* to = std::min(from + kStep, chunks_[fill_chunk_] + kChunk);
   fill_ = to;
   lock.unlock();
 

@@ -1,4 +1,5 @@
-// Memory for the small records of one in-memory backend.
+// Memory for the records of one in-memory backend (blocks above kMaxBlock
+// are passed on to operator new).
 //
 // Why not operator new: a store that grows touches fresh pages, and on a
 // virtual machine the first touch of a 4 KiB page costs ~2.5 µs (measured:
@@ -19,6 +20,7 @@
 #include <atomic>
 #include <cstddef>
 #include <mutex>
+#include <new>
 #include <vector>
 
 namespace yokan::memory {
@@ -37,8 +39,10 @@ class RecordArena {
   RecordArena(const RecordArena&) = delete;
   RecordArena& operator=(const RecordArena&) = delete;
 
-  // `bytes`: a multiple of kGrain, at most kMaxBlock. Throws std::bad_alloc.
+  // `bytes`: a multiple of kGrain; above kMaxBlock, operator new serves it.
+  // Throws std::bad_alloc.
   void* allocate(size_t bytes) {
+    if (bytes > kMaxBlock) return ::operator new(bytes);
     void*& head = free_[bytes / kGrain - 1];
     if (head) {
       void* block = head;
@@ -53,6 +57,7 @@ class RecordArena {
 
   // `bytes`: what was passed to allocate() for `block`.
   void release(void* block, size_t bytes) noexcept {
+    if (bytes > kMaxBlock) return ::operator delete(block);
     void*& head = free_[bytes / kGrain - 1];
     *static_cast<void**>(block) = head;
     head = block;
@@ -63,13 +68,8 @@ class RecordArena {
   bool prefault();
 
  private:
-  struct Chunk {
-    char* base;
-    size_t size;
-  };
-
   char* next_chunk();  // moves on to the next mapping; returns its start
-  Chunk map_chunk();   // under mu_
+  static char* map_chunk();
 
   const size_t prefault_max_;
   std::array<void*, kMaxBlock / kGrain> free_{};
@@ -77,8 +77,8 @@ class RecordArena {
   std::atomic<char*> quiet_at_{nullptr};  // next_ when prefault() last had nothing to do
   char* end_ = nullptr;
 
-  std::mutex mu_;  // guards the members below
-  std::vector<Chunk> chunks_;
+  std::mutex mu_;               // guards the members below
+  std::vector<char*> chunks_;   // each kChunk bytes
   size_t current_ = 0;          // index in chunks_ of the one being carved
   size_t fill_chunk_ = 0;       // prefault() has populated chunks_[fill_chunk_]
   char* fill_ = nullptr;        //   up to here

@@ -6,8 +6,7 @@
 // Large values (>= kShareFrom) live in a shared Buffer instead, so a reader
 // can lend them to the transport (a zero-copy send) while the store goes on.
 //
-// Records of up to RecordArena::kMaxBlock bytes come from the backend's
-// arena, larger ones from operator new; whoever creates a record passes the
+// Records come from the backend's arena; whoever creates a record passes the
 // same arena to destroy it.
 //
 // Not thread-safe: the backend's lock covers records, except that a lent
@@ -36,14 +35,14 @@ class Record {
     const bool shared = value.size() >= kShareFrom;
     const size_t total = shared ? shared_block_size(key.size())
                                 : block_size(sizeof(Record) + key.size() + value.size());
-    void* block = allocate(arena, total);
+    void* block = arena.allocate(total);
     auto* r = new (block) Record(key.size());
     std::memcpy(r->bytes(), key.data(), key.size());
     if (shared) {
       try {
         new (r->large()) Shared(std::make_shared<Buffer>(value.data(), value.size()));
       } catch (...) {
-        release(arena, block, total);
+        arena.release(block, total);
         throw;
       }
       r->capacity_ = kSharedMark;
@@ -60,7 +59,7 @@ class Record {
                                         : sizeof(Record) + r->key_size_ + r->capacity_;
     if (r->is_shared()) r->large()->~Shared();
     r->~Record();
-    release(arena, r, total);
+    arena.release(r, total);
   }
 
   std::string_view key() const { return {bytes(), key_size_}; }
@@ -107,15 +106,6 @@ class Record {
   static size_t block_size(size_t bytes) { return (bytes + 15) & ~size_t(15); }
   static size_t shared_block_size(size_t key_size) {
     return block_size(sizeof(Record) + large_offset(key_size) + sizeof(Shared));
-  }
-  static void* allocate(RecordArena& arena, size_t total) {
-    return total <= RecordArena::kMaxBlock ? arena.allocate(total) : ::operator new(total);
-  }
-  static void release(RecordArena& arena, void* block, size_t total) noexcept {
-    if (total <= RecordArena::kMaxBlock)
-      arena.release(block, total);
-    else
-      ::operator delete(block);
   }
 
   static size_t large_offset(size_t key_size) {
