@@ -590,18 +590,14 @@ void UcxEngine::progress_loop() {
       continue;
     }
     // Idle tasks run on every turn while they have work, else on one turn
-    // in 64: asking them costs a lock and a call, paid by the next request.
-    // They are always asked before the thread goes to sleep.
-    bool asked = false;
-    if (idle_busy || (++idle_turns & 63) == 0) {
-      idle_busy = run_idle_tasks();
-      asked = true;
-    }
-    if (idle_busy || Clock::now() - last_work < spin) {
+    // in 64 (asking them costs a lock and a call, paid by the next request)
+    // and always before the thread goes to sleep.
+    const bool spin_over = Clock::now() - last_work >= spin;
+    if (idle_busy || spin_over || (++idle_turns & 63) == 0) idle_busy = run_idle_tasks();
+    if (idle_busy || !spin_over) {
       if ((++idle_spins & 31) == 0) sched_yield();
       continue;
     }
-    if (!asked && (idle_busy = run_idle_tasks())) continue;
     // Nothing to do for a while: arm the worker and sleep on its event fd.
     sleeping_.store(true, std::memory_order_release);
     ucs_status_t s = ucp_worker_arm(worker_);
