@@ -43,10 +43,10 @@ class ConfigReader {
     return v.get<uint64_t>();
   }
   // get_uint() with an upper bound; a larger value is an error naming the key.
-  uint64_t get_uint_at_most(const std::string& key, uint64_t def, uint64_t most,
-                            const std::string& most_text) {
+  uint64_t get_uint_at_most(const std::string& key, uint64_t def, uint64_t most) {
     uint64_t n = get_uint(key, def);
-    if (n > most) throw ConfigError(where_ + ": \"" + key + "\" must be at most " + most_text);
+    if (n > most)
+      throw ConfigError(where_ + ": \"" + key + "\" must be at most " + std::to_string(most));
     return n;
   }
   int64_t get_int(const std::string& key, int64_t def) {

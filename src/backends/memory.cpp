@@ -274,8 +274,7 @@ constexpr uint64_t kDefaultPrefaultMax = 16 << 20;
 constexpr uint64_t kLargestPrefaultMax = uint64_t(1) << 30;
 
 uint64_t read_prefault_max(ConfigReader& r) {
-  return r.get_uint_at_most("prefault_max_bytes", kDefaultPrefaultMax, kLargestPrefaultMax,
-                            "1073741824 (1 GiB)");
+  return r.get_uint_at_most("prefault_max_bytes", kDefaultPrefaultMax, kLargestPrefaultMax);
 }
 
 template <typename Container, bool kSorted, bool kValues>
