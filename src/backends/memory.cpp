@@ -46,14 +46,17 @@ class OptionalLock {
 template <typename Container, bool kSorted, bool kValues>
 class MemoryBackend final : public Backend {
  public:
-  MemoryBackend(json config, bool use_lock, size_t prefault_max, bool key_value = true,
-                Container data = Container(), bool bytewise = true)
+  // `make_store(arena)` builds the container (the B-tree takes its nodes
+  // from the arena).
+  template <typename MakeStore>
+  MemoryBackend(json config, bool use_lock, size_t prefault_max, MakeStore make_store,
+                bool key_value = true, bool bytewise = true)
       : config_(std::move(config)),
         lock_(use_lock),
         key_value_(key_value),
         bytewise_(bytewise),
         arena_(prefault_max),
-        data_(std::move(data)) {}
+        data_(make_store(arena_)) {}
 
   ~MemoryBackend() override {
     for (const auto& slot : data_) memory::Record::destroy(arena_, slot.get());
@@ -212,7 +215,7 @@ class MemoryBackend final : public Backend {
   OptionalLock lock_;
   bool key_value_;
   bool bytewise_;
-  memory::RecordArena arena_;  // outlives data_, whose slots point into it
+  memory::RecordArena arena_;  // outlives data_, whose nodes and records it holds
   Container data_;
 };
 
@@ -283,25 +286,29 @@ BackendFactory memory_factory(const char* name) {
     return with_config_errors(error, [&] {
       ConfigReader r(config, std::string(name) + " config");
       bool use_lock = r.get_bool("use_lock", true);
-      Container data;
-      bool bytewise = true;
+      KeyOrder order;
+      size_t buckets = 0;
       if constexpr (kSorted) {
         std::string cmp = r.get_string("comparator", "default");
-        if (cmp != "default") {
-          data = Container(KeyOrder{load_comparator(cmp)});
-          bytewise = false;
-        }
+        if (cmp != "default") order.less = load_comparator(cmp);
       } else {
         // A hint; capped so a typo cannot reserve the machine's memory up front.
-        data.reserve(std::min<uint64_t>(r.get_uint("initial_bucket_count", 23), 1u << 20));
+        buckets = std::min<uint64_t>(r.get_uint("initial_bucket_count", 23), 1u << 20);
       }
       uint64_t prefault_max = read_prefault_max(r);
       r.sub("allocators");  // accepted for compatibility; records use the arena
       r.put("allocators", json::object());
       r.get_bool("disable_doc_mixin_lock", false);
       json completed = r.finish();
+      auto make_store = [order, buckets](memory::RecordArena& arena) {
+        if constexpr (kSorted) {
+          return Container(order, memory::ArenaAllocator<memory::Slot>(arena));
+        } else {
+          return Container(buckets);
+        }
+      };
       *out = std::make_unique<MemoryBackend<Container, kSorted, kValues>>(
-          completed, use_lock, prefault_max, true, std::move(data), bytewise);
+          completed, use_lock, prefault_max, make_store, true, order.less == nullptr);
       return Status::YOKAN_SUCCESS;
     });
   };
@@ -323,7 +330,9 @@ struct KeyEqual {
   }
 };
 
-using OrderedStore = absl::btree_set<memory::Slot, KeyOrder>;
+using OrderedStore = absl::btree_set<memory::Slot, KeyOrder, memory::ArenaAllocator<memory::Slot>>;
+// A hash table's array grows by doubling, mostly to sizes the arena passes
+// on to operator new anyway: it stays on the general heap.
 using HashStore = absl::flat_hash_set<memory::Slot, KeyHash, KeyEqual>;
 
 // Discards writes; reports every key as absent.
@@ -371,8 +380,11 @@ void register_backend_array(std::map<std::string, BackendFactory>& r) {
       bool use_lock = c.get_bool("use_lock", true);
       uint64_t prefault_max = read_prefault_max(c);
       json completed = c.finish();
-      *out = std::make_unique<MemoryBackend<OrderedStore, true, true>>(completed, use_lock,
-                                                                       prefault_max, false);
+      auto make_store = [](memory::RecordArena& arena) {
+        return OrderedStore(KeyOrder(), memory::ArenaAllocator<memory::Slot>(arena));
+      };
+      *out = std::make_unique<MemoryBackend<OrderedStore, true, true>>(
+          completed, use_lock, prefault_max, make_store, false);
       return Status::YOKAN_SUCCESS;
     });
   };
