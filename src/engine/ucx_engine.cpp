@@ -122,21 +122,23 @@ struct PendingCall {
   std::mutex m;
   std::condition_variable cv;
 
+  // The last touch of the call by a completer. The caller may see the flag
+  // (it spins on the atomics without the mutex) and leave at once, taking
+  // the PendingCall (its stack) with it; so the notify happens under the
+  // mutex, and the caller takes the mutex once before leaving (finish()).
   void complete_response() {
-    {
-      std::lock_guard<std::mutex> g(m);
-      response_done.store(true, std::memory_order_release);
-    }
+    std::lock_guard<std::mutex> g(m);
+    response_done.store(true, std::memory_order_release);
     cv.notify_all();
   }
   void complete_send(Status s) {
-    {
-      std::lock_guard<std::mutex> g(m);
-      send_status = s;
-      send_done.store(true, std::memory_order_release);
-    }
+    std::lock_guard<std::mutex> g(m);
+    send_status = s;
+    send_done.store(true, std::memory_order_release);
     cv.notify_all();
   }
+  // Waits for a completer still inside complete_*().
+  void finish() { std::lock_guard<std::mutex> g(m); }
 };
 
 class UcxEngine;
@@ -1283,6 +1285,7 @@ Status UcxEngine::send_and_wait(uint16_t am_id, const EndpointPtr& ep, uint16_t 
       progress_if_idle();
     }
   }
+  pc.finish();
   if (req != nullptr) ucp_request_free(req);
   if (timed_out) return Status::YOKAN_ERR_TIMEOUT;
   if (!ok(pc.send_status)) {
