@@ -18,18 +18,26 @@ Keys read_items(ByteViews& views, py::handle items, const char* what) {
     size_t offset = 0;
     // Any integer (int, bool, numpy integers: whatever has __index__); a
     // str or float is a TypeError, an int past 64 bits an OverflowError.
+    // A list of sizes mostly repeats one int object ([16] * n, or small ints,
+    // which CPython caches): the same exact int as the item before has the
+    // same value, already checked.
+    PyObject* last = nullptr;
+    long long n = 0;
     for (Py_ssize_t i = 0; i < PyList_GET_SIZE(sizes.ptr()); ++i) {
       PyObject* item = PyList_GET_ITEM(sizes.ptr(), i);
-      long long n;
-      if (PyLong_CheckExact(item)) {  // the usual case: no __index__ call, no new reference
-        n = PyLong_AsLongLong(item);
-      } else {
-        auto index = py::reinterpret_steal<py::object>(PyNumber_Index(item));
-        if (!index) throw py::error_already_set();
-        n = PyLong_AsLongLong(index.ptr());
+      if (item != last) {
+        last = nullptr;
+        if (PyLong_CheckExact(item)) {  // the usual case: no __index__ call, no new reference
+          n = PyLong_AsLongLong(item);
+          last = item;
+        } else {
+          auto index = py::reinterpret_steal<py::object>(PyNumber_Index(item));
+          if (!index) throw py::error_already_set();
+          n = PyLong_AsLongLong(index.ptr());
+        }
+        if (n == -1 && PyErr_Occurred()) throw py::error_already_set();
+        if (n < 0) throw py::value_error(std::string(what) + " sizes must not be negative");
       }
-      if (n == -1 && PyErr_Occurred()) throw py::error_already_set();
-      if (n < 0) throw py::value_error(std::string(what) + " sizes must not be negative");
       if (static_cast<size_t>(n) > data.size() - offset)
         throw py::value_error(std::string(what) + "s buffer is smaller than the sum of its sizes");
       // Built in place: a string_view from substr() went through the stack,

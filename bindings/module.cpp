@@ -9,7 +9,11 @@ py::list python_sizes(const std::vector<uint64_t>& sizes) {
   py::list out(sizes.size());
   for (size_t i = 0; i < sizes.size(); ++i) {
     PyObject* item;
-    if (sizes[i] == KEY_NOT_FOUND)
+    if (i > 0 && sizes[i] == sizes[i - 1]) {
+      // Values of a batch are mostly of one size: share the int (immutable).
+      item = PyList_GET_ITEM(out.ptr(), static_cast<Py_ssize_t>(i - 1));
+      Py_INCREF(item);
+    } else if (sizes[i] == KEY_NOT_FOUND)
       item = py::none().release().ptr();
     else if (sizes[i] == SIZE_TOO_SMALL)
       item = PyLong_FromLong(-1);

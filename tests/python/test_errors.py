@@ -116,6 +116,27 @@ def test_packed_sizes_of_other_integer_types(db):
     assert db.length_packed(b"abcd", (np.int32(1), 3)) == [1, 1]
 
 
+def test_packed_sizes_repeating_one_int_object(db):
+    # The binding reuses the value of an int object repeated in the list;
+    # a different or bad entry after a run of them must still be read.
+    n, vsize = 40, 300  # 300: not one of CPython's cached small ints
+    keys = b"".join(b"k%03d" % i for i in range(n))
+    values = bytes(i % 251 for i in range(n * vsize))
+    with pytest.raises(ValueError):
+        db.put_packed(keys, [4] * (n - 1) + [-4], values, [vsize] * n)
+    with pytest.raises(ValueError):
+        db.put_packed(keys, [4] * n, values, [vsize] * (n - 1) + [vsize + 1])
+    with pytest.raises(TypeError):
+        db.put_packed(keys, [4] * (n - 1) + [4.0], values, [vsize] * n)
+    assert db.count() == 0
+    db.put_packed(keys, [4] * n, values, [vsize] * n)
+    out = bytearray(n * vsize)
+    assert db.get_packed(keys, [4] * (n // 2) + [4] * (n - n // 2), out) == [vsize] * n
+    assert bytes(out) == values
+    sizes = db.length_packed(keys[:8] + b"zzzzyyyy", [4, 4, 4, 4])
+    assert sizes == [vsize, vsize, None, None]
+
+
 @pytest.mark.parametrize(
     "config",
     [
