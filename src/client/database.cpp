@@ -64,10 +64,8 @@ void Database::put(int32_t m, const Keys& keys, const Keys& values, double timeo
   KeyRequest req(m, keys);
   if (keys.empty()) return;
   std::vector<uint64_t> vsizes(values.size());
-  for (size_t i = 0; i < values.size(); ++i) {
-    vsizes[i] = values[i].size();
-    append_segment(req.body, {values[i].data(), values[i].size()});
-  }
+  for (size_t i = 0; i < values.size(); ++i) vsizes[i] = values[i].size();
+  req.add_items(values);
   req.meta.array(vsizes);
   call(rpc::kPut, req.meta.str(), req.body, timeout_ms, m);
 }

@@ -15,6 +15,22 @@ def test_put_multi_keys_values_and_pairs(db):
     assert db.get_multi(KEYS) == [v.encode() for v in VALUES]
 
 
+def test_multi_mixed_item_sizes_and_layouts(db):
+    # The client copies small items of a list into one block and sends large
+    # ones (4 KiB and more) in place; every order of the two must round-trip.
+    sizes = [10, 5000, 0, 20, 70000, 3, 4096, 4095, 1, 0, 9000]
+    values = [bytes((i * 7 + j) % 256 for j in range(n)) for i, n in enumerate(sizes)]
+    blob = b"".join(f"k{i:02d}".encode() for i in range(len(sizes)))
+    keys = [memoryview(blob)[3 * i : 3 * i + 3] for i in range(len(sizes))]  # back to back
+    keys[4] = b"k04"  # one key elsewhere in memory
+    db.put_multi(keys, values)
+    assert db.get_multi([bytes(k) for k in keys]) == values
+    assert db.length_multi(keys) == sizes
+    big = [b"x" * 5000, b"y" * 6000]  # large items only
+    db.put_multi(["big0", "big1"], big)
+    assert db.get_multi(["big0", "big1"]) == big
+
+
 def test_put_multi_positional_mode(db):
     db.put_multi([("a", "1")], Mode.NEW_ONLY)
     db.put_multi([("a", "2"), ("b", "3")], Mode.NEW_ONLY)  # 'a' skipped in a batch
