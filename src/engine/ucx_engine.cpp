@@ -587,6 +587,17 @@ void UcxEngine::progress_loop() {
       last_work = Clock::now();
       continue;
     }
+    // A listening engine whose own callers busy-poll the worker: their passes
+    // deliver incoming requests too (a request to an in-process provider is
+    // even answered inside the caller's send). Taking the worker lock here
+    // as well only makes each of them wait for it and wake us through the
+    // kernel. Stay off it, without sleeping, so that requests from elsewhere
+    // are still served the moment the callers stop.
+    if (listen_ && spinning_callers_.load(std::memory_order_acquire) > 0) {
+      if (!run_idle_tasks()) sched_yield();
+      last_work = Clock::now();
+      continue;
+    }
     if (progress()) {
       last_work = Clock::now();
       continue;
