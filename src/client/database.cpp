@@ -37,7 +37,7 @@ uint64_t Database::count(int32_t m, double timeout_ms) const {
 std::vector<bool> Database::exists(int32_t m, const Keys& keys, double timeout_ms) const {
   KeyRequest req(m, keys);
   if (keys.empty()) return {};
-  Reply r = call(rpc::kExists, req.meta.str(), req.body, timeout_ms, m);
+  Reply r = call(rpc::kExists, req.meta.str(), req.body.segments, timeout_ms, m);
   if (r.meta.size() != keys.size())
     throw Exception(Status::YOKAN_ERR_CORRUPTION, "malformed exists reply");
   std::vector<bool> out(keys.size());
@@ -48,14 +48,14 @@ std::vector<bool> Database::exists(int32_t m, const Keys& keys, double timeout_m
 std::vector<uint64_t> Database::length(int32_t m, const Keys& keys, double timeout_ms) const {
   KeyRequest req(m, keys);
   if (keys.empty()) return {};
-  Reply r = call(rpc::kLength, req.meta.str(), req.body, timeout_ms, m);
+  Reply r = call(rpc::kLength, req.meta.str(), req.body.segments, timeout_ms, m);
   return decode_sizes(r.meta, keys.size());
 }
 
 void Database::erase(int32_t m, const Keys& keys, double timeout_ms) const {
   KeyRequest req(m, keys);
   if (keys.empty()) return;
-  call(rpc::kErase, req.meta.str(), req.body, timeout_ms, m);
+  call(rpc::kErase, req.meta.str(), req.body.segments, timeout_ms, m);
 }
 
 void Database::put(int32_t m, const Keys& keys, const Keys& values, double timeout_ms) const {
@@ -65,9 +65,9 @@ void Database::put(int32_t m, const Keys& keys, const Keys& values, double timeo
   if (keys.empty()) return;
   std::vector<uint64_t> vsizes(values.size());
   for (size_t i = 0; i < values.size(); ++i) vsizes[i] = values[i].size();
-  req.add_items(values);
+  req.body.add_items(values);
   req.meta.array(vsizes);
-  call(rpc::kPut, req.meta.str(), req.body, timeout_ms, m);
+  call(rpc::kPut, req.meta.str(), req.body.segments, timeout_ms, m);
 }
 
 Client::Client(std::shared_ptr<Engine> engine) : engine_(std::move(engine)) {

@@ -74,15 +74,13 @@ void scatter_docs(const std::vector<uint64_t>& sizes, const Buffer& body, Collec
   }
 }
 
-// The documents as body segments and their sizes appended to the meta.
-std::vector<Segment> doc_segments(const Keys& docs, WireWriter* w) {
-  std::vector<Segment> body;
-  std::vector<uint64_t> sizes;
-  for (auto d : docs) {
-    sizes.push_back(d.size());
-    append_segment(body, {d.data(), d.size()});
-  }
+// The documents as the body and their sizes appended to the meta.
+RequestBody doc_body(const Keys& docs, WireWriter* w) {
+  std::vector<uint64_t> sizes(docs.size());
+  for (size_t i = 0; i < docs.size(); ++i) sizes[i] = docs[i].size();
   w->array(sizes);
+  RequestBody body;
+  body.add_items(docs);
   return body;
 }
 
@@ -129,8 +127,8 @@ Collection::Info Collection::info(int32_t m, double t) const {
 
 DocIds Collection::store(int32_t m, const Keys& docs, double t) const {
   WireWriter w = header(m, name_);
-  auto body = doc_segments(docs, &w);
-  Reply r = call(rpc::kDocStore, w.str(), body, t, m);
+  RequestBody body = doc_body(docs, &w);
+  Reply r = call(rpc::kDocStore, w.str(), body.segments, t, m);
   WireReader in(r.meta);
   DocIds ids = in.array<uint64_t>(docs.size());
   if (!in.done() || ids.size() != docs.size())
@@ -143,8 +141,8 @@ void Collection::update(int32_t m, const DocIds& ids, const Keys& docs, double t
     throw Exception(Status::YOKAN_ERR_INVALID_ARGS, "ids and documents differ in number");
   WireWriter w = header(m, name_);
   w.array(ids);
-  auto body = doc_segments(docs, &w);
-  call(rpc::kDocUpdate, w.str(), body, t, m);
+  RequestBody body = doc_body(docs, &w);
+  call(rpc::kDocUpdate, w.str(), body.segments, t, m);
 }
 
 Collection::LoadResult Collection::load(int32_t m, const DocIds& ids, Layout layout,

@@ -15,34 +15,19 @@ inline void check_mode(int32_t m) {
   if (!mode_is_compatible(m)) throw Exception(Status::YOKAN_ERR_MODE);
 }
 
-// meta [mode][key sizes] and the keys as the body (see add_items).
-// Throws INVALID_ARGS for an empty key and MODE for incompatible flags.
-struct KeyRequest {
-  // Items below this size that are not back to back in memory are copied
-  // (the engine copies a body of many such pieces into one block anyway).
+// A request body built from items (keys, values, documents): one byte
+// stream on the wire. Items back to back in memory (a packed buffer) go as
+// they are, one segment. Otherwise (a list of separate objects) the small
+// ones are copied into one block the body owns: a segment per item cost
+// ~7 ns to add here and as much again in the engine, ~30 µs per 1000 pairs
+// with the copy the engine then made of such a body anyway.
+struct RequestBody {
+  // Items below this size that are not back to back in memory are copied.
   static constexpr size_t kGatherBelow = 4096;
 
-  WireWriter meta;
-  std::vector<Segment> body;
-  std::vector<std::unique_ptr<char[]>> copies;  // blocks the body points into
+  std::vector<Segment> segments;
+  std::vector<std::unique_ptr<char[]>> copies;  // blocks `segments` points into
 
-  KeyRequest(int32_t m, const Keys& keys) {
-    check_mode(m);
-    std::vector<uint64_t> sizes(keys.size());
-    for (size_t i = 0; i < keys.size(); ++i) {
-      if (keys[i].empty()) throw Exception(Status::YOKAN_ERR_INVALID_ARGS, "empty key");
-      sizes[i] = keys[i].size();
-    }
-    add_items(keys);
-    meta.put<int32_t>(m);
-    meta.array(sizes);
-  }
-
-  // Appends the items to the body, one byte stream. Items back to back in
-  // memory (a packed buffer) go as they are, one segment. Otherwise (a list
-  // of separate objects) the small ones are copied into one block: a
-  // segment per item cost ~7 ns to add here and as much again in the
-  // engine, ~30 µs per 1000 pairs with the engine's own copy.
   void add_items(const Keys& items) {
     size_t total = 0, small = 0;
     bool adjacent = true;
@@ -53,7 +38,7 @@ struct KeyRequest {
     }
     if (items.empty() || total == 0) return;
     if (adjacent) {
-      append_segment(body, {items[0].data(), total});
+      append_segment(segments, {items[0].data(), total});
       return;
     }
     char* at = nullptr;
@@ -61,18 +46,37 @@ struct KeyRequest {
       copies.emplace_back(new char[small]);
       at = copies.back().get();
     }
-    char* run = at;  // start of the copies not yet in the body
+    char* run = at;  // start of the copies not yet in `segments`
     for (const auto& item : items) {
       if (item.size() < kGatherBelow) {
         std::memcpy(at, item.data(), item.size());
         at += item.size();
       } else {
-        append_segment(body, {run, static_cast<size_t>(at - run)});
-        append_segment(body, {item.data(), item.size()});
+        append_segment(segments, {run, static_cast<size_t>(at - run)});
+        append_segment(segments, {item.data(), item.size()});
         run = at;
       }
     }
-    append_segment(body, {run, static_cast<size_t>(at - run)});
+    append_segment(segments, {run, static_cast<size_t>(at - run)});
+  }
+};
+
+// meta [mode][key sizes] and the keys as the body.
+// Throws INVALID_ARGS for an empty key and MODE for incompatible flags.
+struct KeyRequest {
+  WireWriter meta;
+  RequestBody body;
+
+  KeyRequest(int32_t m, const Keys& keys) {
+    check_mode(m);
+    std::vector<uint64_t> sizes(keys.size());
+    for (size_t i = 0; i < keys.size(); ++i) {
+      if (keys[i].empty()) throw Exception(Status::YOKAN_ERR_INVALID_ARGS, "empty key");
+      sizes[i] = keys[i].size();
+    }
+    body.add_items(keys);
+    meta.put<int32_t>(m);
+    meta.array(sizes);
   }
 };
 

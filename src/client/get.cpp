@@ -71,7 +71,7 @@ std::vector<uint64_t> Database::get(int32_t m, const Keys& keys,
     dst.resize(n);
   };
   Scatter scatter = make_scatter(keys.size(), place);
-  Reply r = call(rpc::kGet, req.meta.str(), req.body, timeout_ms, m, &scatter);
+  Reply r = call(rpc::kGet, req.meta.str(), req.body.segments, timeout_ms, m, &scatter);
   return finish_get(r, keys.size(), place);
 }
 
@@ -86,7 +86,7 @@ std::vector<uint64_t> Database::get_packed(int32_t m, const Keys& keys, Destinat
     if (total <= out.size) dst.push_back({out.data, total});
   };
   Scatter scatter = make_scatter(keys.size(), place);
-  Reply r = call(rpc::kGet, req.meta.str(), req.body, timeout_ms, m, &scatter);
+  Reply r = call(rpc::kGet, req.meta.str(), req.body.segments, timeout_ms, m, &scatter);
   return finish_get(r, keys.size(), place);
 }
 
@@ -94,7 +94,7 @@ std::vector<uint64_t> Database::get_alloc(int32_t m, const Keys& keys, Buffer* v
                                           double timeout_ms) const {
   KeyRequest req = get_request(m, keys, true, {UINT64_MAX});
   if (keys.empty()) return {};
-  Reply r = call(rpc::kGet, req.meta.str(), req.body, timeout_ms, m);
+  Reply r = call(rpc::kGet, req.meta.str(), req.body.segments, timeout_ms, m);
   std::vector<uint64_t> sizes = decode_sizes(r.meta, keys.size());
   *values = std::move(r.body);
   return sizes;

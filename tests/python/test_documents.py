@@ -251,6 +251,18 @@ def test_update_multi_and_packed(coll):
         coll.update_packed([0, 1], b"abc", [2, 2])
 
 
+def test_store_and_update_multi_mixed_document_sizes(coll):
+    # Small documents of a list are copied into one block, large ones
+    # (4 KiB and more) sent in place, in any order.
+    sizes = [3, 5000, 12, 4096, 70000, 1, 4095]
+    docs = [bytes((i * 11 + j) % 256 for j in range(n)) for i, n in enumerate(sizes)]
+    ids = coll.store_multi(docs)
+    assert coll.load_multi(ids) == docs
+    docs2 = [d[::-1] + b"!" for d in docs]
+    coll.update_multi(ids, docs2)
+    assert coll.load_multi(ids) == docs2
+
+
 def test_erase(coll):
     coll.store_multi(["a", "b", "c"])
     coll.erase(1)
