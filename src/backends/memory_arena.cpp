@@ -24,7 +24,12 @@ constexpr size_t kStep = 8 << 10;
 }  // namespace
 
 RecordArena::~RecordArena() {
-  for (char* base : chunks_) munmap(base, kChunk);
+  for (char* base : chunks_) {
+    // ASan's poison outlives munmap: a later mapping at these addresses
+    // would inherit the marks of the B-tree nodes that lived here.
+    YOKAN_ARENA_UNPOISON(base, kChunk);
+    munmap(base, kChunk);
+  }
 }
 
 char* RecordArena::map_chunk() {

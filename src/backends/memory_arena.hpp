@@ -19,6 +19,8 @@
 // which leaves contents as they are), under the arena's own mutex.
 #pragma once
 
+#include <absl/base/config.h>  // ABSL_HAVE_ADDRESS_SANITIZER, as absl's containers test it
+
 #include <array>
 #include <atomic>
 #include <cstddef>
@@ -27,7 +29,7 @@
 #include <new>
 #include <vector>
 
-#if defined(__SANITIZE_ADDRESS__)
+#if defined(ABSL_HAVE_ADDRESS_SANITIZER)
 #include <sanitizer/asan_interface.h>
 // A container built with AddressSanitizer poisons parts of its nodes (unused
 // B-tree slots) and leaves that to the allocator to clear, as malloc does on

@@ -49,6 +49,7 @@ struct RequestBody {
     char* run = at;  // start of the copies not yet in `segments`
     for (const auto& item : items) {
       if (item.size() < kGatherBelow) {
+        if (item.empty()) continue;  // `at` may be null then: no memcpy
         std::memcpy(at, item.data(), item.size());
         at += item.size();
       } else {

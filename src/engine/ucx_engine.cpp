@@ -1259,6 +1259,9 @@ Status UcxEngine::send_and_wait(uint16_t am_id, const EndpointPtr& ep, uint16_t 
       }
       if (!claimed) {
         timed_out = true;
+        // No longer polling: a listening engine's progress thread must
+        // drive the worker again while the send is cancelled.
+        spinning.stop();
         if (!pc.send_done.load()) ucp_request_cancel(worker_, req);
         // The send must finish (or be cancelled) before the caller's buffers go away.
         std::unique_lock<std::mutex> lk(pc.m);

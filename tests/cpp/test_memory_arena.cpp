@@ -2,6 +2,7 @@
 // observed from outside: idle time faults in memory ahead of the records
 // (the process's resident size grows), within bounds, and erased records'
 // memory is reused rather than taken afresh.
+#include <absl/base/config.h>
 #include <gtest/gtest.h>
 #include <unistd.h>
 
@@ -18,7 +19,7 @@ namespace {
 
 const char* const kMemoryBackends[] = {"map", "unordered_map", "set", "unordered_set"};
 
-#if defined(__SANITIZE_ADDRESS__)
+#if defined(ABSL_HAVE_ADDRESS_SANITIZER)
 constexpr bool kAddressSanitizer = true;
 #else
 constexpr bool kAddressSanitizer = false;

@@ -29,6 +29,8 @@ def test_multi_mixed_item_sizes_and_layouts(db):
     big = [b"x" * 5000, b"y" * 6000]  # large items only
     db.put_multi(["big0", "big1"], big)
     assert db.get_multi(["big0", "big1"]) == big
+    db.put_multi(["e0", "big2", "e1"], [b"", b"z" * 5000, b""])  # no small bytes at all
+    assert db.get_multi(["e0", "big2", "e1"]) == [b"", b"z" * 5000, b""]
 
 
 def test_put_multi_positional_mode(db):
