@@ -63,10 +63,7 @@ void Database::put(int32_t m, const Keys& keys, const Keys& values, double timeo
     throw Exception(Status::YOKAN_ERR_INVALID_ARGS, "keys and values differ in number");
   KeyRequest req(m, keys);
   if (keys.empty()) return;
-  std::vector<uint64_t> vsizes(values.size());
-  for (size_t i = 0; i < values.size(); ++i) vsizes[i] = values[i].size();
-  req.body.add_items(values);
-  req.meta.array(vsizes);
+  req.body.add_items(values, req.meta);
   call(rpc::kPut, req.meta.str(), req.body.segments, timeout_ms, m);
 }
 

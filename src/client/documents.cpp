@@ -76,11 +76,8 @@ void scatter_docs(const std::vector<uint64_t>& sizes, const Buffer& body, Collec
 
 // The documents as the body and their sizes appended to the meta.
 RequestBody doc_body(const Keys& docs, WireWriter* w) {
-  std::vector<uint64_t> sizes(docs.size());
-  for (size_t i = 0; i < docs.size(); ++i) sizes[i] = docs[i].size();
-  w->array(sizes);
   RequestBody body;
-  body.add_items(docs);
+  body.add_items(docs, *w);
   return body;
 }
 

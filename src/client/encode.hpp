@@ -28,14 +28,19 @@ struct RequestBody {
   std::vector<Segment> segments;
   std::vector<std::unique_ptr<char[]>> copies;  // blocks `segments` points into
 
-  void add_items(const Keys& items) {
+  // Appends the items' sizes to `meta` (the array the provider splits the
+  // body by) and the items to the body.
+  void add_items(const Keys& items, WireWriter& meta) {
+    std::vector<uint64_t> sizes(items.size());
     size_t total = 0, small = 0;
     bool adjacent = true;
     for (size_t i = 0; i < items.size(); ++i) {
       if (i > 0 && items[i].data() != items[i - 1].data() + items[i - 1].size()) adjacent = false;
+      sizes[i] = items[i].size();
       total += items[i].size();
       if (items[i].size() < kGatherBelow) small += items[i].size();
     }
+    meta.array(sizes);
     if (items.empty() || total == 0) return;
     if (adjacent) {
       append_segment(segments, {items[0].data(), total});
@@ -70,14 +75,10 @@ struct KeyRequest {
 
   KeyRequest(int32_t m, const Keys& keys) {
     check_mode(m);
-    std::vector<uint64_t> sizes(keys.size());
-    for (size_t i = 0; i < keys.size(); ++i) {
-      if (keys[i].empty()) throw Exception(Status::YOKAN_ERR_INVALID_ARGS, "empty key");
-      sizes[i] = keys[i].size();
-    }
-    body.add_items(keys);
+    for (const auto& key : keys)
+      if (key.empty()) throw Exception(Status::YOKAN_ERR_INVALID_ARGS, "empty key");
     meta.put<int32_t>(m);
-    meta.array(sizes);
+    body.add_items(keys, meta);
   }
 };
 
