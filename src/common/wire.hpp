@@ -31,23 +31,34 @@ class WireWriter {
   // UINT64_MAX become 0..2 and a batch of small sizes packs into one byte per
   // item, which keeps a 1000-item batch's metadata inside the message header.
   WireWriter& array(const std::vector<uint64_t>& v) {
-    put<uint64_t>(v.size());
     uint64_t max = 0;
     for (uint64_t x : v) max = std::max(max, x + kArrayBias);
-    const uint8_t width = max <= 0xff ? 1 : max <= 0xffff ? 2 : max <= 0xffffffff ? 4 : 8;
+    const uint64_t* items = v.data();
+    return array(v.size(), max, [items](size_t i) { return items[i]; });
+  }
+  // The same array from a function of the index, for a caller that already
+  // knows the largest biased item (`biased_max`, the max of v + kArrayBias):
+  // saves a pass over the items.
+  template <typename ItemAt>
+  WireWriter& array(size_t count, uint64_t biased_max, ItemAt item_at) {
+    put<uint64_t>(count);
+    const uint8_t width = biased_max <= 0xff         ? 1
+                          : biased_max <= 0xffff     ? 2
+                          : biased_max <= 0xffffffff ? 4
+                                                     : 8;
     put<uint8_t>(width);
     size_t at = out_.size();
-    out_.resize(at + v.size() * width);
+    out_.resize(at + count * width);
     char* dst = out_.data() + at;
     switch (width) {
       case 1:
-        return pack<uint8_t>(v, dst);
+        return pack<uint8_t>(count, item_at, dst);
       case 2:
-        return pack<uint16_t>(v, dst);
+        return pack<uint16_t>(count, item_at, dst);
       case 4:
-        return pack<uint32_t>(v, dst);
+        return pack<uint32_t>(count, item_at, dst);
       default:
-        return pack<uint64_t>(v, dst);
+        return pack<uint64_t>(count, item_at, dst);
     }
   }
   std::string& str() { return out_; }
@@ -55,10 +66,11 @@ class WireWriter {
   static constexpr uint64_t kArrayBias = 3;
 
  private:
-  template <typename W>
-  WireWriter& pack(const std::vector<uint64_t>& v, char* dst) {
-    for (uint64_t x : v) {
-      W w = static_cast<W>(x + kArrayBias);
+  // `item_at` by value: a copy the byte stores cannot alias stays in registers.
+  template <typename W, typename ItemAt>
+  WireWriter& pack(size_t count, ItemAt item_at, char* dst) {
+    for (size_t i = 0; i < count; ++i) {
+      W w = static_cast<W>(item_at(i) + kArrayBias);
       std::memcpy(dst, &w, sizeof w);
       dst += sizeof w;
     }

@@ -159,11 +159,14 @@ Status decode_key_batch(WireReader& meta, std::string_view body, KeyBatch* batch
   if (batch->mode & ~(kSupportedModes | mode::LUA_FILTER | mode::LIB_FILTER))
     return Status::YOKAN_ERR_MODE;
   size_t offset = 0;
-  batch->keys.clear();
-  batch->keys.reserve(sizes.size());
-  for (uint64_t s : sizes) {
+  // Sized first and written by index (emplace_back reloads the vector's end
+  // on every key).
+  batch->keys.resize(sizes.size());
+  std::string_view* key = batch->keys.data();
+  for (size_t i = 0; i < sizes.size(); ++i) {
+    const uint64_t s = sizes[i];
     if (s == 0 || s > body.size() - offset) return Status::YOKAN_ERR_INVALID_ARGS;
-    batch->keys.emplace_back(body.data() + offset, s);
+    key[i] = std::string_view(body.data() + offset, s);
     offset += s;
   }
   *consumed = offset;

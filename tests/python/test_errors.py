@@ -137,6 +137,22 @@ def test_packed_sizes_repeating_one_int_object(db):
     assert sizes == [vsize, vsize, None, None]
 
 
+def test_packed_sizes_list_emptied_by_index(db):
+    # __index__ runs Python code while the binding walks the list; one that
+    # empties the list must not make the walk read past its end.
+    sizes = []
+
+    class Shrinking:
+        def __index__(self):
+            sizes.clear()
+            return 1
+
+    sizes.extend([1, Shrinking(), 1, 1])
+    with pytest.raises(ValueError, match="changed"):
+        db.put_packed(b"abcd", sizes, b"wxyz", [1, 1, 1, 1])
+    assert db.count() == 0
+
+
 @pytest.mark.parametrize(
     "config",
     [
