@@ -136,13 +136,10 @@ void ProviderImpl::handle_documents(RequestPtr req) {
     auto sizes = in.array<uint64_t>(rpc::kMaxBatch);
     if (!in.ok()) return false;
     std::string_view body = req->body();
-    size_t offset = 0;
-    for (uint64_t s : sizes) {
-      if (s > body.size() - offset) return false;
-      docs->push_back(body.substr(offset, s));
-      offset += s;
-    }
-    return offset == body.size();
+    docs->resize(sizes.size());
+    std::string_view* doc = docs->data();
+    return slice_by_sizes(body, sizes, true, [doc](size_t i, std::string_view d) { doc[i] = d; }) ==
+           body.size();
   };
 
   Status s = Status::YOKAN_SUCCESS;

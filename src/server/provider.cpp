@@ -158,18 +158,12 @@ Status decode_key_batch(WireReader& meta, std::string_view body, KeyBatch* batch
   if (!meta.ok()) return Status::YOKAN_ERR_INVALID_ARGS;
   if (batch->mode & ~(kSupportedModes | mode::LUA_FILTER | mode::LIB_FILTER))
     return Status::YOKAN_ERR_MODE;
-  size_t offset = 0;
-  // Sized first and written by index (emplace_back reloads the vector's end
-  // on every key).
   batch->keys.resize(sizes.size());
   std::string_view* key = batch->keys.data();
-  for (size_t i = 0; i < sizes.size(); ++i) {
-    const uint64_t s = sizes[i];
-    if (s == 0 || s > body.size() - offset) return Status::YOKAN_ERR_INVALID_ARGS;
-    key[i] = std::string_view(body.data() + offset, s);
-    offset += s;
-  }
-  *consumed = offset;
+  const size_t used =
+      slice_by_sizes(body, sizes, false, [key](size_t i, std::string_view k) { key[i] = k; });
+  if (used == SIZE_MAX) return Status::YOKAN_ERR_INVALID_ARGS;
+  *consumed = used;
   return Status::YOKAN_SUCCESS;
 }
 

@@ -2,6 +2,7 @@
 #pragma once
 
 #include <atomic>
+#include <cstdint>
 #include <map>
 #include <memory>
 #include <shared_mutex>
@@ -82,6 +83,25 @@ class ProviderImpl : public std::enable_shared_from_this<ProviderImpl> {
   Status read_values(const KeyBatch& batch, bool packed, const std::vector<uint64_t>& caps,
                      std::vector<uint64_t>* sizes, Buffer* body);
 };
+
+// Cuts the front of `body` into pieces of the given sizes (a batch's keys,
+// values or documents), calling `take(i, piece)` for each in order. Returns
+// how many bytes the pieces used, or SIZE_MAX if they overrun `body` or, with
+// `allow_empty` false, one is empty. Callers size their output first and
+// write by index from `take` (an emplace_back per piece reloads and stores the
+// vector's end each time).
+template <typename Take>
+size_t slice_by_sizes(std::string_view body, const std::vector<uint64_t>& sizes, bool allow_empty,
+                      Take take) {
+  size_t offset = 0;
+  for (size_t i = 0; i < sizes.size(); ++i) {
+    const uint64_t n = sizes[i];
+    if ((n == 0 && !allow_empty) || n > body.size() - offset) return SIZE_MAX;
+    take(i, std::string_view(body.data() + offset, n));
+    offset += n;
+  }
+  return offset;
+}
 
 // Reads [mode][count][key sizes] from `meta` and slices the keys out of the
 // front of `body`; `consumed` receives how many body bytes the keys used.

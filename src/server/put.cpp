@@ -23,14 +23,12 @@ void ProviderImpl::handle_put(RequestPtr req) {
   // took ~8 µs of the provider's time per request, this way ~3 µs.
   std::vector<std::pair<std::string_view, std::string_view>> pairs(batch.keys.size());
   std::string_view values = req->body().substr(used);
-  size_t offset = 0;
-  for (size_t i = 0; i < batch.keys.size(); ++i) {
-    if (vsizes[i] > values.size() - offset) return req->respond(Status::YOKAN_ERR_INVALID_ARGS);
-    pairs[i].first = batch.keys[i];
-    pairs[i].second = std::string_view(values.data() + offset, vsizes[i]);
-    offset += vsizes[i];
-  }
-  if (offset != values.size()) return req->respond(Status::YOKAN_ERR_INVALID_ARGS);
+  auto* pair = pairs.data();
+  const std::string_view* key = batch.keys.data();
+  if (slice_by_sizes(values, vsizes, true, [pair, key](size_t i, std::string_view v) {
+        pair[i] = {key[i], v};
+      }) != values.size())
+    return req->respond(Status::YOKAN_ERR_INVALID_ARGS);
 
   // Responding takes the transport's lock, so it never happens under write_order.
   s = apply_put(batch.mode, pairs);
