@@ -19,6 +19,8 @@
 #include <string_view>
 #include <utility>
 
+#include "yokan/copy.hpp"
+
 namespace yokan {
 
 namespace buffer_pool {
@@ -33,7 +35,7 @@ class Buffer {
   explicit Buffer(size_t size) { resize(size); }
   Buffer(const void* src, size_t size) {
     resize(size);
-    if (size) std::memcpy(data_, src, size);
+    if (size) copy_bytes(data_, src, size);
   }
   Buffer(Buffer&& o) noexcept
       : data_(std::exchange(o.data_, nullptr)),
@@ -72,7 +74,7 @@ class Buffer {
     if (capacity <= capacity_) return;
     size_t got = 0;
     char* p = buffer_pool::acquire(capacity, &got);
-    if (size_) std::memcpy(p, data_, size_);
+    if (size_) copy_bytes(p, data_, size_);
     release();
     data_ = p;
     capacity_ = got;
@@ -83,7 +85,7 @@ class Buffer {
   }
   void append(const void* src, size_t n) {
     if (size_ + n > capacity_) reserve(std::max(size_ + n, capacity_ * 2));
-    if (n) std::memcpy(data_ + size_, src, n);
+    if (n) copy_bytes(data_ + size_, src, n);
     size_ += n;
   }
 

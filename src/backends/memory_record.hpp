@@ -49,7 +49,7 @@ class Record {
     } else {
       r->capacity_ = static_cast<uint32_t>(total - sizeof(Record) - key.size());
       r->value_size_ = static_cast<uint32_t>(value.size());
-      if (!value.empty()) std::memcpy(r->bytes() + key.size(), value.data(), value.size());
+      if (!value.empty()) copy_bytes(r->bytes() + key.size(), value.data(), value.size());
     }
     return r;
   }
@@ -90,7 +90,7 @@ class Record {
     // In place if it fits and does not strand much unused room.
     if (is_shared() || value.size() > capacity_ || capacity_ > 2 * value.size() + 64)
       return replace(arena, value);
-    if (!value.empty()) std::memcpy(bytes() + key_size_, value.data(), value.size());
+    if (!value.empty()) copy_bytes(bytes() + key_size_, value.data(), value.size());
     value_size_ = static_cast<uint32_t>(value.size());
     return this;
   }

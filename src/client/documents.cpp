@@ -65,10 +65,10 @@ void scatter_docs(const std::vector<uint64_t>& sizes, const Buffer& body, Collec
   for (size_t i = 0; i < sizes.size(); ++i) {
     if (!placed(sizes[i])) continue;
     if (sizes[i] && packed) {
-      std::memcpy(packed, src, sizes[i]);
+      copy_bytes(packed, src, sizes[i]);
       packed += sizes[i];
     } else if (sizes[i]) {
-      std::memcpy(out[i].data, src, sizes[i]);
+      copy_bytes(out[i].data, src, sizes[i]);
     }
     src += sizes[i];
   }

@@ -65,7 +65,7 @@ struct RequestBody {
     for (const auto& item : items) {
       if (item.size() < kGatherBelow) {
         if (item.empty()) continue;  // `at` may be null then: no memcpy
-        std::memcpy(at, item.data(), item.size());
+        copy_bytes(at, item.data(), item.size());
         at += item.size();
       } else {
         append_segment(segments, {run, static_cast<size_t>(at - run)});

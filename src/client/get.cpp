@@ -34,7 +34,7 @@ static std::vector<uint64_t> finish_get(const Reply& r, size_t n, const Placer& 
   size_t left = r.body.size();
   for (auto& d : dst) {
     if (d.size > left) throw Exception(Status::YOKAN_ERR_CORRUPTION, "short get reply");
-    std::memcpy(d.data, src, d.size);
+    copy_bytes(d.data, src, d.size);
     src += d.size;
     left -= d.size;
   }

@@ -28,10 +28,10 @@ const char* copy_section(const std::vector<uint64_t>& sizes, const char* src, co
     if (sizes[i] > size_t(end - src))
       throw Exception(Status::YOKAN_ERR_CORRUPTION, "short list reply");
     if (packed) {
-      std::memcpy(packed, src, sizes[i]);
+      copy_bytes(packed, src, sizes[i]);
       packed += sizes[i];
     } else {
-      std::memcpy(out[i].data, src, sizes[i]);
+      copy_bytes(out[i].data, src, sizes[i]);
     }
     src += sizes[i];
   }

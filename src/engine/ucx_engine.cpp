@@ -918,7 +918,7 @@ ucs_status_t UcxEngine::on_response(void* arg, const void* header, size_t header
       reply->body = Buffer(src + h.meta_len, len - h.meta_len);
     } else if (scatter) {
       for (auto& d : dst) {
-        std::memcpy(d.data, src, d.size);
+        copy_bytes(d.data, src, d.size);
         src += d.size;
       }
       reply->scattered = true;
@@ -1174,8 +1174,14 @@ Status UcxEngine::send_and_wait(uint16_t am_id, const EndpointPtr& ep, uint16_t 
     const size_t staged = total + (iov.empty() ? 0 : meta.size());
     staging.reset(new char[staged]);
     char* at = staging.get();
-    for (auto& v : iov) at = static_cast<char*>(std::memcpy(at, v.buffer, v.length)) + v.length;
-    for (auto& seg : segs) at = static_cast<char*>(std::memcpy(at, seg.data, seg.size)) + seg.size;
+    for (auto& v : iov) {
+      copy_bytes(at, v.buffer, v.length);
+      at += v.length;
+    }
+    for (auto& seg : segs) {
+      copy_bytes(at, seg.data, seg.size);
+      at += seg.size;
+    }
     iov.clear();
     segs.assign(1, Segment{staging.get(), staged});
   }
