@@ -70,6 +70,10 @@ constexpr size_t kCoalesceMax = 64 * 1024;
 // ... and so are larger bodies whose pieces average less than this: copying
 // them costs less than UCX walking a scatter list of that many entries.
 constexpr size_t kCoalescePiece = 4096;
+// Eager request bodies from this size on are handed to the handler in UCX's
+// receive buffer rather than copied out (they arrived in several fragments,
+// so UCX assembled them in memory of its own).
+constexpr size_t kHoldFrom = 16 * 1024;
 
 struct WireHeader {
   uint32_t magic;
@@ -285,6 +289,7 @@ class UcxEngine final : public Engine, public std::enable_shared_from_this<UcxEn
     progressing_.fetch_add(1, std::memory_order_acq_rel);
     unsigned n = ucp_worker_progress(worker_);
     progressing_.fetch_sub(1, std::memory_order_acq_rel);
+    if (releases_pending_.load(std::memory_order_acquire)) release_held();
     return n;
   }
   // A pass only if no other thread is in one: that thread completes our
@@ -294,6 +299,31 @@ class UcxEngine final : public Engine, public std::enable_shared_from_this<UcxEn
     if (progressing_.load(std::memory_order_acquire) == 0) progress();
   }
   void teardown();
+
+  // Large eager request bodies stay in UCX's receive buffer while their
+  // handler runs (handle_incoming) and are given back here, after a
+  // ucp_worker_progress pass: never from inside the callback that received
+  // them, which would return them before UCX has handed them over.
+ public:
+  void release_later(void* data) {
+    std::lock_guard<std::mutex> g(release_mu_);
+    to_release_.push_back(data);
+    releases_pending_.store(true, std::memory_order_release);
+  }
+
+ private:
+  void release_held() {
+    std::vector<void*> batch;
+    {
+      std::lock_guard<std::mutex> g(release_mu_);
+      batch.swap(to_release_);
+      releases_pending_.store(false, std::memory_order_release);
+    }
+    for (void* data : batch) ucp_am_data_release(worker_, data);
+  }
+  std::mutex release_mu_;
+  std::vector<void*> to_release_;
+  std::atomic<bool> releases_pending_{false};
 
   json config_;
   std::string protocol_;
@@ -782,6 +812,15 @@ ucs_status_t UcxEngine::handle_incoming(const void* header, size_t header_len, v
     req->meta_in_body_ = true;
   } else {
     req->meta_.assign(meta.data(), meta.size());
+  }
+  if (!rndv && prefix.empty() && len >= kHoldFrom &&
+      (param->recv_attr & UCP_AM_RECV_ATTR_FLAG_DATA)) {
+    // The body is read in place: no copy, no buffer of our own.
+    std::shared_ptr<const void> held(
+        data, [this](const void* d) { release_later(const_cast<void*>(d)); });
+    req->body_ = Buffer::borrow(std::move(held), static_cast<const char*>(data), len);
+    dispatch(std::move(req));
+    return UCS_INPROGRESS;
   }
   if (!rndv) {
     req->body_.reserve(prefix.size() + len);
@@ -1367,7 +1406,8 @@ void UcxEngine::teardown() {
   ucp_worker_signal(worker_);
   park_cv_.notify_all();
   if (progress_thread_.joinable()) progress_thread_.join();
-  for (int i = 0; i < 100; ++i) ucp_worker_progress(worker_);
+  for (int i = 0; i < 100; ++i) progress();
+  release_held();
   ucp_worker_destroy(worker_);
   ucp_cleanup(context_);
 }

@@ -179,3 +179,32 @@ def test_provider_dropped_while_woken_waiters_are_queued():
             assert len(outcomes) == 8
             assert all(o in (b"v", YOKAN_ERR_INVALID_PROVIDER) for o in outcomes), outcomes
             del db
+
+
+def test_large_waiting_request_held_while_others_flow(remote):
+    # With a high rendezvous threshold, a 2000-key request (~32 KiB) travels
+    # eagerly, and the provider reads its body in UCX's receive buffer: the
+    # parked request keeps that buffer while other requests come and go.
+    server = remote("na+sm")
+    keys = [b"held-%011d" % i for i in range(2000)]
+    with Engine("na+sm", mode=0, config={"rndv_threshold": 1 << 20}) as e:
+        db = Client(e).make_database_handle(server.address, 42)
+        db.put_multi([(k, b"v" + k) for k in keys[1:]])
+        got = {}
+
+        def waiter():
+            got["exists"] = db.exists_multi(keys, mode=Mode.WAIT, timeout_ms=20000)
+
+        t = threading.Thread(target=waiter)
+        t.start()
+        with Engine("na+sm", mode=0, config={"rndv_threshold": 1 << 20}) as e2:
+            other = Client(e2).make_database_handle(server.address, 42)
+            for i in range(200):  # eager ~28 KiB puts: held and released meanwhile
+                other.put_multi([(b"flow-%03d-%06d" % (i, j), b"x" * 40) for j in range(500)])
+            assert t.is_alive()
+            other.put(keys[0], b"first")
+        t.join(20)
+        assert not t.is_alive()
+        assert got["exists"] == [True] * len(keys)
+        assert db.get(keys[0]) == b"first"
+        assert db.get(keys[-1]) == b"v" + keys[-1]
