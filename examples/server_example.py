@@ -1,4 +1,4 @@
-"""A standalone provider: prints its address, serves until Ctrl-C (SIGINT).
+"""A standalone provider: prints its address, serves until Ctrl-C (SIGINT) or SIGTERM.
 
     python server_example.py [PROTOCOL] [BACKEND]   # e.g. tcp map, na+sm map
 
@@ -7,6 +7,7 @@ Clients in other processes connect with the printed address, e.g.
 """
 
 import json
+import signal
 import sys
 
 from mochi.margo import Engine
@@ -18,6 +19,10 @@ config = {"database": {"type": backend, "config": {}}}
 
 engine = Engine(protocol)
 provider = Provider(engine=engine, provider_id=42, config=json.dumps(config))
+# A job that a shell script starts in the background inherits SIGINT ignored,
+# and Python then leaves it ignored: ask for Ctrl-C's usual meaning anyway.
+signal.signal(signal.SIGINT, signal.default_int_handler)
+signal.signal(signal.SIGTERM, lambda *_: engine.finalize())
 print(engine.addr(), flush=True)
 print("provider 42 serving a", backend, "database; Ctrl-C to stop", file=sys.stderr)
 try:
