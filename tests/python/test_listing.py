@@ -176,6 +176,30 @@ def test_iter_no_prefix_pages_correctly(filled):
     assert seen == [f"{i:03d}" for i in range(30)]
 
 
+def test_scan_pages_pairs_in_order(filled):
+    items = [f"item:{i:03d}" for i in range(30)]
+    assert list(filled.scan(filter=b"item:", batch_size=4)) == [
+        (k.encode(), b"v" + k.encode()) for k in items
+    ]
+    assert list(filled.scan(filter=b"item:", count=5, batch_size=2, ignore_values=True)) == [
+        (k.encode(), None) for k in items[:5]
+    ]
+    assert list(filled.scan(b"item:027", b"item:", batch_size=2, mode=Mode.NO_PREFIX)) == [
+        (b"028", b"vitem:028"),
+        (b"029", b"vitem:029"),
+    ]
+
+
+def test_scan_fetches_pages_lazily(filled):
+    pages = filled.scan(filter=b"item:", batch_size=10, ignore_values=True)
+    assert next(pages) == (b"item:000", None)  # the first page is in hand
+    # A key written now lands in a page that has not been fetched yet.
+    filled.put("item:025x", "late")
+    rest = [k for k, _ in pages]
+    assert rest[-6:-4] == [b"item:025", b"item:025x"]
+    assert len(rest) == 30
+
+
 def test_iter_callback_exception_propagates(filled):
     class Boom(Exception):
         pass

@@ -6,7 +6,7 @@ without copying. Output buffers must be writable and C-contiguous; they are
 written in place. Every call that talks to a provider releases the GIL.
 """
 
-from itertools import repeat
+from itertools import chain, repeat
 
 from mochi.yokan import _yokan
 from mochi.yokan.collection import Collection
@@ -270,8 +270,16 @@ class Database:
         ignore_values=False,
         timeout_ms=0.0,
     ):
-        """Yields ``(key bytes, value bytes or None)`` in key order, a page of
-        ``batch_size`` (default 1024) pairs per round trip; ``count=0`` means all."""
+        """An iterator of ``(key bytes, value bytes or None)`` in key order, a
+        page of ``batch_size`` (default 1024) pairs per round trip; ``count=0``
+        means all. Pages are fetched lazily, as the iteration reaches them."""
+        # chain.from_iterable walks each page in C: only a page boundary
+        # resumes Python code, not every pair.
+        return chain.from_iterable(
+            self._scan_pages(from_key, filter, count, mode, batch_size, ignore_values, timeout_ms)
+        )
+
+    def _scan_pages(self, from_key, filter, count, mode, batch_size, ignore_values, timeout_ms):
         mode = int(mode)
         page = int(batch_size) if batch_size > 0 else 1024
         remaining = int(count) if count > 0 else None
@@ -283,10 +291,7 @@ class Database:
             keys, values = self._db.list(
                 cursor, filter, n, not ignore_values, 2, None, None, mode, timeout_ms
             )
-            if ignore_values:
-                yield from zip(keys, repeat(None))
-            else:
-                yield from zip(keys, values)
+            yield zip(keys, repeat(None) if ignore_values else values)
             if len(keys) < n:
                 return
             if remaining is not None:

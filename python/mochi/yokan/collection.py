@@ -9,6 +9,7 @@ the provider, as a Lua document filter.
 
 import json
 import math
+from itertools import chain
 
 from mochi.yokan import _yokan
 from mochi.yokan.exception import (
@@ -228,15 +229,21 @@ class Collection:
         return list(zip(ids, sizes))
 
     def scan(self, from_id=0, filter="", count=0, mode=0, batch_size=0, timeout_ms=0.0):
-        """Yields ``(id, bytes)`` in id order, ``batch_size`` (default 256)
-        documents per round trip; ``count=0`` means all."""
+        """An iterator of ``(id, bytes)`` in id order, ``batch_size`` (default
+        256) documents per round trip, fetched lazily; ``count=0`` means all."""
+        # As Database.scan: a C-level chain over pages, Python only per page.
+        return chain.from_iterable(
+            self._scan_pages(from_id, filter, count, mode, batch_size, timeout_ms)
+        )
+
+    def _scan_pages(self, from_id, filter, count, mode, batch_size, timeout_ms):
         page = int(batch_size) if batch_size > 0 else 256
         remaining = int(count) if count > 0 else None
         cursor = _id(from_id)
         while remaining is None or remaining > 0:
             n = page if remaining is None else min(page, remaining)
             ids, _, docs = self._native.list(cursor, filter, n, 2, None, int(mode), timeout_ms)
-            yield from zip(ids, docs)
+            yield zip(ids, docs)
             if len(ids) < n or ids[-1] >= _UINT64_MAX - 1:
                 return
             if remaining is not None:
