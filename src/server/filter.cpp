@@ -7,18 +7,16 @@ namespace {
 class PrefixFilter final : public KeyFilter {
  public:
   PrefixFilter(std::string_view prefix, bool strip) : prefix_(prefix), strip_(strip) {}
-  bool accept(std::string_view key, std::string_view) override {
-    return key.size() >= prefix_.size() && key.compare(0, prefix_.size(), prefix_) == 0;
-  }
-  bool past_end(std::string_view key) const override {
-    return key.substr(0, prefix_.size()) > prefix_;
-  }
+  bool accept(std::string_view key, std::string_view) override { return rule().accept(key); }
+  bool past_end(std::string_view key) const override { return rule().past_end(key); }
   std::string_view start_hint() const override { return prefix_; }
   std::string_view output_key(std::string_view key) const override {
-    return strip_ ? key.substr(prefix_.size()) : key;
+    return rule().output_key(key);
   }
 
  private:
+  PrefixRule rule() const { return {prefix_, strip_}; }
+
   std::string prefix_;
   bool strip_;
 };
@@ -60,10 +58,10 @@ Status make_key_filter(int32_t m, std::string_view filter, const LuaLimits& limi
     return make_lua_filter(filter, m & mode::FILTER_VALUE, limits, out, error);
   if (m & mode::LIB_FILTER) return lib_filter_unsupported(error);
   bool strip = m & mode::NO_PREFIX;
-  if (m & mode::SUFFIX)
-    *out = std::make_unique<SuffixFilter>(filter, strip);
-  else
+  if (is_prefix_filter(m))
     *out = std::make_unique<PrefixFilter>(filter, strip);
+  else
+    *out = std::make_unique<SuffixFilter>(filter, strip);
   return Status::YOKAN_SUCCESS;
 }
 

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <cstring>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -39,6 +40,28 @@ class KeyFilter {
   Status status_ = Status::YOKAN_SUCCESS;
   std::string message_;
 };
+
+// The rule of the default filter, a key prefix. Inline, so that a listing by
+// prefix (the common case) tests each key without a virtual call.
+struct PrefixRule {
+  std::string_view prefix;
+  bool strip = false;  // NO_PREFIX: keys are returned without the prefix
+
+  bool accept(std::string_view key) const {
+    return key.size() >= prefix.size() &&
+           (prefix.empty() || std::memcmp(key.data(), prefix.data(), prefix.size()) == 0);
+  }
+  // In bytewise order: no key from this one on can match.
+  bool past_end(std::string_view key) const { return key.substr(0, prefix.size()) > prefix; }
+  std::string_view output_key(std::string_view key) const {
+    return strip ? key.substr(prefix.size()) : key;
+  }
+};
+
+// Whether `mode` selects the plain prefix filter (no Lua, library or suffix filter).
+inline bool is_prefix_filter(int32_t m) {
+  return !(m & (mode::LUA_FILTER | mode::LIB_FILTER | mode::SUFFIX));
+}
 
 struct LuaLimits {
   double time_ms = 1000;            // per request

@@ -1,3 +1,5 @@
+#include <algorithm>
+
 #include "server/provider_impl.hpp"
 
 namespace yokan {
@@ -69,28 +71,50 @@ void ProviderImpl::handle_list(RequestPtr req) {
     if (packed) *room -= data.size();
   };
 
-  s = backend->iterate(start, inclusive, with_values || filter->needs_value(),
-                       [&](std::string_view k, std::string_view v) {
-                         if (ksizes.size() == count || (bytewise && filter->past_end(k))) {
-                           visited_after_last = true;
-                           return false;
-                         }
-                         visited_after_last = true;
-                         if (!filter->accept(k, v)) return ok(filter->failed());
-                         visited_after_last = false;
-                         size_t i = ksizes.size();
-                         std::string_view out_key = filter->output_key(k);
-                         if (ignore_keys) {
-                           ksizes.push_back(0);
-                           if (keep_last) last_key.assign(out_key.data(), out_key.size());
-                         } else {
-                           place(out_key, packed ? 0 : kcaps[i], &kroom, &koverflow, &keys,
-                                 &ksizes);
-                         }
-                         if (with_values)
-                           place(v, packed ? 0 : vcaps[i], &vroom, &voverflow, &values, &vsizes);
-                         return true;
-                       });
+  ksizes.reserve(std::min<uint64_t>(count, 4096));
+  if (with_values) vsizes.reserve(std::min<uint64_t>(count, 4096));
+  // The per-pair work, written once for both kinds of `match`: the inline
+  // prefix rule, or a KeyFilter (Lua, suffix) through its virtual calls.
+  auto visit_with = [&](const auto& match) {
+    return backend->iterate(
+        start, inclusive, with_values || filter->needs_value(),
+        [&](std::string_view k, std::string_view v) {
+          if (ksizes.size() == count || (bytewise && match.past_end(k))) {
+            visited_after_last = true;
+            return false;
+          }
+          visited_after_last = true;
+          if (!match.accept(k, v)) return ok(filter->failed());
+          visited_after_last = false;
+          size_t i = ksizes.size();
+          std::string_view out_key = match.output_key(k);
+          if (ignore_keys) {
+            ksizes.push_back(0);
+            if (keep_last) last_key.assign(out_key.data(), out_key.size());
+          } else {
+            place(out_key, packed ? 0 : kcaps[i], &kroom, &koverflow, &keys, &ksizes);
+          }
+          if (with_values) place(v, packed ? 0 : vcaps[i], &vroom, &voverflow, &values, &vsizes);
+          return true;
+        });
+  };
+  if (is_prefix_filter(m)) {
+    struct {
+      PrefixRule rule;
+      bool past_end(std::string_view k) const { return rule.past_end(k); }
+      bool accept(std::string_view k, std::string_view) const { return rule.accept(k); }
+      std::string_view output_key(std::string_view k) const { return rule.output_key(k); }
+    } prefix{{filter_text, bool(m & mode::NO_PREFIX)}};
+    s = visit_with(prefix);
+  } else {
+    struct {
+      KeyFilter* f;
+      bool past_end(std::string_view k) const { return f->past_end(k); }
+      bool accept(std::string_view k, std::string_view v) const { return f->accept(k, v); }
+      std::string_view output_key(std::string_view k) const { return f->output_key(k); }
+    } general{filter.get()};
+    s = visit_with(general);
+  }
   if (ok(s) && !ok(filter->failed())) return req->respond(filter->failed(), filter->message());
   if (!ok(s)) return req->respond(s);
 
