@@ -25,7 +25,9 @@ def run_workloads(spec):
     result = {"pid": os.getpid(), "cpus": sorted(os.sched_getaffinity(0))}
     if "memcpy" in spec["workloads"]:
         result["memcpy"] = workloads.memcpy_bandwidth(p["memcpy_mib"], p["memcpy_reps"], p["runs"])
-    targets = [w for w in spec["workloads"] if w != "memcpy"]
+    if "pace" in spec["workloads"]:
+        result["pace"] = workloads.python_pace()
+    targets = [w for w in spec["workloads"] if w not in ("memcpy", "pace")]
     if not targets:
         return result
     t = time.perf_counter()

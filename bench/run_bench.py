@@ -647,15 +647,24 @@ def main(argv=None):
     background = {"before": {"cpu_busy": cpu_busy(cpus), "loadavg": loadavg()}}
     log("background CPU busy before the run: " + fmt_busy(background["before"]["cpu_busy"]))
 
+    def pace():
+        # A bare Python loop on each CPU: the VM's pace at this moment.
+        return {
+            f"cpu{c}": run_worker(
+                {"mode": "run", "target": None, "workloads": ["pace"], "params": params}, [c], wt
+            ).get("pace")
+            for c in both
+        }
+
+    log("Python pace")
+    limits = {"pace_before": pace()}
     # Physical limits.
     log("memcpy")
-    limits = {
-        "memcpy": run_worker(
-            {"mode": "run", "target": None, "workloads": ["memcpy"], "params": params},
-            [cli_cpu],
-            wt,
-        ).get("memcpy")
-    }
+    limits["memcpy"] = run_worker(
+        {"mode": "run", "target": None, "workloads": ["memcpy"], "params": params},
+        [cli_cpu],
+        wt,
+    ).get("memcpy")
     log("shared-memory hand-off")
     import handoff  # numpy, which only the benchmark's own processes need
 
@@ -733,6 +742,8 @@ def main(argv=None):
         "inproc_same_nospin", dict(inproc, engine_config=nospin), ["single"], [cli_cpu], same_params
     )
 
+    log("Python pace")
+    limits["pace_after"] = pace()
     background["after"] = {"cpu_busy": cpu_busy(cpus), "loadavg": loadavg()}
     elapsed = time.monotonic() - t_start
     rows = build_rows(res, has_list)
@@ -771,6 +782,17 @@ def main(argv=None):
     print(render_table(rows))
     print()
     print("Physical limits (same run):")
+
+    def fmt_pace(p):
+        return ", ".join(
+            f"{c.upper()} {v['ns_per_turn']:.1f}" if v else f"{c.upper()} n/a" for c, v in p.items()
+        )
+
+    print(
+        f"  VM pace, a bare Python loop (ns per turn, best of 5; it moves by up to 2x on a shared "
+        f"VM, and so do the Python-driven rows): before {fmt_pace(limits['pace_before'])}; "
+        f"after {fmt_pace(limits['pace_after'])}"
+    )
     m = limits["memcpy"] or {}
     print(
         f"  memcpy (numpy copyto, {params['memcpy_mib']} MiB, preallocated, CPU{cli_cpu}): "

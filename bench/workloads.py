@@ -324,6 +324,27 @@ def memcpy_bandwidth(size_mib, reps, runs):
 
 
 # ---------------------------------------------------------------------------
+# The VM's pace
+
+
+def python_pace(n=1_000_000, runs=5):
+    """ns per turn of a bare Python loop (the shape of the listing consumer).
+
+    On a shared VM this moves by up to 2x from one minute to the next; every
+    Python-driven row moves with it, so the report shows it at both ends of
+    the run."""
+    items = [None] * n
+    res = []
+    for _ in range(runs):
+        seen = 0
+        t = time.perf_counter()
+        for _ in items:
+            seen += 1
+        res.append((time.perf_counter() - t) / n * 1e9)
+    return {"ns_per_turn": min(res), "runs": res}
+
+
+# ---------------------------------------------------------------------------
 # 5. Concurrent clients: one window of single gets
 
 
