@@ -17,6 +17,7 @@
 
 namespace yokan {
 
+#if defined(__x86_64__) && defined(__GNUC__)
 namespace detail {
 inline void copy_by_chunks(char* dst, const char* src, size_t n) noexcept {
   struct Chunk {
@@ -36,6 +37,7 @@ inline void copy_by_chunks(char* dst, const char* src, size_t n) noexcept {
   std::memcpy(dst, src, n);
 }
 }  // namespace detail
+#endif
 
 inline void copy_bytes(void* dst, const void* src, size_t n) noexcept {
 #if defined(__x86_64__) && defined(__GNUC__)
