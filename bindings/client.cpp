@@ -54,6 +54,12 @@ Keys read_items(ByteViews& views, py::handle items, const char* what) {
   return views.read_list(items, what);
 }
 
+// (keys, values) of a kAlloc listing as lists of bytes (values empty without them).
+py::tuple allocated_page(const Database::ListResult& r, bool with_values) {
+  return py::make_tuple(split_bytes(r.keys.view(), r.key_sizes),
+                        with_values ? split_bytes(r.values.view(), r.value_sizes) : py::list());
+}
+
 }  // namespace
 
 void bind_client(py::module_& m) {
@@ -196,15 +202,38 @@ void bind_client(py::module_& m) {
               r = db.list(mode, f, flt, count, with_values,
                           static_cast<Database::ListLayout>(layout), kout, vout, t);
             }
-            if (layout == 2)
-              return py::make_tuple(
-                  split_bytes(r.keys.view(), r.key_sizes),
-                  with_values ? split_bytes(r.values.view(), r.value_sizes) : py::list());
-            return py::make_tuple(python_sizes(r.key_sizes), python_sizes(r.value_sizes));
+            if (layout == 2) return allocated_page(r, with_values);
+            return py::tuple(
+                py::make_tuple(python_sizes(r.key_sizes), python_sizes(r.value_sizes)));
           },
           py::arg("from_key"), py::arg("filter"), py::arg("count"), py::arg("with_values"),
           py::arg("layout"), py::arg("key_buffers"), py::arg("value_buffers"), py::arg("mode"),
-          py::arg("timeout_ms"));
+          py::arg("timeout_ms"))
+      .def(
+          "list_start",
+          [](const Database& db, py::handle from, py::handle filter, uint64_t count,
+             bool with_values, int32_t mode, double t) {
+            ByteViews views;
+            auto f = views.read(from, "from_key");
+            auto flt = views.read(filter, "filter");
+            py::gil_scoped_release nogil;
+            return db.list_start(mode, f, flt, count, with_values, t);
+          },
+          py::arg("from_key"), py::arg("filter"), py::arg("count"), py::arg("with_values"),
+          py::arg("mode"), py::arg("timeout_ms"));
+
+  // A page on its way (Database.list_start): wait() -> (keys, values) as
+  // list(..., layout=2) returns them.
+  py::class_<Database::PendingList>(m, "PendingList").def("wait", [](Database::PendingList& p) {
+    Database::ListResult r;
+    bool with_values = false;
+    {
+      py::gil_scoped_release nogil;
+      with_values = p.with_values();
+      r = p.finish();
+    }
+    return allocated_page(r, with_values);
+  });
 }
 
 }  // namespace yokan::python

@@ -63,6 +63,24 @@ class Database {
                   bool with_values, ListLayout layout, const std::vector<Destination>& key_out,
                   const std::vector<Destination>& value_out, double timeout_ms) const;
 
+  // list() with the kAlloc layout in two steps, so that the caller can work
+  // while the provider lists: the request is sent now (throws as list()
+  // does if it cannot be), and finish() waits for the page. Dropping a
+  // PendingList unfinished gives the page up.
+  class PendingList {
+   public:
+    ListResult finish();  // at most once; throws as list() does
+    bool with_values() const { return with_values_; }
+
+   private:
+    friend class Database;
+    std::unique_ptr<CallInFlight> call_;
+    uint64_t count_ = 0;
+    bool with_values_ = false;
+  };
+  PendingList list_start(int32_t mode, std::string_view from, std::string_view filter,
+                         uint64_t count, bool with_values, double timeout_ms) const;
+
   uint16_t provider_id() const { return provider_id_; }
   std::string address() const;
   // The UCX transports this handle's connection uses (diagnostics).

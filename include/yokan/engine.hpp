@@ -78,6 +78,19 @@ struct Reply {
 using Scatter =
     std::function<bool(std::string_view meta, size_t body_len, std::vector<Destination>& dst)>;
 
+// A call whose response is collected later, so that the caller can work
+// while the peer does (Engine::start_call). Thread-safety: one thread at a
+// time. Destroying it without wait() gives the call up: a late response is
+// dropped, and the peer may still have done the work.
+class CallInFlight {
+ public:
+  virtual ~CallInFlight() = default;
+  // Waits for the response as call() would and returns call()'s status;
+  // the timeout counts from this call, not from the send.
+  // YOKAN_ERR_INVALID_ARGS if waited for already.
+  virtual Status wait(Reply* reply) = 0;
+};
+
 struct CallOptions {
   double timeout_ms = 0;  // <= 0: no deadline
   bool no_rdma = false;   // force eager (inline) transfer of large bodies
@@ -129,6 +142,13 @@ class Engine {
   virtual Status call(const EndpointPtr& ep, uint16_t provider_id, uint16_t rpc,
                       std::string_view meta, const std::vector<Segment>& body,
                       const CallOptions& options, Reply* reply) = 0;
+
+  // call() without a body, in two steps: sends now, and the returned call's
+  // wait() collects the response (options.scatter is ignored: the reply is
+  // kept whole). Null, with `*status` set, if the request could not be sent.
+  virtual std::unique_ptr<CallInFlight> start_call(const EndpointPtr& ep, uint16_t provider_id,
+                                                   uint16_t rpc, std::string meta,
+                                                   const CallOptions& options, Status* status) = 0;
 
   virtual void finalize() = 0;
   virtual bool finalized() const = 0;

@@ -40,45 +40,56 @@ const char* copy_section(const std::vector<uint64_t>& sizes, const char* src, co
 
 }  // namespace
 
-Database::ListResult Database::list(int32_t m, std::string_view from, std::string_view filter,
-                                    uint64_t count, bool with_values, ListLayout layout,
-                                    const std::vector<Destination>& key_out,
-                                    const std::vector<Destination>& value_out,
-                                    double timeout_ms) const {
-  check_mode(m);
-  std::vector<uint64_t> kcaps, vcaps;
+namespace {
+
+std::vector<uint64_t> capacities(Database::ListLayout layout, uint64_t count, bool with_values,
+                                 const std::vector<Destination>& key_out,
+                                 const std::vector<Destination>& value_out,
+                                 std::vector<uint64_t>* vcaps) {
+  std::vector<uint64_t> kcaps;
   switch (layout) {
-    case ListLayout::kSlots:
+    case Database::ListLayout::kSlots:
       if (key_out.size() != count || (with_values && value_out.size() != count))
         throw Exception(Status::YOKAN_ERR_INVALID_ARGS, "one buffer per slot is needed");
       for (auto& d : key_out) kcaps.push_back(d.size);
       if (with_values)
-        for (auto& d : value_out) vcaps.push_back(d.size);
+        for (auto& d : value_out) vcaps->push_back(d.size);
       break;
-    case ListLayout::kPacked:
+    case Database::ListLayout::kPacked:
       if (key_out.size() != 1 || (with_values && value_out.size() != 1))
         throw Exception(Status::YOKAN_ERR_INVALID_ARGS, "one packed buffer is needed");
       kcaps.push_back(key_out[0].size);
-      if (with_values) vcaps.push_back(value_out[0].size);
+      if (with_values) vcaps->push_back(value_out[0].size);
       break;
-    case ListLayout::kAlloc:
+    case Database::ListLayout::kAlloc:
       kcaps.push_back(UINT64_MAX);
-      if (with_values) vcaps.push_back(UINT64_MAX);
+      if (with_values) vcaps->push_back(UINT64_MAX);
       break;
   }
-  ListResult result;
-  if (count == 0) return result;
+  return kcaps;
+}
+
+std::string list_request(int32_t m, std::string_view from, std::string_view filter, uint64_t count,
+                         bool with_values, Database::ListLayout layout,
+                         const std::vector<uint64_t>& kcaps, const std::vector<uint64_t>& vcaps) {
   WireWriter w;
   w.put<int32_t>(m);
   w.bytes(from);
   w.bytes(filter);
   w.put<uint64_t>(count);
   w.put<uint8_t>(with_values);
-  w.put<uint8_t>(layout != ListLayout::kSlots);
+  w.put<uint8_t>(layout != Database::ListLayout::kSlots);
   w.array(kcaps);
   w.array(vcaps);
-  Reply r = call(rpc::kList, w.str(), {}, timeout_ms, m);
+  return std::move(w.str());
+}
 
+// Decodes a list reply; kSlots/kPacked copy the data into the caller's buffers.
+Database::ListResult list_reply(const Reply& r, uint64_t count, bool with_values,
+                                Database::ListLayout layout,
+                                const std::vector<Destination>& key_out,
+                                const std::vector<Destination>& value_out) {
+  Database::ListResult result;
   WireReader in(r.meta);
   result.key_sizes = in.array<uint64_t>(count);
   result.value_sizes = in.array<uint64_t>(count);
@@ -86,7 +97,7 @@ Database::ListResult Database::list(int32_t m, std::string_view from, std::strin
     throw Exception(Status::YOKAN_ERR_CORRUPTION, "malformed list reply");
   const char* src = r.body.data();
   const char* end = src + r.body.size();
-  if (layout == ListLayout::kAlloc) {
+  if (layout == Database::ListLayout::kAlloc) {
     size_t ktotal = 0;
     for (auto s : result.key_sizes)
       if (placed(s)) ktotal += s;
@@ -98,6 +109,56 @@ Database::ListResult Database::list(int32_t m, std::string_view from, std::strin
   src = copy_section(result.key_sizes, src, end, layout, key_out);
   if (with_values) copy_section(result.value_sizes, src, end, layout, value_out);
   return result;
+}
+
+}  // namespace
+
+Database::ListResult Database::list(int32_t m, std::string_view from, std::string_view filter,
+                                    uint64_t count, bool with_values, ListLayout layout,
+                                    const std::vector<Destination>& key_out,
+                                    const std::vector<Destination>& value_out,
+                                    double timeout_ms) const {
+  check_mode(m);
+  std::vector<uint64_t> vcaps;
+  auto kcaps = capacities(layout, count, with_values, key_out, value_out, &vcaps);
+  if (count == 0) return {};
+  Reply r =
+      call(rpc::kList, list_request(m, from, filter, count, with_values, layout, kcaps, vcaps), {},
+           timeout_ms, m);
+  return list_reply(r, count, with_values, layout, key_out, value_out);
+}
+
+Database::PendingList Database::list_start(int32_t m, std::string_view from,
+                                           std::string_view filter, uint64_t count,
+                                           bool with_values, double timeout_ms) const {
+  check_mode(m);
+  PendingList pending;
+  pending.count_ = count;
+  pending.with_values_ = with_values;
+  if (count == 0) return pending;
+  std::vector<uint64_t> vcaps;
+  auto kcaps = capacities(ListLayout::kAlloc, count, with_values, {}, {}, &vcaps);
+  CallOptions opts;
+  opts.timeout_ms = timeout_ms;
+  opts.no_rdma = m & mode::NO_RDMA;
+  Status s = Status::YOKAN_SUCCESS;
+  pending.call_ = engine_->start_call(
+      endpoint_, provider_id_, rpc::kList,
+      list_request(m, from, filter, count, with_values, ListLayout::kAlloc, kcaps, vcaps), opts,
+      &s);
+  if (!ok(s)) throw Exception(s);
+  return pending;
+}
+
+Database::ListResult Database::PendingList::finish() {
+  if (count_ == 0) return {};
+  if (!call_) throw Exception(Status::YOKAN_ERR_INVALID_ARGS, "this page was collected already");
+  Reply r;
+  auto call = std::move(call_);
+  Status s = call->wait(&r);
+  if (!ok(s)) throw Exception(s);
+  if (!ok(r.status)) throw Exception(r.status, r.meta);
+  return list_reply(r, count_, with_values_, ListLayout::kAlloc, {}, {});
 }
 
 }  // namespace yokan

@@ -145,6 +145,19 @@ struct PendingCall {
   void finish() { std::lock_guard<std::mutex> g(m); }
 };
 
+// What a call holds from its send until its response is in or it is given
+// up: the send's buffers, the UCX request, the pending-map entry's target.
+struct CallState {
+  PendingCall pc;
+  std::string head;
+  std::vector<ucp_dt_iov_t> iov;
+  std::unique_ptr<char[]> staging;
+  ucs_status_ptr_t req = nullptr;
+  uint64_t seq = 0;
+  double timeout_ms = 0;
+  bool in_flight = false;  // sent, and neither awaited nor abandoned yet
+};
+
 class UcxEngine;
 
 class IncomingRequest final : public Request {
@@ -235,6 +248,18 @@ class UcxEngine final : public Engine, public std::enable_shared_from_this<UcxEn
               const std::vector<Segment>& body, const CallOptions& options, Reply* reply) override {
     return send_and_wait(kAmRequest, ep, provider_id, rpc, meta, body, options, reply);
   }
+  std::unique_ptr<CallInFlight> start_call(const EndpointPtr& ep, uint16_t provider_id,
+                                           uint16_t rpc, std::string meta,
+                                           const CallOptions& options, Status* status) override;
+  // send_and_wait in three parts. start_call sends (on success the call is
+  // in flight and `meta`, `body`, `reply` and `cs` must outlive it); exactly
+  // one of await_call (waits for the response) or abandon_call (gives it up)
+  // then ends it.
+  Status start_call(CallState& cs, uint16_t am_id, const EndpointPtr& ep, uint16_t provider_id,
+                    uint16_t rpc, std::string_view meta, const std::vector<Segment>& body,
+                    const CallOptions& options, Reply* reply);
+  Status await_call(CallState& cs);
+  void abandon_call(CallState& cs);
 
   void finalize() override;
   bool finalized() const override { return finalized_.load(); }
@@ -1163,12 +1188,22 @@ Status UcxEngine::send_and_wait(uint16_t am_id, const EndpointPtr& ep, uint16_t 
                                 uint16_t rpc, std::string_view meta,
                                 const std::vector<Segment>& body, const CallOptions& options,
                                 Reply* reply) {
+  CallState cs;
+  Status s = start_call(cs, am_id, ep, provider_id, rpc, meta, body, options, reply);
+  return ok(s) ? await_call(cs) : s;
+}
+
+Status UcxEngine::start_call(CallState& cs, uint16_t am_id, const EndpointPtr& ep,
+                             uint16_t provider_id, uint16_t rpc, std::string_view meta,
+                             const std::vector<Segment>& body, const CallOptions& options,
+                             Reply* reply) {
   if (finalized_) return Status::YOKAN_ERR_INVALID_MID;
   if (!ep || ep->failed) return Status::YOKAN_ERR_FROM_MERCURY;
-  PendingCall pc;
+  PendingCall& pc = cs.pc;
   pc.reply = reply;
   pc.scatter = options.scatter;
   pc.ep = ep.get();
+  cs.timeout_ms = options.timeout_ms;
 
   WireHeader h{};
   h.magic = kWireMagic;
@@ -1178,8 +1213,9 @@ Status UcxEngine::send_and_wait(uint16_t am_id, const EndpointPtr& ep, uint16_t 
   h.token = token_;
   h.meta_len = static_cast<uint32_t>(meta.size());
   h.timeout_ms = options.timeout_ms > 0 ? static_cast<uint32_t>(options.timeout_ms) : 0;
-  std::string head;
-  std::vector<ucp_dt_iov_t> iov;
+  cs.seq = h.seq;
+  std::string& head = cs.head;
+  std::vector<ucp_dt_iov_t>& iov = cs.iov;
   iov.reserve(body.size() + 1);
   if (meta.size() > kMaxHeaderMeta) {
     h.flags |= kFlagMetaInBody;
@@ -1197,7 +1233,7 @@ Status UcxEngine::send_and_wait(uint16_t am_id, const EndpointPtr& ep, uint16_t 
     append_segment(segs, seg);
   }
   std::string prefix;
-  std::unique_ptr<char[]> staging;
+  std::unique_ptr<char[]>& staging = cs.staging;
   if (!(h.flags & kFlagMetaInBody) && segs.size() >= 2 &&
       total - segs.back().size <= kMaxBodyPrefix && segs.back().size > kCoalesceMax) {
     for (size_t i = 0; i + 1 < segs.size(); ++i)
@@ -1233,11 +1269,7 @@ Status UcxEngine::send_and_wait(uint16_t am_id, const EndpointPtr& ep, uint16_t 
     std::lock_guard<std::mutex> g(pending_mu_);
     pending_[h.seq] = &pc;
   }
-  begin_op();
-  struct OpGuard {
-    UcxEngine* e;
-    ~OpGuard() { e->end_op(); }
-  } op_guard{this};
+  begin_op();  // ended by await_call or abandon_call, or below on a failed send
   ucp_request_param_t p{};
   p.op_attr_mask = UCP_OP_ATTR_FIELD_CALLBACK | UCP_OP_ATTR_FIELD_USER_DATA |
                    UCP_OP_ATTR_FIELD_DATATYPE | UCP_OP_ATTR_FIELD_FLAGS;
@@ -1252,7 +1284,7 @@ Status UcxEngine::send_and_wait(uint16_t am_id, const EndpointPtr& ep, uint16_t 
     buffer = iov[0].buffer;
     count = iov[0].length;
   }
-  ucs_status_ptr_t req;
+  ucs_status_ptr_t& req = cs.req;
   {
     std::shared_lock<std::shared_mutex> g(ep->mu);
     req = ep->ep ? ucp_am_send_nbx(ep->ep, am_id, head.data(), head.size(), buffer, count, &p)
@@ -1261,20 +1293,39 @@ Status UcxEngine::send_and_wait(uint16_t am_id, const EndpointPtr& ep, uint16_t 
   if (req == nullptr) {
     pc.send_done = true;
   } else if (UCS_PTR_IS_ERR(req)) {
-    std::lock_guard<std::mutex> g(pending_mu_);
-    pending_.erase(h.seq);
+    req = nullptr;
+    {
+      std::lock_guard<std::mutex> g(pending_mu_);
+      pending_.erase(h.seq);
+    }
+    end_op();
     return Status::YOKAN_ERR_FROM_MERCURY;
   } else {
     wake_progress();
   }
+  cs.in_flight = true;
+  return Status::YOKAN_SUCCESS;
+}
+
+Status UcxEngine::await_call(CallState& cs) {
+  PendingCall& pc = cs.pc;
+  ucs_status_ptr_t req = cs.req;
+  const uint64_t seq = cs.seq;
+  cs.in_flight = false;
+  struct OpGuard {
+    UcxEngine* e;
+    ~OpGuard() { e->end_op(); }
+  } op_guard{this};
 
   // Wait: spin on the worker first (no thread hand-off for fast answers),
   // then sleep until the progress thread completes the call.
   auto start = Clock::now();
   auto spin = std::chrono::duration<double, std::micro>(call_spin_us_);
-  bool has_deadline = options.timeout_ms > 0;
+  bool has_deadline = cs.timeout_ms > 0;
+  // From now, not from the send: a caller that started the call early and
+  // worked meanwhile gives the response the whole timeout to arrive.
   auto deadline = start + std::chrono::duration_cast<Clock::duration>(
-                              std::chrono::duration<double, std::milli>(options.timeout_ms));
+                              std::chrono::duration<double, std::milli>(cs.timeout_ms));
   bool timed_out = false;
   unsigned idle_spins = 0;
   struct SpinningCaller {
@@ -1300,7 +1351,7 @@ Status UcxEngine::send_and_wait(uint16_t am_id, const EndpointPtr& ep, uint16_t 
       {
         std::lock_guard<std::mutex> g(pending_mu_);
         claimed = pc.claimed;
-        if (!claimed) pending_.erase(h.seq);
+        if (!claimed) pending_.erase(seq);
       }
       if (!claimed) {
         timed_out = true;
@@ -1352,6 +1403,66 @@ Status UcxEngine::send_and_wait(uint16_t am_id, const EndpointPtr& ep, uint16_t 
     if (!pc.claimed) return pc.send_status;
   }
   return Status::YOKAN_SUCCESS;
+}
+
+void UcxEngine::abandon_call(CallState& cs) {
+  if (!cs.in_flight) return;
+  cs.in_flight = false;
+  PendingCall& pc = cs.pc;
+  bool claimed;
+  {
+    std::lock_guard<std::mutex> g(pending_mu_);
+    claimed = pc.claimed;
+    if (!claimed) pending_.erase(cs.seq);
+  }
+  // A response being received right now (or failed by finalize) writes into
+  // the call: let it finish. Otherwise none will come, as for a timeout.
+  if (!pc.send_done.load()) ucp_request_cancel(worker_, cs.req);
+  std::unique_lock<std::mutex> lk(pc.m);
+  while (!pc.send_done.load() || (claimed && !pc.response_done.load())) {
+    lk.unlock();
+    progress_if_idle();
+    lk.lock();
+    pc.cv.wait_for(lk, std::chrono::milliseconds(1));
+  }
+  lk.unlock();
+  pc.finish();
+  if (cs.req != nullptr) ucp_request_free(cs.req);
+  end_op();
+}
+
+namespace {
+// A call started by Engine::start_call. Holds the engine: a call in flight
+// keeps the worker it was sent on alive.
+class UcxCallInFlight final : public CallInFlight {
+ public:
+  UcxCallInFlight(std::shared_ptr<UcxEngine> engine, std::string meta)
+      : engine_(std::move(engine)), meta_(std::move(meta)) {}
+  ~UcxCallInFlight() override { engine_->abandon_call(state_); }
+  Status wait(Reply* reply) override {
+    if (!state_.in_flight) return Status::YOKAN_ERR_INVALID_ARGS;  // waited for already
+    Status s = engine_->await_call(state_);
+    *reply = std::move(reply_);
+    return s;
+  }
+
+  std::shared_ptr<UcxEngine> engine_;
+  std::string meta_;
+  Reply reply_;
+  CallState state_;
+};
+}  // namespace
+
+std::unique_ptr<CallInFlight> UcxEngine::start_call(const EndpointPtr& ep, uint16_t provider_id,
+                                                    uint16_t rpc, std::string meta,
+                                                    const CallOptions& options, Status* status) {
+  CallOptions opts = options;
+  opts.scatter = nullptr;  // the reply is kept whole until wait()
+  auto call = std::make_unique<UcxCallInFlight>(shared_from_this(), std::move(meta));
+  *status = start_call(call->state_, kAmRequest, ep, provider_id, rpc, call->meta_, {}, opts,
+                       &call->reply_);
+  if (!ok(*status)) return nullptr;
+  return call;
 }
 
 // ---------------------------------------------------------------------------

@@ -142,3 +142,84 @@ def test_server_survives_dying_client(remote):
     with Engine("na+sm", mode=0) as e:
         db = connect(e, server)
         assert db.get("from-child") == b"x"
+
+
+def test_scan_abandoned_midway_leaves_the_connection_usable(remote, protocol):
+    # Each scan below has requested its next page when it is dropped: the
+    # page is given up, and its late answer must not disturb later calls.
+    server = remote(protocol)
+    with Engine(protocol, mode=0) as e:
+        db = connect(e, server)
+        db.put_multi([(f"k{i:04d}", f"v{i}") for i in range(50)])
+        for round_ in range(200):
+            it = db.scan(batch_size=5)
+            assert next(it) == (b"k0000", b"v0")
+            del it
+            if round_ % 50 == 0:
+                assert db.get("k0042") == b"v42"
+        pairs = list(db.scan(batch_size=7))
+        assert len(pairs) == 50 and pairs[-1] == (b"k0049", b"v49")
+
+
+def test_scan_fails_cleanly_when_the_provider_dies_between_pages(remote):
+    server = remote("na+sm")
+    with Engine("na+sm", mode=0) as e:
+        db = connect(e, server)
+        db.put_multi([(f"k{i:04d}", "v") for i in range(100)])
+        it = db.scan(batch_size=10)
+        assert next(it)[0] == b"k0000"  # page 2 has been requested
+        server.proc.kill()
+        server.proc.wait()
+        start = time.monotonic()
+        with pytest.raises(ClientError) as err:
+            for _ in it:  # page 2 may have arrived before the kill; a later one cannot
+                pass
+        assert err.value.code == YOKAN_ERR_FROM_MERCURY
+        assert time.monotonic() - start < 10
+
+
+def test_scan_page_times_out_on_a_stopped_provider(remote):
+    server = remote("na+sm")
+    with Engine("na+sm", mode=0) as e:
+        db = connect(e, server)
+        db.put_multi([(f"k{i:04d}", "v") for i in range(100)])
+        it = db.scan(batch_size=10, timeout_ms=300)
+        for _ in range(10):  # the whole first page: page 2 is in hand, page 3 requested
+            next(it)
+        server.proc.send_signal(signal.SIGSTOP)
+        assert wait_until(lambda: process_state(server.proc.pid) == "T")
+        try:
+            start = time.monotonic()
+            with pytest.raises(ClientError) as err:
+                for _ in it:
+                    pass
+            assert err.value.code == YOKAN_ERR_TIMEOUT
+            assert time.monotonic() - start < 5
+        finally:
+            server.proc.send_signal(signal.SIGCONT)
+        assert len(list(db.scan(batch_size=10, timeout_ms=5000))) == 100
+
+
+def test_scan_pending_page_fails_when_the_engine_is_finalized(remote):
+    server = remote("na+sm")
+    e = Engine("na+sm", mode=0)
+    db = connect(e, server)
+    db.put_multi([(f"k{i:04d}", "v") for i in range(30)])
+    it = db.scan(batch_size=10)
+    next(it)
+    e.finalize()
+    with pytest.raises(ClientError):
+        list(it)
+    del it, db
+
+
+def test_scan_timeout_counts_while_waiting_not_while_the_caller_works(remote):
+    server = remote("na+sm")
+    with Engine("na+sm", mode=0) as e:
+        db = connect(e, server)
+        db.put_multi([(f"k{i:04d}", "v") for i in range(9)])
+        it = db.scan(batch_size=3, timeout_ms=200)
+        got = [next(it)]
+        time.sleep(0.5)  # longer than the timeout, with page 2 requested
+        got += list(it)
+        assert [k for k, _ in got] == [f"k{i:04d}".encode() for i in range(9)]

@@ -272,7 +272,8 @@ class Database:
     ):
         """An iterator of ``(key bytes, value bytes or None)`` in key order, a
         page of ``batch_size`` (default 1024) pairs per round trip; ``count=0``
-        means all. Pages are fetched lazily, as the iteration reaches them."""
+        means all. Pages are fetched one ahead of the iteration: the next page
+        is requested when the iteration reaches the current one."""
         # chain.from_iterable walks each page in C: only a page boundary
         # resumes Python code, not every pair.
         return chain.from_iterable(
@@ -285,23 +286,28 @@ class Database:
         remaining = int(count) if count > 0 else None
         strip = bool(mode & _NO_PREFIX) and not (mode & (_LUA_FILTER | _LIB_FILTER))
         filt = filter.encode() if isinstance(filter, str) else bytes(filter)
-        cursor = from_key
-        while remaining is None or remaining > 0:
-            n = page if remaining is None else min(page, remaining)
-            keys, values = self._db.list(
-                cursor, filter, n, not ignore_values, 2, None, None, mode, timeout_ms
-            )
-            yield zip(keys, repeat(None) if ignore_values else values)
-            if len(keys) < n:
-                return
+        n = page if remaining is None else min(page, remaining)
+        if n <= 0:
+            return
+        pending = self._db.list_start(from_key, filter, n, not ignore_values, mode, timeout_ms)
+        while True:
+            keys, values = pending.wait()
             if remaining is not None:
                 remaining -= len(keys)
-            # The next page starts strictly after the last real key.
-            last = keys[-1]
-            if strip:
-                last = last + filt if mode & _SUFFIX else filt + last
-            cursor = last
-            mode &= ~_INCLUSIVE
+            more = len(keys) == n and (remaining is None or remaining > 0)
+            if more:
+                # The next page starts strictly after the last real key. It is
+                # requested before this one is handed out, so that the
+                # provider lists it while the caller works through this one.
+                last = keys[-1]
+                if strip:
+                    last = last + filt if mode & _SUFFIX else filt + last
+                mode &= ~_INCLUSIVE
+                n = page if remaining is None else min(page, remaining)
+                pending = self._db.list_start(last, filter, n, not ignore_values, mode, timeout_ms)
+            yield zip(keys, repeat(None) if ignore_values else values)
+            if not more:
+                return
 
     def iter(
         self,
