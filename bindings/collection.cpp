@@ -133,7 +133,31 @@ void bind_collection(py::module_& m) {
                                   layout == 2 ? split_bytes(r.data.view(), r.sizes) : py::list());
           },
           py::arg("start_id"), py::arg("filter"), py::arg("count"), py::arg("layout"),
-          py::arg("buffers"), py::arg("mode"), py::arg("timeout_ms"));
+          py::arg("buffers"), py::arg("mode"), py::arg("timeout_ms"))
+      .def(
+          "list_start",
+          [](const Collection& c, uint64_t start, py::handle filter, uint64_t count, int32_t mode,
+             double t) {
+            ByteViews views;
+            auto f = views.read(filter, "filter");
+            py::gil_scoped_release nogil;
+            return c.list_start(mode, start, f, count, t);
+          },
+          py::arg("start_id"), py::arg("filter"), py::arg("count"), py::arg("mode"),
+          py::arg("timeout_ms"));
+
+  // A page of documents on its way (Collection.list_start): wait() ->
+  // (ids, sizes, documents) as list(..., layout=2) returns them.
+  py::class_<Collection::PendingList>(m, "PendingDocList")
+      .def("wait", [](Collection::PendingList& p) {
+        Collection::ListResult r;
+        {
+          py::gil_scoped_release nogil;
+          r = p.finish();
+        }
+        return py::make_tuple(int_list(r.ids), python_sizes(r.sizes),
+                              split_bytes(r.data.view(), r.sizes));
+      });
 }
 
 }  // namespace yokan::python

@@ -65,6 +65,18 @@ class Collection {
   };
   ListResult list(int32_t mode, uint64_t start_id, std::string_view filter, uint64_t count,
                   Layout layout, const std::vector<Destination>& out, double timeout_ms) const;
+  // list() with the kAlloc layout in two steps, as Database::list_start.
+  class PendingList {
+   public:
+    ListResult finish();  // at most once; throws as list() does
+
+   private:
+    friend class Collection;
+    std::unique_ptr<CallInFlight> call_;
+    uint64_t count_ = 0;
+  };
+  PendingList list_start(int32_t mode, uint64_t start_id, std::string_view filter, uint64_t count,
+                         double timeout_ms) const;
 
  private:
   Reply call(uint16_t rpc, std::string_view meta, const std::vector<Segment>& body,

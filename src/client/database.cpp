@@ -20,6 +20,26 @@ Reply Database::call(uint16_t rpc, std::string_view meta, const std::vector<Segm
   return reply;
 }
 
+std::unique_ptr<CallInFlight> Database::start(uint16_t rpc, std::string meta, double timeout_ms,
+                                              int32_t m) const {
+  CallOptions opts;
+  opts.timeout_ms = timeout_ms;
+  opts.no_rdma = m & mode::NO_RDMA;
+  Status s = Status::YOKAN_SUCCESS;
+  auto call = engine_->start_call(endpoint_, provider_id_, rpc, std::move(meta), opts, &s);
+  if (!ok(s)) throw Exception(s);
+  return call;
+}
+
+Reply Database::finish(std::unique_ptr<CallInFlight> call) {
+  if (!call) throw Exception(Status::YOKAN_ERR_INVALID_ARGS, "this reply was collected already");
+  Reply reply;
+  Status s = call->wait(&reply);
+  if (!ok(s)) throw Exception(s);
+  if (!ok(reply.status)) throw Exception(reply.status, reply.meta);
+  return reply;
+}
+
 std::string Database::address() const { return engine_->endpoint_address(endpoint_); }
 std::string Database::transport_info() const { return engine_->endpoint_info(endpoint_); }
 

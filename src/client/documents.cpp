@@ -169,25 +169,58 @@ void Collection::erase(int32_t m, const DocIds& ids, double t) const {
   call(rpc::kDocErase, w.str(), {}, t, m);
 }
 
-Collection::ListResult Collection::list(int32_t m, uint64_t start_id, std::string_view filter,
-                                        uint64_t count, Layout layout,
-                                        const std::vector<Destination>& out, double t) const {
-  WireWriter w = header(m, name_);
-  auto caps = capacities(layout, out, count);
+namespace {
+
+// `w` holds the header already (checked before the buffers, as every call does).
+WireWriter& list_request(WireWriter& w, uint64_t start_id, std::string_view filter, uint64_t count,
+                         Collection::Layout layout, const std::vector<uint64_t>& caps) {
   w.put<uint64_t>(start_id);
   w.bytes(filter);
   w.put<uint64_t>(count);
-  w.put<uint8_t>(layout != Layout::kSlots);
+  w.put<uint8_t>(layout != Collection::Layout::kSlots);
   w.array(caps);
-  Reply r = call(rpc::kDocList, w.str(), {}, t, m);
+  return w;
+}
+
+Collection::ListResult list_reply(const Reply& r, uint64_t count, Collection::Layout layout,
+                                  const std::vector<Destination>& out) {
   WireReader in(r.meta);
-  ListResult result;
+  Collection::ListResult result;
   result.ids = in.array<uint64_t>(count);
   result.sizes = in.array<uint64_t>(count);
   if (!in.done() || result.ids.size() != result.sizes.size())
     throw Exception(Status::YOKAN_ERR_CORRUPTION, "malformed list reply");
   scatter_docs(result.sizes, r.body, layout, out, &result.data);
   return result;
+}
+
+}  // namespace
+
+Collection::ListResult Collection::list(int32_t m, uint64_t start_id, std::string_view filter,
+                                        uint64_t count, Layout layout,
+                                        const std::vector<Destination>& out, double t) const {
+  WireWriter w = header(m, name_);
+  auto caps = capacities(layout, out, count);
+  Reply r =
+      call(rpc::kDocList, list_request(w, start_id, filter, count, layout, caps).str(), {}, t, m);
+  return list_reply(r, count, layout, out);
+}
+
+Collection::PendingList Collection::list_start(int32_t m, uint64_t start_id,
+                                               std::string_view filter, uint64_t count,
+                                               double t) const {
+  WireWriter w = header(m, name_);
+  auto caps = capacities(Layout::kAlloc, {}, count);
+  list_request(w, start_id, filter, count, Layout::kAlloc, caps);
+  PendingList pending;
+  pending.count_ = count;
+  pending.call_ = db_.start(rpc::kDocList, std::move(w.str()), t, m);
+  return pending;
+}
+
+Collection::ListResult Collection::PendingList::finish() {
+  Reply r = Database::finish(std::move(call_));
+  return list_reply(r, count_, Layout::kAlloc, {});
 }
 
 }  // namespace yokan

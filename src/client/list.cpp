@@ -138,26 +138,16 @@ Database::PendingList Database::list_start(int32_t m, std::string_view from,
   if (count == 0) return pending;
   std::vector<uint64_t> vcaps;
   auto kcaps = capacities(ListLayout::kAlloc, count, with_values, {}, {}, &vcaps);
-  CallOptions opts;
-  opts.timeout_ms = timeout_ms;
-  opts.no_rdma = m & mode::NO_RDMA;
-  Status s = Status::YOKAN_SUCCESS;
-  pending.call_ = engine_->start_call(
-      endpoint_, provider_id_, rpc::kList,
-      list_request(m, from, filter, count, with_values, ListLayout::kAlloc, kcaps, vcaps), opts,
-      &s);
-  if (!ok(s)) throw Exception(s);
+  pending.call_ =
+      start(rpc::kList,
+            list_request(m, from, filter, count, with_values, ListLayout::kAlloc, kcaps, vcaps),
+            timeout_ms, m);
   return pending;
 }
 
 Database::ListResult Database::PendingList::finish() {
   if (count_ == 0) return {};
-  if (!call_) throw Exception(Status::YOKAN_ERR_INVALID_ARGS, "this page was collected already");
-  Reply r;
-  auto call = std::move(call_);
-  Status s = call->wait(&r);
-  if (!ok(s)) throw Exception(s);
-  if (!ok(r.status)) throw Exception(r.status, r.meta);
+  Reply r = Database::finish(std::move(call_));
   return list_reply(r, count_, with_values_, ListLayout::kAlloc, {}, {});
 }
 

@@ -223,3 +223,17 @@ def test_scan_timeout_counts_while_waiting_not_while_the_caller_works(remote):
         time.sleep(0.5)  # longer than the timeout, with page 2 requested
         got += list(it)
         assert [k for k, _ in got] == [f"k{i:04d}".encode() for i in range(9)]
+
+
+def test_collection_scan_abandoned_midway_leaves_the_connection_usable(remote, protocol):
+    server = remote(protocol)
+    with Engine(protocol, mode=0) as e:
+        db = connect(e, server)
+        coll = db.create_collection("c")
+        coll.store_multi([f"d{i}".encode() for i in range(40)])
+        for _ in range(100):
+            it = coll.scan(batch_size=4)
+            assert next(it) == (0, b"d0")
+            del it
+        assert [d for _, d in coll.scan(batch_size=6)][-1] == b"d39"
+        assert len(list(coll.scan(from_id=35, batch_size=2))) == 5

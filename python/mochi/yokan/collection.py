@@ -230,7 +230,8 @@ class Collection:
 
     def scan(self, from_id=0, filter="", count=0, mode=0, batch_size=0, timeout_ms=0.0):
         """An iterator of ``(id, bytes)`` in id order, ``batch_size`` (default
-        256) documents per round trip, fetched lazily; ``count=0`` means all."""
+        256) documents per round trip, each page requested when the iteration
+        reaches the one before; ``count=0`` means all."""
         # As Database.scan: a C-level chain over pages, Python only per page.
         return chain.from_iterable(
             self._scan_pages(from_id, filter, count, mode, batch_size, timeout_ms)
@@ -239,16 +240,21 @@ class Collection:
     def _scan_pages(self, from_id, filter, count, mode, batch_size, timeout_ms):
         page = int(batch_size) if batch_size > 0 else 256
         remaining = int(count) if count > 0 else None
-        cursor = _id(from_id)
-        while remaining is None or remaining > 0:
-            n = page if remaining is None else min(page, remaining)
-            ids, _, docs = self._native.list(cursor, filter, n, 2, None, int(mode), timeout_ms)
-            yield zip(ids, docs)
-            if len(ids) < n or ids[-1] >= _UINT64_MAX - 1:
-                return
+        n = page if remaining is None else min(page, remaining)
+        pending = self._native.list_start(_id(from_id), filter, n, int(mode), timeout_ms)
+        while True:
+            ids, _, docs = pending.wait()
             if remaining is not None:
                 remaining -= len(ids)
-            cursor = ids[-1] + 1
+            more = (
+                len(ids) == n and ids[-1] < _UINT64_MAX - 1 and (remaining is None or remaining > 0)
+            )
+            if more:  # requested before this page is handed out, as Database.scan
+                n = page if remaining is None else min(page, remaining)
+                pending = self._native.list_start(ids[-1] + 1, filter, n, int(mode), timeout_ms)
+            yield zip(ids, docs)
+            if not more:
+                return
 
     def iter(self, callback, from_id=0, filter="", count=0, mode=0, batch_size=0, timeout_ms=0.0):
         """Calls ``callback(index, id, doc)`` (``doc`` a read-only memoryview)
