@@ -1,6 +1,7 @@
 """A provider in another process: same behaviour, shared-memory transport,
 large values, dead peers and timeouts."""
 
+import contextlib
 import signal
 import time
 
@@ -29,6 +30,43 @@ def protocol(request):
 
 def connect(engine, server):
     return Client(engine).make_database_handle(server.address, 42)
+
+
+def fails_with(code, within_s, action):
+    """`action()` must raise a ClientError with `code` within `within_s` seconds."""
+    start = time.monotonic()
+    with pytest.raises(ClientError) as err:
+        action()
+    assert err.value.code == code
+    assert time.monotonic() - start < within_s
+
+
+@contextlib.contextmanager
+def stopped(server):
+    """The provider's process stopped (SIGSTOP) for the block, then resumed."""
+    server.proc.send_signal(signal.SIGSTOP)
+    assert wait_until(lambda: process_state(server.proc.pid) == "T")
+    try:
+        yield
+    finally:
+        server.proc.send_signal(signal.SIGCONT)
+
+
+def with_keys(engine, server, n):
+    """A handle on `server` holding keys k0000 ... (n of them), values "v"."""
+    db = connect(engine, server)
+    db.put_multi([(f"k{i:04d}", "v") for i in range(n)])
+    return db
+
+
+def killed(server):
+    server.proc.kill()
+    server.proc.wait()
+
+
+def drain(iterator):
+    for _ in iterator:
+        pass
 
 
 def test_remote_operations(remote, protocol):
@@ -95,15 +133,14 @@ def test_dead_server_fails_calls(remote):
     with Engine("na+sm", mode=0) as e:
         db = connect(e, server)
         db.put("k", "v")
-        server.proc.kill()
-        server.proc.wait()
-        start = time.monotonic()
-        with pytest.raises(ClientError) as err:
+        killed(server)
+
+        def get_until_it_fails():
             for _ in range(100):  # the failure may be noticed between two calls
                 db.get("k")
                 time.sleep(0.01)
-        assert err.value.code == YOKAN_ERR_FROM_MERCURY
-        assert time.monotonic() - start < 10
+
+        fails_with(YOKAN_ERR_FROM_MERCURY, 10, get_until_it_fails)
 
 
 def test_stopped_server_times_out(remote):
@@ -111,16 +148,8 @@ def test_stopped_server_times_out(remote):
     with Engine("na+sm", mode=0) as e:
         db = connect(e, server)
         db.put("k", "v")
-        server.proc.send_signal(signal.SIGSTOP)
-        assert wait_until(lambda: process_state(server.proc.pid) == "T")
-        try:
-            start = time.monotonic()
-            with pytest.raises(ClientError) as err:
-                db.get("k", timeout_ms=300)
-            assert err.value.code == YOKAN_ERR_TIMEOUT
-            assert time.monotonic() - start < 5
-        finally:
-            server.proc.send_signal(signal.SIGCONT)
+        with stopped(server):
+            fails_with(YOKAN_ERR_TIMEOUT, 5, lambda: db.get("k", timeout_ms=300))
         assert db.get("k", timeout_ms=5000) == b"v"  # and it works again
 
 
@@ -164,47 +193,30 @@ def test_scan_abandoned_midway_leaves_the_connection_usable(remote, protocol):
 def test_scan_fails_cleanly_when_the_provider_dies_between_pages(remote):
     server = remote("na+sm")
     with Engine("na+sm", mode=0) as e:
-        db = connect(e, server)
-        db.put_multi([(f"k{i:04d}", "v") for i in range(100)])
+        db = with_keys(e, server, 100)
         it = db.scan(batch_size=10)
         assert next(it)[0] == b"k0000"  # page 2 has been requested
-        server.proc.kill()
-        server.proc.wait()
-        start = time.monotonic()
-        with pytest.raises(ClientError) as err:
-            for _ in it:  # page 2 may have arrived before the kill; a later one cannot
-                pass
-        assert err.value.code == YOKAN_ERR_FROM_MERCURY
-        assert time.monotonic() - start < 10
+        killed(server)
+        # Page 2 may have arrived before the kill; a later one cannot.
+        fails_with(YOKAN_ERR_FROM_MERCURY, 10, lambda: drain(it))
 
 
 def test_scan_page_times_out_on_a_stopped_provider(remote):
     server = remote("na+sm")
     with Engine("na+sm", mode=0) as e:
-        db = connect(e, server)
-        db.put_multi([(f"k{i:04d}", "v") for i in range(100)])
+        db = with_keys(e, server, 100)
         it = db.scan(batch_size=10, timeout_ms=300)
         for _ in range(10):  # the whole first page: page 2 is in hand, page 3 requested
             next(it)
-        server.proc.send_signal(signal.SIGSTOP)
-        assert wait_until(lambda: process_state(server.proc.pid) == "T")
-        try:
-            start = time.monotonic()
-            with pytest.raises(ClientError) as err:
-                for _ in it:
-                    pass
-            assert err.value.code == YOKAN_ERR_TIMEOUT
-            assert time.monotonic() - start < 5
-        finally:
-            server.proc.send_signal(signal.SIGCONT)
+        with stopped(server):
+            fails_with(YOKAN_ERR_TIMEOUT, 5, lambda: drain(it))
         assert len(list(db.scan(batch_size=10, timeout_ms=5000))) == 100
 
 
 def test_scan_pending_page_fails_when_the_engine_is_finalized(remote):
     server = remote("na+sm")
     e = Engine("na+sm", mode=0)
-    db = connect(e, server)
-    db.put_multi([(f"k{i:04d}", "v") for i in range(30)])
+    db = with_keys(e, server, 30)
     it = db.scan(batch_size=10)
     next(it)
     e.finalize()
@@ -216,8 +228,7 @@ def test_scan_pending_page_fails_when_the_engine_is_finalized(remote):
 def test_scan_timeout_counts_while_waiting_not_while_the_caller_works(remote):
     server = remote("na+sm")
     with Engine("na+sm", mode=0) as e:
-        db = connect(e, server)
-        db.put_multi([(f"k{i:04d}", "v") for i in range(9)])
+        db = with_keys(e, server, 9)
         it = db.scan(batch_size=3, timeout_ms=200)
         got = [next(it)]
         time.sleep(0.5)  # longer than the timeout, with page 2 requested
