@@ -477,7 +477,7 @@ def build_rows(res, has_list):
         for label, metric in (
             ("list_keys, a buffer per key", "keys_s"),
             ("list_keys_packed", "packed_keys_s"),
-            ("scan generator", "scan_keys_s"),
+            ("scan iterator", "scan_keys_s"),
         ):
             rows.append(
                 (

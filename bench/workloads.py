@@ -227,7 +227,7 @@ def listing(target, nkeys, page, budget_s):
 
     Yokan is measured three ways: ``list_keys`` into one buffer per key
     (``keys_s``), ``list_keys_packed`` into one buffer (``packed_keys_s``) and
-    the ``scan`` generator (``scan_keys_s``)."""
+    the ``scan`` iterator (``scan_keys_s``)."""
     if not target.has_listing():
         return {"skipped": "Database has no list_keys"}
     prefix = b"P"
