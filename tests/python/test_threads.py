@@ -10,24 +10,52 @@ from mochi.yokan.client import Client
 
 
 def test_threads_share_a_handle(map_db):
+    def worker(t):
+        for i in range(300):
+            key = f"t{t}:{i}"
+            map_db.put(key, f"{t}-{i}")
+            assert map_db.get(key) == f"{t}-{i}".encode()
+
+    assert not run_threads(worker, 6)
+    assert map_db.count() == 6 * 300
+
+
+def run_threads(worker, n):
+    """Runs worker(t) on n threads; the exceptions they raised."""
     errors = []
 
-    def worker(t):
+    def guarded(t):
         try:
-            for i in range(300):
-                key = f"t{t}:{i}"
-                map_db.put(key, f"{t}-{i}")
-                assert map_db.get(key) == f"{t}-{i}".encode()
-        except Exception as e:  # noqa: BLE001 - reported below
+            worker(t)
+        except Exception as e:  # noqa: BLE001 - reported by the caller
             errors.append(e)
 
-    threads = [threading.Thread(target=worker, args=(t,)) for t in range(6)]
+    threads = [threading.Thread(target=guarded, args=(t,)) for t in range(n)]
     for t in threads:
         t.start()
     for t in threads:
         t.join(120)
-    assert not errors
-    assert map_db.count() == 6 * 300
+    return errors
+
+
+def test_threads_scan_one_handle_with_pages_in_flight(remote):
+    # Each scan keeps a page request in flight while it hands out the one
+    # before; several on one handle and one engine must not mix their pages.
+    server = remote("na+sm")
+    with Engine("na+sm", mode=0) as e:
+        db = Client(e).make_database_handle(server.address, 42)
+        keys = [f"k{i:05d}".encode() for i in range(3000)]
+        db.put_multi([(k, k[::-1]) for k in keys])
+
+        def worker(t):
+            for round_ in range(5):
+                page = 7 + t * 13 + round_
+                got = list(db.scan(batch_size=page))
+                assert got == [(k, k[::-1]) for k in keys]
+                it = db.scan(b"k01", batch_size=page)  # dropped with a page in flight
+                assert next(it)[0] > b"k01"
+
+        assert not run_threads(worker, 4)
 
 
 def test_gil_released_during_large_transfer(map_db):
