@@ -261,6 +261,28 @@ class UcxEngine final : public Engine, public std::enable_shared_from_this<UcxEn
   Status await_call(CallState& cs);
   void abandon_call(CallState& cs);
 
+ private:
+  // For a call whose response no one will wait for (timed out, abandoned):
+  // takes it out of the pending map and returns true, or returns false if a
+  // response has claimed it already (then it is being completed).
+  bool take_back(CallState& cs);
+  // Cancels the call's send if it is still going and waits until it ended:
+  // the send's buffers belong to the call.
+  void end_send(CallState& cs);
+  // Waits until `ready()`, moving the worker on each wake (the call's
+  // completions wake it, and every millisecond in case nothing signals).
+  template <typename Ready>
+  void nap_until(PendingCall& pc, Ready ready) {
+    std::unique_lock<std::mutex> lk(pc.m);
+    while (!ready()) {
+      lk.unlock();
+      progress_if_idle();
+      lk.lock();
+      pc.cv.wait_for(lk, std::chrono::milliseconds(1));
+    }
+  }
+
+ public:
   void finalize() override;
   bool finalized() const override { return finalized_.load(); }
   bool wait_for_finalize(double timeout_ms) override {
@@ -1310,7 +1332,6 @@ Status UcxEngine::start_call(CallState& cs, uint16_t am_id, const EndpointPtr& e
 Status UcxEngine::await_call(CallState& cs) {
   PendingCall& pc = cs.pc;
   ucs_status_ptr_t req = cs.req;
-  const uint64_t seq = cs.seq;
   cs.in_flight = false;
   struct OpGuard {
     UcxEngine* e;
@@ -1347,26 +1368,12 @@ Status UcxEngine::await_call(CallState& cs) {
   while (!done()) {
     auto now = Clock::now();
     if (has_deadline && now >= deadline && !pc.response_done.load()) {
-      bool claimed;
-      {
-        std::lock_guard<std::mutex> g(pending_mu_);
-        claimed = pc.claimed;
-        if (!claimed) pending_.erase(seq);
-      }
-      if (!claimed) {
+      if (take_back(cs)) {
         timed_out = true;
         // No longer polling: a listening engine's progress thread must
         // drive the worker again while the send is cancelled.
         spinning.stop();
-        if (!pc.send_done.load()) ucp_request_cancel(worker_, req);
-        // The send must finish (or be cancelled) before the caller's buffers go away.
-        std::unique_lock<std::mutex> lk(pc.m);
-        while (!pc.send_done.load()) {
-          lk.unlock();
-          progress_if_idle();
-          lk.lock();
-          pc.cv.wait_for(lk, std::chrono::milliseconds(1));
-        }
+        end_send(cs);
         break;
       }
       has_deadline = false;  // the response is being received: finish it
@@ -1405,27 +1412,28 @@ Status UcxEngine::await_call(CallState& cs) {
   return Status::YOKAN_SUCCESS;
 }
 
+bool UcxEngine::take_back(CallState& cs) {
+  std::lock_guard<std::mutex> g(pending_mu_);
+  if (cs.pc.claimed) return false;
+  pending_.erase(cs.seq);
+  return true;
+}
+
+void UcxEngine::end_send(CallState& cs) {
+  PendingCall& pc = cs.pc;
+  if (!pc.send_done.load()) ucp_request_cancel(worker_, cs.req);
+  nap_until(pc, [&pc] { return pc.send_done.load(); });
+}
+
 void UcxEngine::abandon_call(CallState& cs) {
   if (!cs.in_flight) return;
   cs.in_flight = false;
   PendingCall& pc = cs.pc;
-  bool claimed;
-  {
-    std::lock_guard<std::mutex> g(pending_mu_);
-    claimed = pc.claimed;
-    if (!claimed) pending_.erase(cs.seq);
-  }
   // A response being received right now (or failed by finalize) writes into
   // the call: let it finish. Otherwise none will come, as for a timeout.
-  if (!pc.send_done.load()) ucp_request_cancel(worker_, cs.req);
-  std::unique_lock<std::mutex> lk(pc.m);
-  while (!pc.send_done.load() || (claimed && !pc.response_done.load())) {
-    lk.unlock();
-    progress_if_idle();
-    lk.lock();
-    pc.cv.wait_for(lk, std::chrono::milliseconds(1));
-  }
-  lk.unlock();
+  const bool claimed = !take_back(cs);
+  end_send(cs);
+  if (claimed) nap_until(pc, [&pc] { return pc.response_done.load(); });
   pc.finish();
   if (cs.req != nullptr) ucp_request_free(cs.req);
   end_op();
