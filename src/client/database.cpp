@@ -6,27 +6,39 @@ namespace yokan {
 Database::Database(std::shared_ptr<Engine> engine, EndpointPtr endpoint, uint16_t provider_id)
     : engine_(std::move(engine)), endpoint_(std::move(endpoint)), provider_id_(provider_id) {}
 
-Reply Database::call(uint16_t rpc, std::string_view meta, const std::vector<Segment>& body,
-                     double timeout_ms, int32_t m, const Scatter* scatter) const {
+namespace {
+
+CallOptions options_for(double timeout_ms, int32_t m) {
   CallOptions opts;
   opts.timeout_ms = timeout_ms;
   opts.no_rdma = m & mode::NO_RDMA;
-  opts.scatter = scatter;
-  Reply reply;
-  Status s = engine_->call(endpoint_, provider_id_, rpc, meta, body, opts, &reply);
+  return opts;
+}
+
+// The reply of a call that ended with `s`; throws on any failure status.
+Reply checked(Status s, Reply reply) {
   if (!ok(s)) throw Exception(s);
   // An error reply may carry a message in its meta (e.g. which filter failed).
   if (!ok(reply.status)) throw Exception(reply.status, reply.meta);
   return reply;
 }
 
+}  // namespace
+
+Reply Database::call(uint16_t rpc, std::string_view meta, const std::vector<Segment>& body,
+                     double timeout_ms, int32_t m, const Scatter* scatter) const {
+  CallOptions opts = options_for(timeout_ms, m);
+  opts.scatter = scatter;
+  Reply reply;
+  Status s = engine_->call(endpoint_, provider_id_, rpc, meta, body, opts, &reply);
+  return checked(s, std::move(reply));
+}
+
 std::unique_ptr<CallInFlight> Database::start(uint16_t rpc, std::string meta, double timeout_ms,
                                               int32_t m) const {
-  CallOptions opts;
-  opts.timeout_ms = timeout_ms;
-  opts.no_rdma = m & mode::NO_RDMA;
   Status s = Status::YOKAN_SUCCESS;
-  auto call = engine_->start_call(endpoint_, provider_id_, rpc, std::move(meta), opts, &s);
+  auto call = engine_->start_call(endpoint_, provider_id_, rpc, std::move(meta),
+                                  options_for(timeout_ms, m), &s);
   if (!ok(s)) throw Exception(s);
   return call;
 }
@@ -35,9 +47,7 @@ Reply Database::finish(std::unique_ptr<CallInFlight> call) {
   if (!call) throw Exception(Status::YOKAN_ERR_INVALID_ARGS, "this reply was collected already");
   Reply reply;
   Status s = call->wait(&reply);
-  if (!ok(s)) throw Exception(s);
-  if (!ok(reply.status)) throw Exception(reply.status, reply.meta);
-  return reply;
+  return checked(s, std::move(reply));
 }
 
 std::string Database::address() const { return engine_->endpoint_address(endpoint_); }

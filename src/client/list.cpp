@@ -38,10 +38,6 @@ const char* copy_section(const std::vector<uint64_t>& sizes, const char* src, co
   return src;
 }
 
-}  // namespace
-
-namespace {
-
 std::vector<uint64_t> capacities(Database::ListLayout layout, uint64_t count, bool with_values,
                                  const std::vector<Destination>& key_out,
                                  const std::vector<Destination>& value_out,
