@@ -6,19 +6,18 @@ namespace {
 
 class PrefixFilter final : public KeyFilter {
  public:
-  PrefixFilter(std::string_view prefix, bool strip) : prefix_(prefix), strip_(strip) {}
-  bool accept(std::string_view key, std::string_view) override { return rule().accept(key); }
-  bool past_end(std::string_view key) const override { return rule().past_end(key); }
+  PrefixFilter(std::string_view prefix, bool strip) : prefix_(prefix), rule_{prefix_, strip} {}
+  PrefixFilter(const PrefixFilter&) = delete;  // rule_ views prefix_
+  PrefixFilter& operator=(const PrefixFilter&) = delete;
+  bool accept(std::string_view key, std::string_view) override { return rule_.accept(key); }
+  bool past_end(std::string_view key) const override { return rule_.past_end(key); }
   std::string_view start_hint() const override { return prefix_; }
-  std::string_view output_key(std::string_view key) const override {
-    return rule().output_key(key);
-  }
+  std::string_view output_key(std::string_view key) const override { return rule_.output_key(key); }
+  const PrefixRule* prefix_rule() const override { return &rule_; }
 
  private:
-  PrefixRule rule() const { return {prefix_, strip_}; }
-
   std::string prefix_;
-  bool strip_;
+  PrefixRule rule_;
 };
 
 class SuffixFilter final : public KeyFilter {
@@ -58,10 +57,10 @@ Status make_key_filter(int32_t m, std::string_view filter, const LuaLimits& limi
     return make_lua_filter(filter, m & mode::FILTER_VALUE, limits, out, error);
   if (m & mode::LIB_FILTER) return lib_filter_unsupported(error);
   bool strip = m & mode::NO_PREFIX;
-  if (is_prefix_filter(m))
-    *out = std::make_unique<PrefixFilter>(filter, strip);
-  else
+  if (m & mode::SUFFIX)
     *out = std::make_unique<SuffixFilter>(filter, strip);
+  else
+    *out = std::make_unique<PrefixFilter>(filter, strip);
   return Status::YOKAN_SUCCESS;
 }
 

@@ -12,6 +12,23 @@
 
 namespace yokan {
 
+// The rule of the default filter, a key prefix. Inline, so that a listing by
+// prefix (the common case) tests each key without a virtual call.
+struct PrefixRule {
+  std::string_view prefix;
+  bool strip = false;  // NO_PREFIX: keys are returned without the prefix
+
+  bool accept(std::string_view key, std::string_view /*value*/ = {}) const {
+    return key.size() >= prefix.size() &&
+           (prefix.empty() || std::memcmp(key.data(), prefix.data(), prefix.size()) == 0);
+  }
+  // In bytewise order: no key from this one on can match.
+  bool past_end(std::string_view key) const { return key.substr(0, prefix.size()) > prefix; }
+  std::string_view output_key(std::string_view key) const {
+    return strip ? key.substr(prefix.size()) : key;
+  }
+};
+
 class KeyFilter {
  public:
   virtual ~KeyFilter() = default;
@@ -26,6 +43,9 @@ class KeyFilter {
   virtual std::string_view start_hint() const { return {}; }
   // The key as returned to the client (NO_PREFIX strips the prefix or suffix).
   virtual std::string_view output_key(std::string_view key) const { return key; }
+  // The same tests as an inline rule, for a filter that is a plain prefix
+  // (else null): a listing can then skip the virtual calls per key.
+  virtual const PrefixRule* prefix_rule() const { return nullptr; }
   // Non-success once the filter failed; `message` says why.
   Status failed() const { return status_; }
   const std::string& message() const { return message_; }
@@ -40,28 +60,6 @@ class KeyFilter {
   Status status_ = Status::YOKAN_SUCCESS;
   std::string message_;
 };
-
-// The rule of the default filter, a key prefix. Inline, so that a listing by
-// prefix (the common case) tests each key without a virtual call.
-struct PrefixRule {
-  std::string_view prefix;
-  bool strip = false;  // NO_PREFIX: keys are returned without the prefix
-
-  bool accept(std::string_view key) const {
-    return key.size() >= prefix.size() &&
-           (prefix.empty() || std::memcmp(key.data(), prefix.data(), prefix.size()) == 0);
-  }
-  // In bytewise order: no key from this one on can match.
-  bool past_end(std::string_view key) const { return key.substr(0, prefix.size()) > prefix; }
-  std::string_view output_key(std::string_view key) const {
-    return strip ? key.substr(prefix.size()) : key;
-  }
-};
-
-// Whether `mode` selects the plain prefix filter (no Lua, library or suffix filter).
-inline bool is_prefix_filter(int32_t m) {
-  return !(m & (mode::LUA_FILTER | mode::LIB_FILTER | mode::SUFFIX));
-}
 
 struct LuaLimits {
   double time_ms = 1000;            // per request

@@ -73,8 +73,8 @@ void ProviderImpl::handle_list(RequestPtr req) {
 
   ksizes.reserve(std::min<uint64_t>(count, 4096));
   if (with_values) vsizes.reserve(std::min<uint64_t>(count, 4096));
-  // The per-pair work, written once for both kinds of `match`: the inline
-  // prefix rule, or a KeyFilter (Lua, suffix) through its virtual calls.
+  // The per-pair work, written once for both kinds of `match`: the filter's
+  // inline prefix rule, or the filter itself (Lua, suffix) through virtual calls.
   auto visit_with = [&](const auto& match) {
     return backend->iterate(
         start, inclusive, with_values || filter->needs_value(),
@@ -98,14 +98,8 @@ void ProviderImpl::handle_list(RequestPtr req) {
           return true;
         });
   };
-  if (is_prefix_filter(m)) {
-    struct {
-      PrefixRule rule;
-      bool past_end(std::string_view k) const { return rule.past_end(k); }
-      bool accept(std::string_view k, std::string_view) const { return rule.accept(k); }
-      std::string_view output_key(std::string_view k) const { return rule.output_key(k); }
-    } prefix{{filter_text, bool(m & mode::NO_PREFIX)}};
-    s = visit_with(prefix);
+  if (const PrefixRule* rule = filter->prefix_rule()) {
+    s = visit_with(*rule);
   } else {
     struct {
       KeyFilter* f;
