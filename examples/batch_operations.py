@@ -3,9 +3,12 @@
 python batch_operations.py [ADDRESS]
 """
 
-from _local import database
+import sys
 
-with database() as db:
+from mochi.yokan.connect import database
+
+# The provider's address on the command line, or none: then one starts in this process.
+with database(sys.argv[1] if len(sys.argv) > 1 else None) as db:
     keys = [f"sample:{i:04d}" for i in range(100)]
     values = [f"value {i}" for i in range(100)]
 

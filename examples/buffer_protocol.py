@@ -4,10 +4,13 @@ as keys, values and output buffers, without copies on the client.
     python buffer_protocol.py [ADDRESS]
 """
 
-import numpy as np
-from _local import database
+import sys
 
-with database() as db:
+import numpy as np
+from mochi.yokan.connect import database
+
+# The provider's address on the command line, or none: then one starts in this process.
+with database(sys.argv[1] if len(sys.argv) > 1 else None) as db:
     # Any bytes-like object is a key or a value.
     db.put(bytearray(b"key-1"), memoryview(b"some bytes"))
     db.put(b"vector", np.arange(1000, dtype=np.float64))

@@ -3,11 +3,14 @@
 python client_basic.py [ADDRESS]   # without ADDRESS a local provider is started
 """
 
-from _local import database
+import sys
+
 from mochi.yokan.client import Exception as YokanError
+from mochi.yokan.connect import database
 from mochi.yokan.exception import YOKAN_ERR_KEY_NOT_FOUND
 
-with database() as db:
+# The provider's address on the command line, or none: then one starts in this process.
+with database(sys.argv[1] if len(sys.argv) > 1 else None) as db:
     db.put("alpha", "first value")
     db.put(b"beta", b"\x00binary\xff")
 

@@ -4,11 +4,14 @@ erase, iterate, and query them on the provider.
 python documents.py [ADDRESS]
 """
 
-from _local import database
+import sys
+
 from mochi.yokan.client import Exception as YokanError
+from mochi.yokan.connect import database
 from mochi.yokan.exception import YOKAN_ERR_INVALID_ID
 
-with database() as db:
+# The provider's address on the command line, or none: then one starts in this process.
+with database(sys.argv[1] if len(sys.argv) > 1 else None) as db:
     if db.collection_exists("people"):  # a shared server may hold an earlier run
         db.drop_collection("people")
     people = db.create_collection("people")

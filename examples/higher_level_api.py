@@ -4,7 +4,9 @@ typed experiment log on top of it.
     python higher_level_api.py [ADDRESS]
 """
 
-from _local import database
+import sys
+
+from mochi.yokan.connect import database
 from mochi.yokan.mapping import KeyValueStore
 
 
@@ -24,7 +26,8 @@ class ExperimentLog:
         return [(int(k), v) for k, v in self.results.items()]
 
 
-with database() as db:
+# The provider's address on the command line, or none: then one starts in this process.
+with database(sys.argv[1] if len(sys.argv) > 1 else None) as db:
     log = ExperimentLog(db, "run-001")
     log.params["dt"] = 0.01
     log.params["solver"] = {"name": "cg", "tol": 1e-8}

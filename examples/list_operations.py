@@ -3,10 +3,13 @@
 python list_operations.py [ADDRESS]
 """
 
-from _local import database
+import sys
+
+from mochi.yokan.connect import database
 from mochi.yokan.mode import Mode
 
-with database() as db:
+# The provider's address on the command line, or none: then one starts in this process.
+with database(sys.argv[1] if len(sys.argv) > 1 else None) as db:
     db.put_multi([(f"run/{i:03d}", f"result {i}") for i in range(25)])
     db.put_multi([("config/dt", "0.1"), ("config/steps", "1000")])
 

@@ -3,14 +3,16 @@
 python modes_example.py [ADDRESS]
 """
 
+import sys
 import threading
 import time
 
-from _local import database
 from mochi.yokan.client import Exception as YokanError
+from mochi.yokan.connect import database
 from mochi.yokan.mode import Mode
 
-with database() as db:
+# The provider's address on the command line, or none: then one starts in this process.
+with database(sys.argv[1] if len(sys.argv) > 1 else None) as db:
     # NEW_ONLY: store only if absent. EXIST_ONLY: only if present.
     db.put("counter", "0", mode=Mode.NEW_ONLY)
     try:

@@ -3,11 +3,14 @@
 python numpy_example.py [ADDRESS]
 """
 
-import numpy as np
-from _local import database
-from mochi.yokan.arrays import array_info, get_array, put_array
+import sys
 
-with database() as db:
+import numpy as np
+from mochi.yokan.arrays import array_info, get_array, put_array
+from mochi.yokan.connect import database
+
+# The provider's address on the command line, or none: then one starts in this process.
+with database(sys.argv[1] if len(sys.argv) > 1 else None) as db:
     rng = np.random.default_rng(7)
     field = rng.standard_normal((256, 512)).astype(np.float32)
 

@@ -25,10 +25,13 @@ DOC_ONLY = {"array", "log"}
 # Backends whose values must be empty.
 VALUELESS = {"set", "unordered_set"}
 SORTED = {"map", "set", "rocksdb", "leveldb", "lmdb", "berkeleydb", "tkrzw"}
-KV_BACKENDS = [b for b in available_backends if b not in DOC_ONLY]
+# `null` is listed (a provider opens it) but stores nothing, so no test of
+# stored data can run on it; test_basic checks what it does answer.
+STORING_BACKENDS = [b for b in available_backends if b != "null"]
+KV_BACKENDS = [b for b in STORING_BACKENDS if b not in DOC_ONLY]
 VALUED_BACKENDS = [b for b in KV_BACKENDS if b not in VALUELESS]
 # Every backend with collections: the valued key/value ones and the document stores.
-COLLECTION_BACKENDS = VALUED_BACKENDS + [b for b in available_backends if b in DOC_ONLY]
+COLLECTION_BACKENDS = VALUED_BACKENDS + [b for b in STORING_BACKENDS if b in DOC_ONLY]
 
 
 def backend_config(backend, tmp_path):

@@ -1,5 +1,6 @@
 """The examples in examples/ run as written."""
 
+import shutil
 import signal
 import subprocess
 import sys
@@ -23,10 +24,18 @@ STANDALONE = [
 ]
 
 
-def run(name, *args, timeout=120):
+def copied_out(name, tmp_path):
+    """The example alone in an empty directory, as a user who copies one file has it."""
+    target = tmp_path / f"{name}.py"
+    shutil.copy(EXAMPLES / f"{name}.py", target)
+    return target
+
+
+def run(name, tmp_path, *args, timeout=120):
+    script = copied_out(name, tmp_path)
     return subprocess.run(
-        [sys.executable, str(EXAMPLES / f"{name}.py"), *args],
-        cwd=EXAMPLES,
+        [sys.executable, str(script), *args],
+        cwd=tmp_path,
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -34,21 +43,26 @@ def run(name, *args, timeout=120):
 
 
 @pytest.mark.parametrize("name", STANDALONE)
-def test_example_runs(name):
-    r = run(name)
+def test_example_runs(name, tmp_path):
+    r = run(name, tmp_path)
     assert r.returncode == 0, r.stderr
     assert r.stdout
 
 
-def test_quickstart_output():
-    assert "hello, yokan" in run("quickstart").stdout
+def test_quickstart_output(tmp_path):
+    assert "hello, yokan" in run("quickstart", tmp_path).stdout
+
+
+def test_every_example_is_listed():
+    on_disk = {p.stem for p in EXAMPLES.glob("*.py")} - {"server_example"}
+    assert on_disk == set(STANDALONE)
 
 
 @pytest.mark.parametrize("protocol", ["tcp", "na+sm"])
-def test_server_example_with_remote_clients(protocol):
+def test_server_example_with_remote_clients(protocol, tmp_path):
     server = subprocess.Popen(
-        [sys.executable, str(EXAMPLES / "server_example.py"), protocol],
-        cwd=EXAMPLES,
+        [sys.executable, str(copied_out("server_example", tmp_path)), protocol],
+        cwd=tmp_path,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -66,7 +80,7 @@ def test_server_example_with_remote_clients(protocol):
             "higher_level_api",
             "documents",
         ):
-            r = run(name, address)
+            r = run(name, tmp_path, address)
             assert r.returncode == 0, r.stderr
     finally:
         server.send_signal(signal.SIGINT)

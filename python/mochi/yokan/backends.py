@@ -1,12 +1,14 @@
 """The storage backends compiled into this build.
 
-The list comes from the native registry, which CMake fills from the one list
-of enabled backends; ``null`` is compiled in but not listed (it stores
-nothing), as upstream does.
+``available_backends`` is a list (a constant, as upstream has it) of every
+backend name a provider of this build can open, from the native registry
+that CMake fills from the one list of enabled backends. Unlike upstream it
+includes ``null`` (a backend that accepts every write and stores nothing,
+useful to measure the transport): a name a provider accepts is listed.
 """
 
 from mochi.yokan import _yokan
 
-available_backends = [b for b in _yokan.available_backends() if b != "null"]
+available_backends = list(_yokan.available_backends())
 
 __all__ = ["available_backends"]

@@ -16,7 +16,7 @@ from mochi.yokan.exception import (
     YOKAN_ERR_KEY_NOT_FOUND,
 )
 from mochi.yokan.exception import ClientException as Exception  # noqa: A004
-from mochi.yokan.server import _native_engine
+from mochi.yokan.server import _engine_or_mid, _native_engine
 
 __all__ = ["Client", "Database", "Exception"]
 
@@ -58,7 +58,10 @@ def _is_pair(item):
 class Client:
     """A Yokan client on an engine (``mochi.margo.Engine``)."""
 
-    def __init__(self, engine):
+    def __init__(self, engine=None, *, mid=None):
+        """``engine``: a ``mochi.margo.Engine``; or, as upstream names it,
+        ``mid=engine.mid``. Raises ``TypeError`` when neither or both are given."""
+        engine = _engine_or_mid(engine, mid)
         self._engine = engine
         self._native = _yokan.Client(_native_engine(engine))
 
@@ -123,7 +126,14 @@ class Database:
         ``value``, writes it there and returns its size. Raises
         ``YOKAN_ERR_KEY_NOT_FOUND`` if absent, ``YOKAN_ERR_BUFFER_SIZE`` if the
         buffer is too small.
+
+        ``get(key, Mode.CONSUME)``: an int or a ``Mode`` in the second place
+        is the mode (the manual's ``get(key, mode=0)``), not a buffer.
         """
+        if isinstance(value, int):
+            if mode:
+                raise TypeError("get() got a mode both in place of the buffer and as mode=")
+            value, mode = None, value
         if value is None:
             (result,) = self._db.get_alloc((key,), int(mode), timeout_ms)
             if result is None:

@@ -20,6 +20,13 @@ def _native_engine(engine):
     raise TypeError(f"engine must be a mochi.margo.Engine, not {type(engine).__name__}")
 
 
+def _engine_or_mid(engine, mid):
+    """The engine given as ``engine=`` or, upstream's name, ``mid=`` (exactly one)."""
+    if (engine is None) == (mid is None):
+        raise TypeError("give the engine once: as engine= or as mid= (engine.mid)")
+    return engine if mid is None else mid
+
+
 class Provider:
     """Serves one database under ``provider_id`` on ``engine``.
 
@@ -33,7 +40,10 @@ class Provider:
     finalizing the engine) stops serving; it never deletes persistent data.
     """
 
-    def __init__(self, engine, provider_id, config):
+    def __init__(self, engine=None, provider_id=None, config=None, *, mid=None):
+        engine = _engine_or_mid(engine, mid)
+        if provider_id is None:
+            raise TypeError("Provider() needs a provider_id")
         if isinstance(config, dict):
             config = json.dumps(config)
         if config is None:
