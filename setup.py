@@ -64,6 +64,8 @@ def _has_ninja():
 setup(
     packages=["mochi.yokan", "mochi.margo"],
     package_dir={"": "python"},
+    # PEP 561: the markers and the stub of the compiled module ship with the code.
+    package_data={"mochi.yokan": ["py.typed", "*.pyi"], "mochi.margo": ["py.typed"]},
     ext_modules=[CMakeExtension("mochi.yokan._yokan")],
     cmdclass={"build_ext": CMakeBuild},
     zip_safe=False,
