@@ -7,8 +7,10 @@ includes ``null`` (a backend that accepts every write and stores nothing,
 useful to measure the transport): a name a provider accepts is listed.
 """
 
+from typing import List
+
 from mochi.yokan import _yokan
 
-available_backends = list(_yokan.available_backends())
+available_backends: List[str] = list(_yokan.available_backends())
 
 __all__ = ["available_backends"]

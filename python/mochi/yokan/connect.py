@@ -6,19 +6,29 @@ script, a notebook or a test wants when there is no server to talk to yet.
 Either way everything it started stops when the ``with`` block ends.
 """
 
+from __future__ import annotations
+
 import contextlib
 import json
+from typing import Any, Dict, Iterator, Optional
 
 from mochi.margo import Engine
-from mochi.yokan.client import Client
+from mochi.yokan.client import Client, Database
 from mochi.yokan.server import Provider
 
 __all__ = ["database"]
 
 
 @contextlib.contextmanager
-def database(address=None, provider_id=42, backend="map", backend_config=None, protocol=None):
-    """Yields a Database on ``provider_id`` at ``address``.
+def database(
+    address: Optional[str] = None,
+    provider_id: int = 42,
+    backend: str = "map",
+    backend_config: Optional[Dict[str, Any]] = None,
+    protocol: Optional[str] = None,
+) -> Iterator[Database]:
+    """A context manager that yields a :class:`~mochi.yokan.client.Database`
+    on ``provider_id`` at ``address``; leaving it stops what it started.
 
     ``address``: a provider's address string (``"tcp://127.0.0.1:1234"``,
     ``"na+sm://..."``), or ``None`` to start a provider of ``backend`` (with
@@ -32,7 +42,7 @@ def database(address=None, provider_id=42, backend="map", backend_config=None, p
     if protocol is None:
         protocol = str(address).split("://")[0] if address else "tcp"
     with Engine(protocol) as engine:
-        provider = None
+        provider: Optional[Provider] = None
         if address is None:
             config = {"database": {"type": backend, "config": backend_config or {}}}
             provider = Provider(engine=engine, provider_id=provider_id, config=json.dumps(config))

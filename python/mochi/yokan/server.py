@@ -1,6 +1,9 @@
 """The server side: :class:`Provider`."""
 
+from __future__ import annotations
+
 import json
+from typing import Any, Dict, Optional, Union
 
 from mochi.yokan import _yokan
 from mochi.yokan.exception import ServerException as Exception  # noqa: A004
@@ -8,7 +11,7 @@ from mochi.yokan.exception import ServerException as Exception  # noqa: A004
 __all__ = ["Provider", "Exception"]
 
 
-def _native_engine(engine):
+def _native_engine(engine: Any) -> _yokan.Engine:
     """Accepts a mochi.margo.Engine, anything with a ``mid``, or the native engine."""
     if isinstance(engine, _yokan.Engine):
         return engine
@@ -20,7 +23,7 @@ def _native_engine(engine):
     raise TypeError(f"engine must be a mochi.margo.Engine, not {type(engine).__name__}")
 
 
-def _engine_or_mid(engine, mid):
+def _engine_or_mid(engine: Any, mid: Any) -> Any:
     """The engine given as ``engine=`` or, upstream's name, ``mid=`` (exactly one)."""
     if (engine is None) == (mid is None):
         raise TypeError("give the engine once: as engine= or as mid= (engine.mid)")
@@ -40,7 +43,14 @@ class Provider:
     finalizing the engine) stops serving; it never deletes persistent data.
     """
 
-    def __init__(self, engine=None, provider_id=None, config=None, *, mid=None):
+    def __init__(
+        self,
+        engine: Any = None,
+        provider_id: Optional[int] = None,
+        config: Union[str, Dict[str, Any], None] = None,
+        *,
+        mid: Any = None,
+    ) -> None:
         engine = _engine_or_mid(engine, mid)
         if provider_id is None:
             raise TypeError("Provider() needs a provider_id")
@@ -52,24 +62,29 @@ class Provider:
             raise TypeError("config must be a JSON string or a dict")
         if not isinstance(provider_id, int) or not 0 <= provider_id <= 0xFFFF:
             raise Exception("provider_id must be an integer in [0, 65535]", 3)
-        self._native = _yokan.Provider(_native_engine(engine), provider_id, config)
+        self._native: _yokan.Provider = _yokan.Provider(_native_engine(engine), provider_id, config)
 
     @property
-    def provider_id(self):
+    def provider_id(self) -> int:
+        """Returns the provider id this provider serves under. Raises
+        ``AttributeError`` after :meth:`close`."""
         return self._native.provider_id
 
     @property
-    def config(self):
-        """The complete configuration, backend defaults filled in, as a dict."""
+    def config(self) -> Dict[str, Any]:
+        """Returns the complete configuration, backend defaults filled in, as a
+        dict. Raises ``AttributeError`` after :meth:`close`."""
         return json.loads(self._native.config())
 
-    def close(self):
-        """Stops serving now (idempotent)."""
-        self._native = None
+    def close(self) -> None:
+        """Stops serving now (idempotent). Returns None; never raises."""
+        # Dropping the last reference destroys the native provider; its
+        # accessors then raise AttributeError, which is what close() promises.
+        self._native = None  # type: ignore[assignment]
 
-    def __enter__(self):
+    def __enter__(self) -> Provider:
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: object) -> bool:
         self.close()
         return False
