@@ -7,7 +7,10 @@ shared memory only. UCX is pinned to the network device of the listen address.
 ``Client.make_database_handle()``.
 """
 
+from __future__ import annotations
+
 import json as _json
+from typing import Any, Dict, Union
 
 from mochi.yokan import _yokan
 
@@ -21,7 +24,7 @@ class MargoException(RuntimeError):
     """An engine-level failure (bad address, lookup failure)."""
 
 
-def _protocol_address(addr):
+def _protocol_address(addr: str) -> str:
     if addr in ("tcp", "ofi+tcp", "ucx+tcp", "verbs"):
         return f"{addr}://127.0.0.1:0" if addr != "verbs" else "verbs"
     return addr
@@ -30,31 +33,34 @@ def _protocol_address(addr):
 class Address:
     """A peer address; ``str()`` gives the string form."""
 
-    def __init__(self, engine, text):
+    def __init__(self, engine: Engine, text: str) -> None:
         self._engine = engine
         self._text = text
 
-    def __str__(self):
+    def __str__(self) -> str:
         return self._text
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"Address({self._text!r})"
 
-    def __eq__(self, other):
+    def __eq__(self, other: object) -> bool:
         return isinstance(other, Address) and str(other) == self._text
 
-    def __hash__(self):
+    def __hash__(self) -> int:
         return hash(self._text)
 
-    def copy(self):
+    def copy(self) -> Address:
+        """Returns an equal Address on the same engine; never raises."""
         return Address(self._engine, self._text)
 
     @property
-    def hg_addr(self):
-        """Compatibility with py-mochi-margo: the address as Yokan needs it."""
+    def hg_addr(self) -> str:
+        """Compatibility with py-mochi-margo: returns the address as Yokan
+        needs it (its string form); never raises."""
         return self._text
 
-    def get_internal_hg_addr(self):
+    def get_internal_hg_addr(self) -> str:
+        """Returns the address as Yokan needs it (as :attr:`hg_addr`); never raises."""
         return self._text
 
 
@@ -64,9 +70,20 @@ class Engine:
     ``config`` (dict or JSON string) accepts ``num_rpc_threads``,
     ``rndv_threshold`` (bytes above which values use rendezvous/RDMA),
     ``spin_us``, ``max_message_size`` and ``ucx`` (raw UCX settings).
+
+    Raises ``TypeError`` for an ``addr`` or ``config`` of the wrong type,
+    :class:`mochi.yokan.exception.Exception` with ``YOKAN_ERR_INVALID_CONFIG``
+    for a malformed config, and ``RuntimeError`` if the engine cannot start.
     """
 
-    def __init__(self, addr, mode=server, use_progress_thread=False, num_rpc_threads=0, config=""):
+    def __init__(
+        self,
+        addr: str,
+        mode: int = server,
+        use_progress_thread: bool = False,
+        num_rpc_threads: int = 0,
+        config: Union[str, Dict[str, Any]] = "",
+    ) -> None:
         if isinstance(config, dict):
             config = _json.dumps(config) if config else ""
         if config and not isinstance(config, str):
@@ -87,35 +104,43 @@ class Engine:
     # -- identity ---------------------------------------------------------
 
     @property
-    def mid(self):
-        """What Yokan's Provider and Client take (the native engine)."""
+    def mid(self) -> _yokan.Engine:
+        """Returns what Yokan's Provider and Client take (the native engine);
+        never raises."""
         return self._native
 
-    def get_internal_mid(self):
+    def get_internal_mid(self) -> _yokan.Engine:
+        """Returns the native engine (as :attr:`mid`); never raises."""
         return self._native
 
     @property
-    def listening(self):
+    def listening(self) -> bool:
+        """Returns True if the engine accepts connections (server mode); never raises."""
         return self._native.listening
 
     @property
-    def protocol(self):
+    def protocol(self) -> str:
+        """Returns the transport protocol, e.g. ``"tcp"``; never raises."""
         return self._native.protocol
 
     @property
-    def config(self):
+    def config(self) -> Dict[str, Any]:
+        """Returns the engine's effective configuration as a dict; never raises."""
         return _json.loads(self._native.config())
 
-    def addr(self):
-        """This engine's own address."""
+    def addr(self) -> Address:
+        """Returns this engine's own address (still known after
+        :meth:`finalize`); never raises."""
         return Address(self, self._native.self_address())
 
     @property
-    def address(self):
+    def address(self) -> Address:
+        """Returns this engine's own address (as :meth:`addr`); never raises."""
         return self.addr()
 
-    def lookup(self, address):
-        """Resolves an address string; raises MargoException if nobody answers."""
+    def lookup(self, address: Union[str, Address]) -> Address:
+        """Resolves an address string and returns it as an :class:`Address`.
+        Raises :class:`MargoException` if nobody answers there."""
         try:
             self._native.lookup(str(address))
         except RuntimeError as e:
@@ -124,30 +149,33 @@ class Engine:
 
     # -- lifetime ---------------------------------------------------------
 
-    def finalize(self):
-        """Stops the engine: providers stop serving, pending calls fail."""
+    def finalize(self) -> None:
+        """Stops the engine: providers stop serving, pending calls fail.
+        Returns None; idempotent, never raises."""
         if not self._finalized:
             self._finalized = True
             self._native.finalize()
 
     @property
-    def finalized(self):
+    def finalized(self) -> bool:
+        """Returns True once the engine is finalized; never raises."""
         return self._finalized or self._native.finalized
 
-    def wait_for_finalize(self):
-        """Blocks until the engine is finalized (Ctrl-C still works)."""
+    def wait_for_finalize(self) -> None:
+        """Blocks until the engine is finalized (Ctrl-C still works). Returns
+        None; raises ``KeyboardInterrupt`` on Ctrl-C."""
         while not self._native.wait_for_finalize(200.0):
             pass
         self._finalized = True
 
-    def __enter__(self):
+    def __enter__(self) -> Engine:
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: object) -> bool:
         self.finalize()
         return False
 
-    def __del__(self):
+    def __del__(self) -> None:
         try:
             self.finalize()
         except Exception:  # noqa: BLE001 - interpreter shutdown
