@@ -6,9 +6,23 @@ without copying. Output buffers must be writable and C-contiguous; they are
 written in place. Every call that talks to a provider releases the GIL.
 """
 
+from __future__ import annotations
+
 from itertools import chain, repeat
+from typing import (
+    Any,
+    Callable,
+    Iterable,
+    Iterator,
+    List,
+    Optional,
+    Sequence,
+    Tuple,
+    Union,
+)
 
 from mochi.yokan import _yokan
+from mochi.yokan._types import Buffer, Data
 from mochi.yokan.collection import Collection
 from mochi.yokan.exception import (
     YOKAN_ERR_BUFFER_SIZE,
@@ -20,6 +34,9 @@ from mochi.yokan.server import _engine_or_mid, _native_engine
 
 __all__ = ["Client", "Database", "Exception"]
 
+#: ``callback(index, key, value)`` of :meth:`Database.iter` / ``fetch*``.
+KeyCallback = Callable[[int, Any, Optional[memoryview]], Any]
+
 _MODES = dict(_yokan.modes)
 _INCLUSIVE = _MODES["INCLUSIVE"]
 _NO_PREFIX = _MODES["NO_PREFIX"]
@@ -28,13 +45,13 @@ _LUA_FILTER = _MODES["LUA_FILTER"]
 _LIB_FILTER = _MODES["LIB_FILTER"]
 
 
-def _packed(buffer, sizes):
+def _packed(buffer: Data, sizes: Iterable[int]) -> Tuple[Data, List[int]]:
     """A packed batch for the native layer, which slices it without a Python
     object per item: (buffer, list of sizes)."""
     return (buffer, sizes if type(sizes) is list else list(sizes))
 
 
-def _split_packed(buffer, sizes, what):
+def _split_packed(buffer: Data, sizes: Iterable[int], what: str) -> List[memoryview]:
     """Zero-copy slices of a packed buffer, one per size."""
     view = memoryview(buffer).cast("B") if not isinstance(buffer, str) else buffer
     if isinstance(view, str):
@@ -51,79 +68,98 @@ def _split_packed(buffer, sizes, what):
     return out
 
 
-def _is_pair(item):
+def _is_pair(item: object) -> bool:
     return isinstance(item, (tuple, list)) and len(item) == 2
 
 
 class Client:
     """A Yokan client on an engine (``mochi.margo.Engine``)."""
 
-    def __init__(self, engine=None, *, mid=None):
+    def __init__(self, engine: Any = None, *, mid: Any = None) -> None:
         """``engine``: a ``mochi.margo.Engine``; or, as upstream names it,
-        ``mid=engine.mid``. Raises ``TypeError`` when neither or both are given."""
+        ``mid=engine.mid``. Raises ``TypeError`` when neither or both are given,
+        or when it is not an engine."""
         engine = _engine_or_mid(engine, mid)
         self._engine = engine
         self._native = _yokan.Client(_native_engine(engine))
 
-    def make_database_handle(self, address, provider_id, check=True):
-        """A :class:`Database` for the provider ``provider_id`` at ``address``.
+    def make_database_handle(self, address: Any, provider_id: int, check: bool = True) -> Database:
+        """Returns a :class:`Database` for the provider ``provider_id`` at ``address``.
 
         ``address`` is an ``Address`` (``engine.addr()``, ``engine.lookup()``)
-        or its string form. With ``check`` the provider's existence is verified
-        (``YOKAN_ERR_INVALID_PROVIDER`` otherwise).
+        or its string form. Raises :class:`Exception` with
+        ``YOKAN_ERR_INVALID_ARGS`` for a provider id outside [0, 65535],
+        ``YOKAN_ERR_FROM_MERCURY`` if the address cannot be reached, and, with
+        ``check``, ``YOKAN_ERR_INVALID_PROVIDER`` if no such provider answers.
         """
         if not isinstance(provider_id, int) or not 0 <= provider_id <= 0xFFFF:
             raise Exception("provider_id must be an integer in [0, 65535]", YOKAN_ERR_INVALID_ARGS)
         native = self._native.make_database_handle(str(address), provider_id, check)
         return Database(native, self)
 
-    def __enter__(self):
+    def __enter__(self) -> Client:
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: object) -> bool:
         return False
 
 
 class Database:
     """A handle on one provider's database. Safe to share between threads."""
 
-    def __init__(self, native, client=None):
+    def __init__(self, native: _yokan.Database, client: Optional[Client] = None) -> None:
         self._db = native
         self._client = client  # keeps the engine alive
 
     @property
-    def provider_id(self):
+    def provider_id(self) -> int:
+        """Returns the provider id this handle talks to; never raises."""
         return self._db.provider_id
 
     @property
-    def address(self):
+    def address(self) -> str:
+        """Returns the provider's address string; never raises."""
         return self._db.address()
 
-    def transport_info(self):
-        """Which UCX transports this handle's connection uses (diagnostics)."""
+    def transport_info(self) -> str:
+        """Returns which UCX transports this handle's connection uses, as text
+        (diagnostics); never raises."""
         return self._db.transport_info()
 
-    def __enter__(self):
+    def __enter__(self) -> Database:
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: object) -> bool:
         return False
 
     # -- single key -------------------------------------------------------
 
-    def count(self, mode=0, timeout_ms=0.0):
-        """Number of keys in the database."""
+    def count(self, mode: int = 0, timeout_ms: float = 0.0) -> int:
+        """Returns the number of keys in the database.
+        Raises :class:`Exception` if the call fails (e.g. ``YOKAN_ERR_TIMEOUT``,
+        ``YOKAN_ERR_MODE``, ``YOKAN_ERR_FROM_MERCURY``)."""
         return self._db.count(int(mode), timeout_ms)
 
-    def put(self, key, value, mode=0, timeout_ms=0.0):
-        """Stores ``value`` under ``key``."""
+    def put(self, key: Data, value: Data, mode: int = 0, timeout_ms: float = 0.0) -> None:
+        """Stores ``value`` under ``key``; returns None. Raises :class:`Exception`:
+        ``YOKAN_ERR_KEY_EXISTS`` with NEW_ONLY if the key exists,
+        ``YOKAN_ERR_KEY_NOT_FOUND`` with EXIST_ONLY if it does not,
+        ``YOKAN_ERR_INVALID_ARGS`` for an empty key, ``YOKAN_ERR_MODE`` for
+        incompatible flags; ``TypeError`` for a key or value that is neither
+        ``str`` nor a buffer."""
         self._db.put((key,), (value,), int(mode), timeout_ms)
 
-    def get(self, key, value=None, mode=0, timeout_ms=0.0):
-        """The value of ``key``.
+    def get(
+        self,
+        key: Data,
+        value: Union[Buffer, int, None] = None,
+        mode: int = 0,
+        timeout_ms: float = 0.0,
+    ) -> Any:
+        """Returns the value of ``key``.
 
         Without ``value``, returns it as ``bytes``. With a writable buffer
-        ``value``, writes it there and returns its size. Raises
+        ``value``, writes it there and returns its size (an int). Raises
         ``YOKAN_ERR_KEY_NOT_FOUND`` if absent, ``YOKAN_ERR_BUFFER_SIZE`` if the
         buffer is too small.
 
@@ -146,23 +182,41 @@ class Database:
             raise Exception("Buffer too small", YOKAN_ERR_BUFFER_SIZE)
         return size
 
-    def exists(self, key, mode=0, timeout_ms=0.0):
+    def exists(self, key: Data, mode: int = 0, timeout_ms: float = 0.0) -> bool:
+        """Returns True if ``key`` is stored, else False.
+        Raises :class:`Exception` if the call fails (e.g. ``YOKAN_ERR_TIMEOUT``,
+        ``YOKAN_ERR_MODE``, ``YOKAN_ERR_FROM_MERCURY``)."""
         return self._db.exists((key,), int(mode), timeout_ms)[0]
 
-    def length(self, key, mode=0, timeout_ms=0.0):
-        """Size of the value, or ``None`` if the key is absent."""
+    def length(self, key: Data, mode: int = 0, timeout_ms: float = 0.0) -> Optional[int]:
+        """Returns the size of the value in bytes, or ``None`` if the key is
+        absent (not an error).
+        Raises :class:`Exception` if the call fails (e.g. ``YOKAN_ERR_TIMEOUT``,
+        ``YOKAN_ERR_MODE``, ``YOKAN_ERR_FROM_MERCURY``)."""
         return self._db.length((key,), int(mode), timeout_ms)[0]
 
-    def erase(self, key, mode=0, timeout_ms=0.0):
-        """Erases ``key``; erasing an absent key is not an error."""
+    def erase(self, key: Data, mode: int = 0, timeout_ms: float = 0.0) -> None:
+        """Erases ``key``; returns None. Erasing an absent key is not an
+        error.
+        Raises :class:`Exception` if the call fails (e.g. ``YOKAN_ERR_TIMEOUT``,
+        ``YOKAN_ERR_MODE``, ``YOKAN_ERR_FROM_MERCURY``)."""
         self._db.erase((key,), int(mode), timeout_ms)
 
     # -- batches ----------------------------------------------------------
 
-    def put_multi(self, pairs, values=None, mode=0, timeout_ms=0.0):
-        """``put_multi([(k, v), ...])`` or ``put_multi(keys, values)``.
+    def put_multi(
+        self,
+        pairs: Iterable[Any],
+        values: Union[Sequence[Data], int, None] = None,
+        mode: int = 0,
+        timeout_ms: float = 0.0,
+    ) -> None:
+        """``put_multi([(k, v), ...])`` or ``put_multi(keys, values)``; returns None.
 
         With NEW_ONLY / EXIST_ONLY, pairs that fail the condition are skipped.
+        Raises ``TypeError`` for items that are not pairs, ``ValueError`` if
+        ``keys`` and ``values`` differ in length, :class:`Exception` as
+        :meth:`put` does (``YOKAN_ERR_INVALID_ARGS``, ``YOKAN_ERR_MODE``...).
         """
         if values is not None and not isinstance(values, (list, tuple)):
             # put_multi(pairs, mode) positional form
@@ -180,17 +234,32 @@ class Database:
                 raise ValueError("keys and values should have the same length")
         self._db.put(keys, values, int(mode), timeout_ms)
 
-    def put_packed(self, keys, key_sizes, values, value_sizes, mode=0, timeout_ms=0.0):
+    def put_packed(
+        self,
+        keys: Data,
+        key_sizes: Sequence[int],
+        values: Data,
+        value_sizes: Sequence[int],
+        mode: int = 0,
+        timeout_ms: float = 0.0,
+    ) -> None:
+        """Stores keys and values packed back to back in two buffers, with
+        their sizes; returns None. Raises ``ValueError`` if the size lists
+        differ in length, :class:`Exception` with ``YOKAN_ERR_INVALID_ARGS``
+        if the sizes overrun a buffer, and as :meth:`put_multi` otherwise."""
         if len(key_sizes) != len(value_sizes):
             raise ValueError("key_sizes and value_sizes should have the same length")
         k = _packed(keys, key_sizes)
         v = _packed(values, value_sizes)
         self._db.put(k, v, int(mode), timeout_ms)
 
-    def get_multi(self, pairs, mode=0, timeout_ms=0.0):
+    def get_multi(self, pairs: Iterable[Any], mode: int = 0, timeout_ms: float = 0.0) -> List[Any]:
         """``get_multi([(key, buffer), ...])`` fills the buffers and returns
         sizes (``None`` if absent, ``-1`` if too small); ``get_multi(keys)``
-        returns a list of ``bytes`` or ``None``."""
+        returns a list of ``bytes`` or ``None``. Absent keys are not errors.
+
+        Raises :class:`Exception` if the call fails (e.g. ``YOKAN_ERR_TIMEOUT``,
+        ``YOKAN_ERR_MODE``, ``YOKAN_ERR_FROM_MERCURY``)."""
         items = list(pairs)
         if items and all(_is_pair(p) for p in items):
             keys = [p[0] for p in items]
@@ -198,32 +267,75 @@ class Database:
             return self._db.get(keys, buffers, int(mode), timeout_ms)
         return self._db.get_alloc(items, int(mode), timeout_ms)
 
-    def get_packed(self, keys, key_sizes, values, mode=0, timeout_ms=0.0):
-        """Values back to back in ``values``; sizes, ``None`` if absent, ``-1``
-        if it did not fit (and every later found value too)."""
+    def get_packed(
+        self,
+        keys: Data,
+        key_sizes: Sequence[int],
+        values: Buffer,
+        mode: int = 0,
+        timeout_ms: float = 0.0,
+    ) -> List[Optional[int]]:
+        """Writes the values back to back in ``values``. Returns their sizes,
+        ``None`` if absent, ``-1`` if it did not fit (and every later found
+        value too).
+        Raises :class:`Exception` if the call fails (e.g. ``YOKAN_ERR_TIMEOUT``,
+        ``YOKAN_ERR_MODE``, ``YOKAN_ERR_FROM_MERCURY``)."""
         k = _packed(keys, key_sizes)
         return self._db.get_packed(k, values, int(mode), timeout_ms)
 
-    def exists_multi(self, keys, mode=0, timeout_ms=0.0):
+    def exists_multi(
+        self, keys: Iterable[Data], mode: int = 0, timeout_ms: float = 0.0
+    ) -> List[bool]:
+        """Returns one bool per key, True if it is stored.
+        Raises :class:`Exception` if the call fails (e.g. ``YOKAN_ERR_TIMEOUT``,
+        ``YOKAN_ERR_MODE``, ``YOKAN_ERR_FROM_MERCURY``)."""
         return self._db.exists(list(keys), int(mode), timeout_ms)
 
-    def exists_packed(self, keys, key_sizes, mode=0, timeout_ms=0.0):
+    def exists_packed(
+        self, keys: Data, key_sizes: Sequence[int], mode: int = 0, timeout_ms: float = 0.0
+    ) -> List[bool]:
+        """Returns one bool per packed key, True if it is stored.
+        Raises :class:`Exception` if the call fails (e.g. ``YOKAN_ERR_TIMEOUT``,
+        ``YOKAN_ERR_MODE``, ``YOKAN_ERR_FROM_MERCURY``)."""
         return self._db.exists(_packed(keys, key_sizes), int(mode), timeout_ms)
 
-    def length_multi(self, keys, mode=0, timeout_ms=0.0):
+    def length_multi(
+        self, keys: Iterable[Data], mode: int = 0, timeout_ms: float = 0.0
+    ) -> List[Optional[int]]:
+        """Returns the value sizes, ``None`` for absent keys.
+        Raises :class:`Exception` if the call fails (e.g. ``YOKAN_ERR_TIMEOUT``,
+        ``YOKAN_ERR_MODE``, ``YOKAN_ERR_FROM_MERCURY``)."""
         return self._db.length(list(keys), int(mode), timeout_ms)
 
-    def length_packed(self, keys, key_sizes, mode=0, timeout_ms=0.0):
+    def length_packed(
+        self, keys: Data, key_sizes: Sequence[int], mode: int = 0, timeout_ms: float = 0.0
+    ) -> List[Optional[int]]:
+        """Returns the value sizes of the packed keys, ``None`` for absent
+        ones.
+        Raises :class:`Exception` if the call fails (e.g. ``YOKAN_ERR_TIMEOUT``,
+        ``YOKAN_ERR_MODE``, ``YOKAN_ERR_FROM_MERCURY``)."""
         return self._db.length(_packed(keys, key_sizes), int(mode), timeout_ms)
 
-    def erase_multi(self, keys, mode=0, timeout_ms=0.0):
+    def erase_multi(self, keys: Iterable[Data], mode: int = 0, timeout_ms: float = 0.0) -> None:
+        """Erases the keys (absent ones are not errors); returns None.
+        Raises :class:`Exception` if the call fails (e.g. ``YOKAN_ERR_TIMEOUT``,
+        ``YOKAN_ERR_MODE``, ``YOKAN_ERR_FROM_MERCURY``)."""
         self._db.erase(list(keys), int(mode), timeout_ms)
 
-    def erase_packed(self, keys, key_sizes, mode=0, timeout_ms=0.0):
+    def erase_packed(
+        self, keys: Data, key_sizes: Sequence[int], mode: int = 0, timeout_ms: float = 0.0
+    ) -> None:
+        """Erases the packed keys (absent ones are not errors); returns None.
+
+        Raises :class:`Exception` if the call fails (e.g. ``YOKAN_ERR_TIMEOUT``,
+        ``YOKAN_ERR_MODE``, ``YOKAN_ERR_FROM_MERCURY``)."""
         self._db.erase(_packed(keys, key_sizes), int(mode), timeout_ms)
 
-    def erase_range(self, prefix, mode=0, timeout_ms=0.0):
-        """Erases every key that starts with ``prefix`` (``""`` erases all)."""
+    def erase_range(self, prefix: Data, mode: int = 0, timeout_ms: float = 0.0) -> None:
+        """Erases every key that starts with ``prefix`` (``""`` erases all);
+        returns None.
+        Raises :class:`Exception` if the call fails (e.g. ``YOKAN_ERR_TIMEOUT``,
+        ``YOKAN_ERR_MODE``, ``YOKAN_ERR_FROM_MERCURY``)."""
         self._db.erase_range(prefix, int(mode), timeout_ms)
 
     # -- listing ----------------------------------------------------------
@@ -232,16 +344,38 @@ class Database:
     # the start) that pass ``filter``: a prefix, a suffix with SUFFIX, or Lua
     # code with LUA_FILTER. A result shorter than requested means the end.
 
-    def list_keys(self, keys, from_key, filter, mode=0, timeout_ms=0.0):
-        """Fills the buffers in ``keys``; returns their sizes (-1: too small)."""
+    def list_keys(
+        self,
+        keys: Iterable[Buffer],
+        from_key: Data,
+        filter: Data,
+        mode: int = 0,
+        timeout_ms: float = 0.0,
+    ) -> List[int]:
+        """Fills the buffers in ``keys``; returns their sizes (-1: too small).
+
+        Raises :class:`Exception` with ``YOKAN_ERR_OP_UNSUPPORTED`` on an
+        unsorted backend, ``YOKAN_ERR_INVALID_FILTER`` for a bad filter, or if
+        the call fails."""
         keys = keys if type(keys) is list else list(keys)
         ksizes, _ = self._db.list(
             from_key, filter, len(keys), False, 0, keys, None, int(mode), timeout_ms
         )
         return ksizes
 
-    def list_keyvals(self, pairs, from_key, filter, mode=0, timeout_ms=0.0):
-        """Fills (key buffer, value buffer) pairs; returns (key size, value size) tuples."""
+    def list_keyvals(
+        self,
+        pairs: Iterable[Tuple[Buffer, Buffer]],
+        from_key: Data,
+        filter: Data,
+        mode: int = 0,
+        timeout_ms: float = 0.0,
+    ) -> List[Tuple[int, int]]:
+        """Fills (key buffer, value buffer) pairs; returns (key size, value
+        size) tuples (-1: too small).
+        Raises :class:`Exception` with ``YOKAN_ERR_OP_UNSUPPORTED`` on an
+        unsorted backend, ``YOKAN_ERR_INVALID_FILTER`` for a bad filter, or if
+        the call fails."""
         pairs = list(pairs)
         ksizes, vsizes = self._db.list(
             from_key,
@@ -256,15 +390,40 @@ class Database:
         )
         return list(zip(ksizes, vsizes))
 
-    def list_keys_packed(self, keys, count, from_key, filter, mode=0, timeout_ms=0.0):
-        """Up to ``count`` keys back to back in ``keys``; returns their sizes."""
+    def list_keys_packed(
+        self,
+        keys: Buffer,
+        count: int,
+        from_key: Data,
+        filter: Data,
+        mode: int = 0,
+        timeout_ms: float = 0.0,
+    ) -> List[int]:
+        """Writes up to ``count`` keys back to back in ``keys``; returns their
+        sizes.
+        Raises :class:`Exception` with ``YOKAN_ERR_OP_UNSUPPORTED`` on an
+        unsorted backend, ``YOKAN_ERR_INVALID_FILTER`` for a bad filter, or if
+        the call fails."""
         ksizes, _ = self._db.list(
             from_key, filter, int(count), False, 1, [keys], None, int(mode), timeout_ms
         )
         return ksizes
 
-    def list_keyvals_packed(self, keys, values, count, from_key, filter, mode=0, timeout_ms=0.0):
-        """Keys back to back in ``keys``, values in ``values``; returns size tuples."""
+    def list_keyvals_packed(
+        self,
+        keys: Buffer,
+        values: Buffer,
+        count: int,
+        from_key: Data,
+        filter: Data,
+        mode: int = 0,
+        timeout_ms: float = 0.0,
+    ) -> List[Tuple[int, int]]:
+        """Writes keys back to back in ``keys``, values in ``values``; returns
+        (key size, value size) tuples.
+        Raises :class:`Exception` with ``YOKAN_ERR_OP_UNSUPPORTED`` on an
+        unsorted backend, ``YOKAN_ERR_INVALID_FILTER`` for a bad filter, or if
+        the call fails."""
         ksizes, vsizes = self._db.list(
             from_key, filter, int(count), True, 1, [keys], [values], int(mode), timeout_ms
         )
@@ -272,25 +431,35 @@ class Database:
 
     def scan(
         self,
-        from_key=b"",
-        filter=b"",
-        count=0,
-        mode=0,
-        batch_size=0,
-        ignore_values=False,
-        timeout_ms=0.0,
-    ):
-        """An iterator of ``(key bytes, value bytes or None)`` in key order, a
+        from_key: Data = b"",
+        filter: Data = b"",
+        count: int = 0,
+        mode: int = 0,
+        batch_size: int = 0,
+        ignore_values: bool = False,
+        timeout_ms: float = 0.0,
+    ) -> Iterator[Tuple[bytes, Optional[bytes]]]:
+        """Returns an iterator of ``(key bytes, value bytes or None)`` in key order, a
         page of ``batch_size`` (default 1024) pairs per round trip; ``count=0``
         means all. Pages are fetched one ahead of the iteration: the next page
-        is requested when the iteration reaches the current one."""
+        is requested when the iteration reaches the current one. The
+        iteration raises :class:`Exception` as :meth:`list_keys` does."""
         # chain.from_iterable walks each page in C: only a page boundary
         # resumes Python code, not every pair.
         return chain.from_iterable(
             self._scan_pages(from_key, filter, count, mode, batch_size, ignore_values, timeout_ms)
         )
 
-    def _scan_pages(self, from_key, filter, count, mode, batch_size, ignore_values, timeout_ms):
+    def _scan_pages(
+        self,
+        from_key: Data,
+        filter: Data,
+        count: int,
+        mode: int,
+        batch_size: int,
+        ignore_values: bool,
+        timeout_ms: float,
+    ) -> Iterator[Iterator[Tuple[bytes, Optional[bytes]]]]:
         mode = int(mode)
         page = int(batch_size) if batch_size > 0 else 1024
         remaining = int(count) if count > 0 else None
@@ -321,20 +490,21 @@ class Database:
 
     def iter(
         self,
-        callback,
-        from_key=b"",
-        filter=b"",
-        count=0,
-        mode=0,
-        batch_size=0,
-        ignore_values=False,
-        timeout_ms=0.0,
-    ):
+        callback: KeyCallback,
+        from_key: Data = b"",
+        filter: Data = b"",
+        count: int = 0,
+        mode: int = 0,
+        batch_size: int = 0,
+        ignore_values: bool = False,
+        timeout_ms: float = 0.0,
+    ) -> None:
         """Calls ``callback(index, key, value)`` for each matching pair in key
         order. ``key`` is a ``str`` when ``from_key`` is a ``str``, else a
         read-only memoryview; ``value`` is a read-only memoryview, or None with
         ``ignore_values``. Exceptions raised by the callback propagate; a
-        callback returning ``False`` stops the iteration."""
+        callback returning ``False`` stops the iteration. Returns None;
+        raises :class:`Exception` as :meth:`scan` does."""
         as_str = isinstance(from_key, str)
         for index, (key, value) in enumerate(
             self.scan(from_key, filter, count, mode, batch_size, ignore_values, timeout_ms)
@@ -346,16 +516,29 @@ class Database:
 
     # -- fetch: get with a callback ----------------------------------------
 
-    def fetch(self, key, callback, mode=0, timeout_ms=0.0):
+    def fetch(
+        self, key: Data, callback: KeyCallback, mode: int = 0, timeout_ms: float = 0.0
+    ) -> Any:
         """Calls ``callback(0, key, value)`` with the value as a read-only
-        memoryview, or None if absent. Callback exceptions propagate."""
+        memoryview, or None if absent, and returns what the callback returns.
+        Callback exceptions propagate.
+        Raises :class:`Exception` if the call fails (e.g. ``YOKAN_ERR_TIMEOUT``,
+        ``YOKAN_ERR_MODE``, ``YOKAN_ERR_FROM_MERCURY``)."""
         (value,) = self._db.get_alloc((key,), int(mode), timeout_ms)
         k = key if isinstance(key, str) else memoryview(key).toreadonly()
         return callback(0, k, None if value is None else memoryview(value))
 
-    def fetch_multi(self, keys, callback, mode=0, batch_size=0, timeout_ms=0.0):
+    def fetch_multi(
+        self,
+        keys: Iterable[Data],
+        callback: KeyCallback,
+        mode: int = 0,
+        batch_size: int = 0,
+        timeout_ms: float = 0.0,
+    ) -> None:
         """Calls ``callback(index, key, value)`` for each key, ``batch_size``
-        keys per round trip (0: all at once)."""
+        keys per round trip (0: all at once); returns None. Callback
+        exceptions propagate; a failed call raises :class:`Exception`."""
         keys = list(keys)
         step = int(batch_size) if batch_size > 0 else max(len(keys), 1)
         for start in range(0, len(keys), step):
@@ -365,27 +548,42 @@ class Database:
                 k = key if isinstance(key, str) else memoryview(key).toreadonly()
                 callback(start + offset, k, None if value is None else memoryview(value))
 
-    def fetch_packed(self, keys, key_sizes, callback, mode=0, batch_size=0, timeout_ms=0.0):
+    def fetch_packed(
+        self,
+        keys: Data,
+        key_sizes: Sequence[int],
+        callback: KeyCallback,
+        mode: int = 0,
+        batch_size: int = 0,
+        timeout_ms: float = 0.0,
+    ) -> None:
+        """As :meth:`fetch_multi` for keys packed back to back; returns None.
+        Raises ``ValueError`` if the sizes are negative or overrun ``keys``."""
         views = [v.toreadonly() for v in _split_packed(keys, key_sizes, "keys")]
         self.fetch_multi(views, callback, mode, batch_size, timeout_ms)
 
     # -- document collections ---------------------------------------------
 
-    def create_collection(self, name, mode=0, timeout_ms=0.0):
-        """Creates the collection ``name`` (``YOKAN_ERR_KEY_EXISTS`` if the
-        name is taken) and returns it."""
+    def create_collection(self, name: str, mode: int = 0, timeout_ms: float = 0.0) -> Collection:
+        """Creates the collection ``name`` and returns it. Raises
+        :class:`Exception` with ``YOKAN_ERR_KEY_EXISTS`` if the name is taken,
+        ``TypeError`` if ``name`` is not a str."""
         coll = Collection(name, self)
         coll._create(mode, timeout_ms)
         return coll
 
-    def drop_collection(self, name, mode=0, timeout_ms=0.0):
-        """Erases the collection and its documents (``YOKAN_ERR_KEY_NOT_FOUND``
-        if it does not exist)."""
+    def drop_collection(self, name: str, mode: int = 0, timeout_ms: float = 0.0) -> None:
+        """Erases the collection and its documents; returns None. Raises
+        :class:`Exception` with ``YOKAN_ERR_KEY_NOT_FOUND`` if it does not exist."""
         Collection(name, self)._drop(mode, timeout_ms)
 
-    def collection_exists(self, name, mode=0, timeout_ms=0.0):
+    def collection_exists(self, name: str, mode: int = 0, timeout_ms: float = 0.0) -> bool:
+        """Returns True if the collection ``name`` exists.
+        Raises :class:`Exception` if the call fails (e.g. ``YOKAN_ERR_TIMEOUT``,
+        ``YOKAN_ERR_MODE``, ``YOKAN_ERR_FROM_MERCURY``)."""
         return Collection(name, self)._exists(mode, timeout_ms)
 
-    def open_collection(self, name):
-        """The collection ``name``, without any RPC (it is not checked)."""
+    def open_collection(self, name: str) -> Collection:
+        """Returns the collection ``name``, without any RPC (it is not
+        checked). Raises ``TypeError`` if ``name`` is not a str."""
         return Collection(name, self)
