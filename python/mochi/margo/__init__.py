@@ -10,7 +10,7 @@ shared memory only. UCX is pinned to the network device of the listen address.
 from __future__ import annotations
 
 import json as _json
-from typing import Any, Dict, Union
+from typing import Any, Dict, Literal, Union
 
 from mochi.yokan import _yokan
 
@@ -126,7 +126,8 @@ class Engine:
     @property
     def config(self) -> Dict[str, Any]:
         """Returns the engine's effective configuration as a dict; never raises."""
-        return _json.loads(self._native.config())
+        config: Dict[str, Any] = _json.loads(self._native.config())
+        return config
 
     def addr(self) -> Address:
         """Returns this engine's own address (still known after
@@ -171,7 +172,7 @@ class Engine:
     def __enter__(self) -> Engine:
         return self
 
-    def __exit__(self, *exc: object) -> bool:
+    def __exit__(self, *exc: object) -> Literal[False]:
         self.finalize()
         return False
 

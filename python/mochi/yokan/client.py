@@ -15,10 +15,12 @@ from typing import (
     Iterable,
     Iterator,
     List,
+    Literal,
     Optional,
     Sequence,
     Tuple,
     Union,
+    cast,
 )
 
 from mochi.yokan import _yokan
@@ -53,7 +55,7 @@ def _packed(buffer: Data, sizes: Iterable[int]) -> Tuple[Data, List[int]]:
 
 def _split_packed(buffer: Data, sizes: Iterable[int], what: str) -> List[memoryview]:
     """Zero-copy slices of a packed buffer, one per size."""
-    view = memoryview(buffer).cast("B") if not isinstance(buffer, str) else buffer
+    view = memoryview(buffer).cast("B") if not isinstance(buffer, str) else buffer  # type: ignore[arg-type]  # ndarray: see _types
     if isinstance(view, str):
         view = memoryview(view.encode())
     sizes = [int(s) for s in sizes]
@@ -100,7 +102,7 @@ class Client:
     def __enter__(self) -> Client:
         return self
 
-    def __exit__(self, *exc: object) -> bool:
+    def __exit__(self, *exc: object) -> Literal[False]:
         return False
 
 
@@ -129,7 +131,7 @@ class Database:
     def __enter__(self) -> Database:
         return self
 
-    def __exit__(self, *exc: object) -> bool:
+    def __exit__(self, *exc: object) -> Literal[False]:
         return False
 
     # -- single key -------------------------------------------------------
@@ -169,7 +171,7 @@ class Database:
         if isinstance(value, int):
             if mode:
                 raise TypeError("get() got a mode both in place of the buffer and as mode=")
-            value, mode = None, value
+            mode, value = value, None
         if value is None:
             (result,) = self._db.get_alloc((key,), int(mode), timeout_ms)
             if result is None:
@@ -220,7 +222,7 @@ class Database:
         """
         if values is not None and not isinstance(values, (list, tuple)):
             # put_multi(pairs, mode) positional form
-            mode, values = values, None
+            mode, values = cast(int, values), None
         if values is None:
             pairs = list(pairs)
             if not all(_is_pair(p) for p in pairs):
@@ -525,7 +527,7 @@ class Database:
         Raises :class:`Exception` if the call fails (e.g. ``YOKAN_ERR_TIMEOUT``,
         ``YOKAN_ERR_MODE``, ``YOKAN_ERR_FROM_MERCURY``)."""
         (value,) = self._db.get_alloc((key,), int(mode), timeout_ms)
-        k = key if isinstance(key, str) else memoryview(key).toreadonly()
+        k = key if isinstance(key, str) else memoryview(key).toreadonly()  # type: ignore[arg-type]
         return callback(0, k, None if value is None else memoryview(value))
 
     def fetch_multi(
@@ -545,7 +547,7 @@ class Database:
             batch = keys[start : start + step]
             values = self._db.get_alloc(batch, int(mode), timeout_ms)
             for offset, (key, value) in enumerate(zip(batch, values)):
-                k = key if isinstance(key, str) else memoryview(key).toreadonly()
+                k = key if isinstance(key, str) else memoryview(key).toreadonly()  # type: ignore[arg-type]
                 callback(start + offset, k, None if value is None else memoryview(value))
 
     def fetch_packed(

@@ -66,7 +66,7 @@ def _id(doc_id: int) -> int:
 
 
 def _split(buffer: Data, sizes: Iterable[int]) -> List[memoryview]:
-    view = memoryview(buffer.encode() if isinstance(buffer, str) else buffer).cast("B")
+    view = memoryview(buffer.encode() if isinstance(buffer, str) else buffer).cast("B")  # type: ignore[arg-type]  # ndarray: see _types.Buffer
     sizes = [int(s) for s in sizes]
     if any(s < 0 for s in sizes):
         raise ValueError("doc_sizes must not be negative")

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import contextlib
 import json
-from typing import Any, Dict, Iterator, Optional
+from typing import Any, Dict, Iterator, Optional, Union
 
-from mochi.margo import Engine
+from mochi.margo import Address, Engine
 from mochi.yokan.client import Client, Database
 from mochi.yokan.server import Provider
 
@@ -21,7 +21,7 @@ __all__ = ["database"]
 
 @contextlib.contextmanager
 def database(
-    address: Optional[str] = None,
+    address: Union[str, Address, None] = None,
     provider_id: int = 42,
     backend: str = "map",
     backend_config: Optional[Dict[str, Any]] = None,

@@ -21,7 +21,8 @@ class Exception(RuntimeError):  # noqa: A001 - the name is the upstream API
 
     def __init__(self, message: Union[str, int], code: Optional[int] = None) -> None:
         if code is None and isinstance(message, int):
-            message, code = _MESSAGES.get(message, "Unknown error"), message
+            code = message
+            message = _MESSAGES.get(code, "Unknown error")
         super().__init__(message)
         self._code = int(code) if code is not None else _yokan.errors["YOKAN_ERR_OTHER"][0]
 

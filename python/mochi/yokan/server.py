@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from typing import Any, Dict, Optional, Union
+from typing import Any, Dict, Literal, Optional, Union
 
 from mochi.yokan import _yokan
 from mochi.yokan.exception import ServerException as Exception  # noqa: A004
@@ -74,7 +74,8 @@ class Provider:
     def config(self) -> Dict[str, Any]:
         """Returns the complete configuration, backend defaults filled in, as a
         dict. Raises ``AttributeError`` after :meth:`close`."""
-        return json.loads(self._native.config())
+        config: Dict[str, Any] = json.loads(self._native.config())
+        return config
 
     def close(self) -> None:
         """Stops serving now (idempotent). Returns None; never raises."""
@@ -85,6 +86,6 @@ class Provider:
     def __enter__(self) -> Provider:
         return self
 
-    def __exit__(self, *exc: object) -> bool:
+    def __exit__(self, *exc: object) -> Literal[False]:
         self.close()
         return False
