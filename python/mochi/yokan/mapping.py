@@ -33,9 +33,15 @@ class Codec(Protocol):
     """What ``codec=`` takes: ``encode(value) -> bytes-like`` and
     ``decode(bytes) -> value``."""
 
-    def encode(self, value: Any, /) -> Buffer: ...
+    def encode(self, value: Any, /) -> Buffer:
+        """Returns the bytes-like form of ``value`` to store. Raises what the
+        codec raises for a value it cannot encode (e.g. ``TypeError``)."""
+        ...
 
-    def decode(self, data: bytes, /) -> Any: ...
+    def decode(self, data: bytes, /) -> Any:
+        """Returns the value that ``data`` (stored bytes) encodes. Raises what
+        the codec raises for data it cannot decode (e.g. ``ValueError``)."""
+        ...
 
 
 class _Codec:
