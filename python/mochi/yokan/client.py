@@ -137,8 +137,10 @@ class Database:
     # -- single key -------------------------------------------------------
 
     def count(self, mode: int = 0, timeout_ms: float = 0.0) -> int:
-        """Returns the number of keys in the database.
-        Raises :class:`Exception` if the call fails (e.g. ``YOKAN_ERR_TIMEOUT``,
+        """Returns the number of keys in the database (collection metadata and
+        documents included). Raises :class:`Exception` with
+        ``YOKAN_ERR_OP_UNSUPPORTED`` on a document-only backend (array, log),
+        or if the call fails (e.g. ``YOKAN_ERR_TIMEOUT``,
         ``YOKAN_ERR_MODE``, ``YOKAN_ERR_FROM_MERCURY``)."""
         return self._db.count(int(mode), timeout_ms)
 
@@ -146,8 +148,9 @@ class Database:
         """Stores ``value`` under ``key``; returns None. Raises :class:`Exception`:
         ``YOKAN_ERR_KEY_EXISTS`` with NEW_ONLY if the key exists,
         ``YOKAN_ERR_KEY_NOT_FOUND`` with EXIST_ONLY if it does not,
-        ``YOKAN_ERR_INVALID_ARGS`` for an empty key, ``YOKAN_ERR_MODE`` for
-        incompatible flags; ``TypeError`` for a key or value that is neither
+        ``YOKAN_ERR_INVALID_ARGS`` for an empty key (or a non-empty value on a
+        set backend), ``YOKAN_ERR_OP_UNSUPPORTED`` on a document-only backend,
+        ``YOKAN_ERR_MODE`` for incompatible flags; ``TypeError`` for a key or value that is neither
         ``str`` nor a buffer."""
         self._db.put((key,), (value,), int(mode), timeout_ms)
 
@@ -215,7 +218,8 @@ class Database:
     ) -> None:
         """``put_multi([(k, v), ...])`` or ``put_multi(keys, values)``; returns None.
 
-        With NEW_ONLY / EXIST_ONLY, pairs that fail the condition are skipped.
+        With NEW_ONLY / EXIST_ONLY and more than one pair, pairs that fail the
+        condition are skipped silently; a single pair raises as :meth:`put`.
         Raises ``TypeError`` for items that are not pairs, ``ValueError`` if
         ``keys`` and ``values`` differ in length, :class:`Exception` as
         :meth:`put` does (``YOKAN_ERR_INVALID_ARGS``, ``YOKAN_ERR_MODE``...).
@@ -334,8 +338,9 @@ class Database:
         self._db.erase(_packed(keys, key_sizes), int(mode), timeout_ms)
 
     def erase_range(self, prefix: Data, mode: int = 0, timeout_ms: float = 0.0) -> None:
-        """Erases every key that starts with ``prefix`` (``""`` erases all);
-        returns None.
+        """Erases every key that starts with ``prefix`` (``""`` erases all,
+        collections included); returns None. ``YOKAN_ERR_OP_UNSUPPORTED`` on a
+        document-only backend.
         Raises :class:`Exception` if the call fails (e.g. ``YOKAN_ERR_TIMEOUT``,
         ``YOKAN_ERR_MODE``, ``YOKAN_ERR_FROM_MERCURY``)."""
         self._db.erase_range(prefix, int(mode), timeout_ms)
@@ -569,7 +574,8 @@ class Database:
     def create_collection(self, name: str, mode: int = 0, timeout_ms: float = 0.0) -> Collection:
         """Creates the collection ``name`` and returns it. Raises
         :class:`Exception` with ``YOKAN_ERR_KEY_EXISTS`` if the name is taken,
-        ``TypeError`` if ``name`` is not a str."""
+        ``YOKAN_ERR_INVALID_ARGS`` if it is empty; ``TypeError`` if ``name`` is
+        not a str."""
         coll = Collection(name, self)
         coll._create(mode, timeout_ms)
         return coll
@@ -580,7 +586,8 @@ class Database:
         Collection(name, self)._drop(mode, timeout_ms)
 
     def collection_exists(self, name: str, mode: int = 0, timeout_ms: float = 0.0) -> bool:
-        """Returns True if the collection ``name`` exists.
+        """Returns True if the collection ``name`` exists. ``YOKAN_ERR_INVALID_ARGS``
+        for an empty name.
         Raises :class:`Exception` if the call fails (e.g. ``YOKAN_ERR_TIMEOUT``,
         ``YOKAN_ERR_MODE``, ``YOKAN_ERR_FROM_MERCURY``)."""
         return Collection(name, self)._exists(mode, timeout_ms)
