@@ -291,6 +291,23 @@ class LuaFilter final : public KeyFilter {
     return lua_gettop(L);
   }
 
+  // string.rep('', n) with an empty separator loops n times in C without
+  // allocating (lstrlib's copy loop), for n up to 2^63: answer it here.
+  static int safe_rep(lua_State* L) {
+    size_t l = 0, lsep = 0;
+    luaL_checklstring(L, 1, &l);
+    luaL_checkinteger(L, 2);
+    luaL_optlstring(L, 3, "", &lsep);
+    if (l + lsep == 0) {
+      lua_pushliteral(L, "");
+      return 1;
+    }
+    lua_pushvalue(L, lua_upvalueindex(1));
+    lua_insert(L, 1);
+    lua_call(L, lua_gettop(L) - 1, 1);
+    return 1;
+  }
+
   // The bytes the script may still allocate, for the cjson guards.
   static int memory_left(lua_State* L) {
     LuaFilter* self = self_of(L);
@@ -310,14 +327,39 @@ class LuaFilter final : public KeyFilter {
       lua_pushcclosure(L, &LuaFilter::bounded_pattern, 2);
       lua_setfield(L, -2, name);
     }
+    lua_getfield(L, -1, "rep");
+    lua_pushcclosure(L, &LuaFilter::safe_rep, 1);
+    lua_setfield(L, -2, "rep");
     lua_pop(L, 1);
+    // table.move(a, f, e, t) loops e - f + 1 times in C, up to 2^63, with no
+    // allocation when it copies nils: the same loop in Lua runs under the hook.
+    static const char kTableMove[] = R"lua(
+local t = ...
+local type, error = type, error
+t.move = function(a1, f, e, tpos, a2)
+  a2 = a2 == nil and a1 or a2
+  if type(a1) ~= 'table' or type(a2) ~= 'table' then error('table.move: tables expected', 2) end
+  if e >= f then
+    if tpos > e or tpos <= f or a1 ~= a2 then
+      for i = 0, e - f do a2[tpos + i] = a1[f + i] end
+    else
+      for i = e - f, 0, -1 do a2[tpos + i] = a1[f + i] end
+    end
+  end
+  return a2
+end
+)lua";
+    if (luaL_loadbufferx(L, kTableMove, sizeof kTableMove - 1, "table.move", "t") != LUA_OK)
+      return lua_error(L);
+    lua_getglobal(L, LUA_TABLIBNAME);
+    lua_call(L, 1, 0);
     if (lua_getglobal(L, "cjson") == LUA_TTABLE) {
       // cjson's encode/decode buffers are malloc'd, outside the allocator
       // that enforces the memory limit: bound them by the memory left.
       static const char kCjsonGuard[] = R"lua(
 local cj, left = ...
 local enc, dec = cj.encode, cj.decode
-local type, pairs, error = type, pairs, error
+local type, pairs, next, error = type, pairs, next, error
 if cj.encode_keep_buffer then cj.encode_keep_buffer(false) end
 -- An upper bound on the encoded size (every byte escaped as \u00XX), cut
 -- short once it passes `budget`. Runs as Lua, so the time limit holds.
@@ -327,7 +369,7 @@ local function size(v, depth, budget)
   if t ~= 'table' then return 34 end
   if depth > 1000 then error('cjson.encode: nesting deeper than 1000', 0) end
   local total = 2
-  for k, x in pairs(v) do
+  for k, x in next, v do  -- not pairs: a __pairs could hide what cjson sees
     total = total + (type(k) == 'string' and 6 * #k + 2 or 34) + 2
     if total > budget then break end
     total = total + size(x, depth + 1, budget - total)
