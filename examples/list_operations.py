@@ -53,7 +53,8 @@ with database(sys.argv[1] if len(sys.argv) > 1 else None) as db:
     out = []
     db.iter(lambda i, k, v: out.append(bytes(k)), filter="5", mode=Mode.SUFFIX, ignore_values=True)
     print("ending in 5:", out)
-    lua = "return tonumber(string.sub(__value__, 8)) % 10 == 0"
+    # A runtime error fails the whole request, so skip values that are not numbers.
+    lua = "local n = tonumber(string.sub(__value__, 8)) return n ~= nil and n % 10 == 0"
     out = []
     db.iter(lambda i, k, v: out.append(k), "", lua, mode=Mode.LUA_FILTER | Mode.FILTER_VALUE)
     print("Lua, result divisible by 10:", out)  # str keys: from_key was a str

@@ -2,6 +2,7 @@
 // or a Lua predicate (LUA_FILTER). Built per request.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <cstring>
 #include <memory>
@@ -96,6 +97,12 @@ Status make_lua_doc_filter(std::string_view code, const LuaLimits& limits,
                            std::unique_ptr<DocFilter>* out, std::string* error);
 Status make_lua_filter(std::string_view code, bool with_value, const LuaLimits& limits,
                        std::unique_ptr<KeyFilter>* out, std::string* error);
+// When the request this thread is about to serve arrived: Lua filters built
+// on this thread count their time budget from then (the default,
+// time_point{}, means "when the filter is built"). Set by the provider's
+// filter pool, so that time spent queued behind other filters is budgeted.
+void set_request_arrival(std::chrono::steady_clock::time_point t);
+
 // The answer to LIB_FILTER, for key/value and document filters alike.
 Status lib_filter_unsupported(std::string* error);
 

@@ -1,5 +1,9 @@
 #include "yokan/provider.hpp"
 
+#include <sys/resource.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
 #include <atomic>
 #include <cstring>
 #include <mutex>
@@ -43,6 +47,17 @@ std::unique_ptr<Backend> open_database(json& config) {
 }
 
 std::atomic<uint64_t> next_hook_token{1};
+
+// Filter threads yield the CPU to the progress and handler threads (nice
+// +10, once per thread): on a node with few cores, a busy filter then delays
+// other clients' requests by far less than a scheduler time slice.
+void lower_filter_thread_priority() {
+  thread_local const bool done = [] {
+    setpriority(PRIO_PROCESS, static_cast<id_t>(syscall(SYS_gettid)), 10);
+    return true;
+  }();
+  (void)done;
+}
 
 }  // namespace
 
@@ -94,6 +109,9 @@ void ProviderImpl::shutdown() {
   if (closing.exchange(true)) return;
   engine->deregister_provider(id);
   if (watcher) watcher->cancel_all(Status::YOKAN_ERR_TIMEOUT);
+  // Drains the queued filter requests (they answer INVALID_PROVIDER now);
+  // a running filter ends within its time budget.
+  if (filter_pool && !filter_pool->runs_here()) filter_pool->stop();
   std::unique_lock<std::shared_mutex> g(write_order);
   if (backend) backend->flush();
 }
@@ -102,6 +120,7 @@ void ProviderImpl::register_handlers() {
   // In-memory backends answer on the receiving thread unless the request may
   // wait (WAIT); disk-backed ones always go to the handler pool.
   const bool run_inline = !backend->traits().persistent;
+  filter_pool = std::make_unique<ThreadPool>(kFilterThreads);
   std::weak_ptr<ProviderImpl> weak = shared_from_this();
   auto add = [&](rpc::Id id_, void (ProviderImpl::*fn)(RequestPtr)) {
     // Document-only backends (array, log) refuse the key/value RPCs.
@@ -116,6 +135,32 @@ void ProviderImpl::register_handlers() {
       (impl.get()->*fn)(std::move(req));
     };
     Handler entry = serve;
+    if (id_ == rpc::kList || id_ == rpc::kDocList) {
+      // These may carry a Lua filter. Such a request never runs on the
+      // progress thread, nor on the handler pool: it goes to the filter pool,
+      // so slow filters, however many, leave every other request answered.
+      // Its time budget counts from arrival (set_request_arrival).
+      entry = [serve, run_inline, engine = engine.get(), pool = filter_pool.get()](RequestPtr req) {
+        int32_t m = 0;  // both metas start with the mode
+        if (req->meta().size() >= sizeof m) std::memcpy(&m, req->meta().data(), sizeof m);
+        auto* raw = req.release();
+        if (m & mode::LUA_FILTER) {
+          pool->post([serve, raw, arrival = std::chrono::steady_clock::now()] {
+            lower_filter_thread_priority();
+            set_request_arrival(arrival);
+            serve(RequestPtr(raw));
+            set_request_arrival({});
+          });
+        } else if (run_inline && !(m & mode::WAIT)) {
+          serve(RequestPtr(raw));
+        } else {
+          engine->post([serve, raw] { serve(RequestPtr(raw)); });
+        }
+      };
+      handlers[id_] = serve;
+      engine->register_handler(id, id_, entry, /*run_inline=*/true);
+      return;
+    }
     if (run_inline) {
       entry = [serve, engine = engine.get()](RequestPtr req) {
         int32_t m = 0;  // every key/value RPC's meta starts with its mode

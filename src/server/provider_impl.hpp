@@ -12,6 +12,7 @@
 
 #include "common/rpc.hpp"
 #include "common/wire.hpp"
+#include "engine/thread_pool.hpp"
 #include "server/filter.hpp"
 #include "server/watcher.hpp"
 #include "yokan/backend.hpp"
@@ -75,6 +76,11 @@ class ProviderImpl : public std::enable_shared_from_this<ProviderImpl> {
   std::unique_ptr<Watcher> watcher;
   std::map<uint16_t, Handler> handlers;  // by rpc id, for re-running parked requests
   LuaLimits lua_limits;
+  // Runs every request that carries a Lua filter (see register_handlers).
+  // Separate from the engine's handler pool and small, so that filters
+  // cannot take every handler thread nor more than these cores.
+  static constexpr size_t kFilterThreads = 2;
+  std::unique_ptr<ThreadPool> filter_pool;
 
   // The work of the handlers, done under the locks (responses are sent after).
   Status apply_put(int32_t m,

@@ -386,11 +386,17 @@ def test_lua_document_filter_errors(coll):
     with pytest.raises(ClientError) as e:
         list(coll.scan(filter="while true do end", mode=Mode.LUA_FILTER))
     assert code_of(e) == YOKAN_ERR_INVALID_FILTER
-    # A runtime error in the script only rejects that document.
-    assert list(coll.scan(filter="error('no')", mode=Mode.LUA_FILTER)) == []
-    # So does a document that cjson cannot decode.
+    # A runtime error in the script fails the request with Lua's message.
+    with pytest.raises(ClientError) as e:
+        list(coll.scan(filter="error('no such field')", mode=Mode.LUA_FILTER))
+    assert code_of(e) == YOKAN_ERR_INVALID_FILTER
+    assert "no such field" in str(e.value)
+    # So does a document that cjson cannot decode, unless the script catches it.
     coll.store('{"a": 1}')
-    code = "return cjson.decode(__doc__).a == 1"
+    with pytest.raises(ClientError) as e:
+        list(coll.scan(filter="return cjson.decode(__doc__).a == 1", mode=Mode.LUA_FILTER))
+    assert code_of(e) == YOKAN_ERR_INVALID_FILTER
+    code = "local ok, d = pcall(cjson.decode, __doc__) return ok and d.a == 1"
     assert [i for i, _ in coll.scan(filter=code, mode=Mode.LUA_FILTER)] == [1]
     # The memory budget applies to document filters too.
     hog = "local t = {} for i = 1, 1e9 do t[i] = string.rep('x', 4096) .. i end return true"

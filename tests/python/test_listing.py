@@ -276,9 +276,13 @@ class TestLua:
         sizes = filled.list_keys(bufs, "", code, mode=Mode.LUA_FILTER | Mode.FILTER_VALUE)
         assert got(bufs, sizes) == ["b", "zzz"]
 
-    def test_script_error_rejects(self, filled):
-        bufs = slots(3)
-        assert filled.list_keys(bufs, "", "error('nope')", mode=Mode.LUA_FILTER) == []
+    def test_script_error_is_reported(self, filled):
+        # A runtime error fails the request with Lua's message (it used to
+        # read as "no match", which hid bugs in scripts).
+        with pytest.raises(ClientError) as e:
+            filled.list_keys(slots(3), "", "error('nope')", mode=Mode.LUA_FILTER)
+        assert e.value.code == YOKAN_ERR_INVALID_FILTER
+        assert "nope" in str(e.value)
 
     def test_syntax_error(self, filled):
         with pytest.raises(ClientError) as e:
@@ -302,8 +306,10 @@ class TestLua:
         assert filled.get("a") == b"va"  # the provider is fine
 
     def test_no_os_access(self, filled):
-        bufs = slots(3)
-        assert filled.list_keys(bufs, "", "os.exit(1)", mode=Mode.LUA_FILTER) == []
+        with pytest.raises(ClientError) as e:
+            filled.list_keys(slots(3), "", "os.exit(1)", mode=Mode.LUA_FILTER)
+        assert e.value.code == YOKAN_ERR_INVALID_FILTER
+        assert "os" in str(e.value)  # indexing the absent global `os`
         assert filled.exists("a")
 
 
