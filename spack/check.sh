@@ -11,7 +11,9 @@
 #                   default: a new temporary directory. Reusing one skips the pip steps.
 #   --no-build      stop after the fake install (static checks and concretization only)
 #
-# Environment: YOKAN_CHECK_PYTHON, the Python to build against (default /usr/bin/python3).
+# Environment: YOKAN_CHECK_PYTHON, the Python to build against (default /usr/bin/python3);
+# MOCHI_SPACK_PACKAGES, a checkout of Mochi's package repo (mochi-spack-packages): if set,
+# also check that both mochi-yokan recipes resolve with that repo added next to this one.
 # Nothing outside SCRATCH is written: not the Spack checkouts, not ~/.spack, not this tree.
 set -euo pipefail
 
@@ -33,6 +35,8 @@ project=$(cd "$(dirname "$0")/.." && pwd)
 repo=$project/spack/spack_repo/mochi_yokan
 syspy=${YOKAN_CHECK_PYTHON:-/usr/bin/python3}
 full_spec="mochi-yokan@main+python+rocksdb+lmdb+leveldb"
+# The real builds: between them, every variant is built (and its tests run) once.
+other_spec="mochi-yokan@main+lua+berkeleydb+gdbm+tkrzw"
 default_spec="mochi-yokan@main"
 
 [ -x "$spack_root/bin/spack" ] || { echo "no Spack checkout at $spack_root" >&2; exit 2; }
@@ -174,7 +178,7 @@ spack info mochi-yokan
 # --- Concretize several variant sets, each on its own (unify: false; `spack spec a b` would
 # unify them), and fake-install them into a throw-away tree: fake installs of
 # compiler-wrapper, gcc-runtime and python-venv are empty and would break a real build.
-step "concretize and install --fake: default, +python, the tested set, every variant"
+step "concretize and install --fake: default, +python, the two built sets, every variant"
 cenv=$scratch/env-fake
 mkdir -p "$cenv"
 cat >"$cenv/spack.yaml" <<EOF
@@ -189,11 +193,41 @@ spack:
   - $default_spec
   - mochi-yokan@main+python
   - $full_spec
+  - $other_spec
   - mochi-yokan@main+python+lua+rocksdb+leveldb+lmdb+berkeleydb+gdbm+tkrzw
 EOF
 spack -e "$cenv" concretize --fresh --force >"$scratch/concretize.log"
 spack -e "$cenv" install --fake >"$scratch/install-fake.log"
 spack -e "$cenv" find -v -L mochi-yokan
+
+# --- Next to Mochi's own package repo (namespace `mochi`, upstream Yokan 0.x with
+# +bedrock): whichever repo comes first shadows the other's mochi-yokan, so the other one
+# must be named with its namespace. Ours comes first here, as after `spack repo add`.
+if [ -n "${MOCHI_SPACK_PACKAGES:-}" ]; then
+  mochi_repo=$(cd "$MOCHI_SPACK_PACKAGES" && pwd)/spack_repo/mochi
+  step "next to Mochi's package repo: both mochi-yokan recipes resolve by namespace"
+  menv=$scratch/env-mochi
+  mkdir -p "$menv"
+  # Mochi's packages are only concretized, so anything may be "buildable" here.
+  cat >"$menv/spack.yaml" <<EOF
+spack:
+  view: false
+  repos::
+    mochi_yokan: $repo
+    mochi: $mochi_repo
+    builtin: $spack_packages/repos/spack_repo/builtin
+  packages:
+    all:
+      buildable: true
+EOF
+  if spack -e "$menv" spec mofka >"$scratch/mofka-unqualified.log" 2>&1; then
+    echo "unexpected: 'spack spec mofka' resolved with ours shadowing mochi's mochi-yokan" >&2
+    exit 1
+  fi
+  grep "No such variant 'bedrock'" "$scratch/mofka-unqualified.log"
+  spack -e "$menv" spec -N mofka ^mochi.mochi-yokan | grep -E 'mochi\.(mofka|mochi-yokan)@'
+  spack -e "$menv" spec -N mochi_yokan.mochi-yokan+python | grep -E 'mochi_yokan\.mochi-yokan@'
+fi
 
 if [ "$build" = 0 ]; then
   step "--no-build: stopping before the real builds"
@@ -213,7 +247,7 @@ spack:
     unify: false
   specs:
   - $full_spec
-  - $default_spec
+  - $other_spec
   develop:
     mochi-yokan:
       spec: mochi-yokan@main
@@ -247,4 +281,12 @@ with Engine("tcp") as e:
 print("put/get through `spack load`: ok, mochi.yokan from", mochi.yokan.__path__[0])
 EOF
 )
+step "spack install mochi-yokan+python without a checkout: fails, pointing at spack develop"
+if spack install mochi-yokan+python >"$scratch/plain-install.log" 2>&1; then
+  echo "unexpected: installed mochi-yokan from the placeholder URL" >&2
+  exit 1
+fi
+grep -A1 "cannot fetch the sources of mochi-yokan" "$scratch/plain-install.log"
+grep -q "spack develop" "$scratch/plain-install.log"
+
 step "all checks passed (scratch: $scratch)"

@@ -20,12 +20,13 @@ OPTIONAL_PARTS = {
     "tkrzw": ("ENABLE_TKRZW", "Tkrzw backend"),
 }
 
-# Run by the install-time check and by `spack test run`: import the package and do
-# one put/get through a provider living in the same process. faulthandler turns a
+# Run by the install-time check and by `spack test run`: import numpy and the package
+# and do one put/get through a provider living in the same process. faulthandler turns a
 # hang into a failure with a traceback instead of a stuck build.
 PUT_GET_SCRIPT = """
 import faulthandler
 faulthandler.dump_traceback_later(120, exit=True)
+import numpy  # a run dependency of the bindings: the run environment must provide it
 from mochi.margo import Engine
 from mochi.yokan.server import Provider
 from mochi.yokan.client import Client
@@ -35,7 +36,7 @@ with Engine("tcp") as e:
     db.put("k", "v")
     assert db.get("k") == b"v"
     del db, p
-print("mochi.yokan put/get: ok")
+print("numpy", numpy.__version__, "and mochi.yokan put/get: ok")
 """
 
 
@@ -46,25 +47,31 @@ class MochiYokan(CMakePackage):
     homepage = "https://mochi.readthedocs.io/en/latest/yokan.html"
     # This project has no public remote yet: build it from a checkout with
     # `spack develop` (spack/README.md, spack/check.sh). The URL below is a
-    # placeholder that makes a plain fetch fail loudly rather than fetch
-    # upstream Yokan, which is a different code base.
+    # placeholder; do_fetch below turns its failure into that advice rather
+    # than fetch upstream Yokan, which is a different code base.
     git = "https://example.invalid/mochi-yokan.git"
+
+    license("BSD-3-Clause")
 
     version("main", branch="main")
 
     for _name, (_option, _what) in OPTIONAL_PARTS.items():
         variant(_name, default=False, description=f"Build {_what} ({_option})")
+    # The loop variables would otherwise stay as class attributes (`_name` would
+    # shadow Spack's own PackageBase._name).
+    del _name, _option, _what
 
     depends_on("c", type="build")
     depends_on("cxx", type="build")
     depends_on("cmake@3.18:", type="build")
     depends_on("pkgconfig", type="build")
 
-    depends_on("ucx")
+    # The minimum versions are the oldest ones built and tested (Debian 12's).
+    depends_on("ucx@1.13:")
     # Its headers are included by yokan's public headers, hence build and link.
-    depends_on("nlohmann-json")
+    depends_on("nlohmann-json@3:")
     # B-tree and hash set of the in-memory backends (linked privately).
-    depends_on("abseil-cpp")
+    depends_on("abseil-cpp@20220623:")
 
     # The C++ tests (YOKAN_BUILD_TESTS, run by `spack install --test=root`) use GoogleTest.
     depends_on("googletest", type="test")
@@ -72,7 +79,7 @@ class MochiYokan(CMakePackage):
     with when("+python"):
         extends("python")
         depends_on("python@3.8:", type=("build", "link", "run"))
-        depends_on("py-pybind11", type="build")
+        depends_on("py-pybind11@2.10:", type="build")
         # Also a test dependency, so that the install-time check can import it.
         depends_on("py-numpy", type=("run", "test"))
 
@@ -84,11 +91,6 @@ class MochiYokan(CMakePackage):
     depends_on("tkrzw", when="+tkrzw")
     # CMake finds it through pkg-config as lua5.4, which Spack's lua installs.
     depends_on("lua@5.4", when="+lua")
-
-    @property
-    def python_site_dir(self):
-        """Where the mochi package goes, relative to the prefix (lib/pythonX.Y/site-packages)."""
-        return join_path("lib", f"python{self.spec['python'].version.up_to(2)}", "site-packages")
 
     def _pybind11_cmake_dir(self):
         """The directory holding pybind11Config.cmake of the py-pybind11 in the spec.
@@ -102,7 +104,7 @@ class MochiYokan(CMakePackage):
             join_path(prefix, "lib", "cmake", "pybind11"),  # Debian/Ubuntu pybind11-dev
         ]
         # pip installs: the module's own copy, in the site dirs Spack puts on PYTHONPATH
-        for site in dict.fromkeys([python.platlib, python.purelib, self.python_site_dir]):
+        for site in dict.fromkeys([python.platlib, python.purelib]):
             candidates.append(join_path(prefix, site, "pybind11", "share", "cmake", "pybind11"))
         for directory in candidates:
             if os.path.isfile(join_path(directory, "pybind11Config.cmake")):
@@ -117,15 +119,30 @@ class MochiYokan(CMakePackage):
         args.append(self.define("YOKAN_BUILD_TESTS", self.run_tests))
         if self.spec.satisfies("+python"):
             args.append(self.define("Python3_EXECUTABLE", self.spec["python"].command.path))
-            args.append(self.define("YOKAN_PYTHON_INSTALL_DIR", self.python_site_dir))
+            # python_platlib: <prefix>/<the interpreter's platlib>, the directory that
+            # `extends("python")` puts on PYTHONPATH for `spack load` and dependents.
+            args.append(self.define("YOKAN_PYTHON_INSTALL_DIR", python_platlib))
             pybind11_dir = self._pybind11_cmake_dir()
             if pybind11_dir:
                 args.append(self.define("pybind11_DIR", pybind11_dir))
         return args
 
-    def setup_run_environment(self, env: EnvironmentModifications) -> None:
-        if self.spec.satisfies("+python"):
-            env.prepend_path("PYTHONPATH", join_path(self.prefix, self.python_site_dir))
+    def do_fetch(self, mirror_only=False):
+        """Fetch as usual, but say how to build when the placeholder URL fails."""
+        if mirror_only:
+            # Concretization probes mirrors for the branch's commit and expects a
+            # plain FetchError when there is none: leave that path alone.
+            return super().do_fetch(mirror_only)
+        try:
+            super().do_fetch(mirror_only)
+        except SpackError as e:
+            raise InstallError(
+                f"cannot fetch the sources of {self.spec.format('{name}{@version}')}: "
+                "this project has no public download location yet",
+                "Build it from a checkout of the project instead, with `spack develop "
+                "--no-clone --path <checkout> mochi-yokan@main` in an environment "
+                f"(see spack/README.md). The fetch error was: {e}",
+            ) from e
 
     def _run_put_get(self, extra_env=None):
         python = self.spec["python"].command
@@ -139,7 +156,7 @@ class MochiYokan(CMakePackage):
         """Install-time check (--test=root): the installed bindings work."""
         if self.spec.satisfies("~python"):
             return
-        paths = [join_path(self.prefix, self.python_site_dir), os.environ.get("PYTHONPATH", "")]
+        paths = [python_platlib, os.environ.get("PYTHONPATH", "")]
         self._run_put_get({"PYTHONPATH": os.pathsep.join(p for p in paths if p)})
 
     def test_library(self):
