@@ -255,6 +255,24 @@ def _arguments(argv: Optional[Sequence[str]]) -> argparse.Namespace:
         help="default: info",
     )
     parser.add_argument("--log-file", help="log here instead of standard error")
+    parser.add_argument(
+        "--group-file",
+        help="register this server in a group file once it serves (under MPI with mpi4py: "
+        "rank 0 writes the whole group once every rank serves)",
+    )
+    parser.add_argument(
+        "--group-rank",
+        type=int,
+        help="this server's place in the group (its shard index; keep it across restarts "
+        "so that persistent data stays routable); default: the launcher's rank "
+        "(SLURM_PROCID, PMI_RANK, OMPI_COMM_WORLD_RANK) if any, else the order of registration",
+    )
+    parser.add_argument(
+        "--group-size",
+        type=int,
+        help="how many servers the group will have (written to the group file; "
+        "clients wait for that many); default under MPI: the number of ranks",
+    )
     return parser.parse_args(argv)
 
 
@@ -277,6 +295,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except ConfigError as e:
         print(f"yokan-server: invalid configuration {args.config}: {e}", file=sys.stderr)
         return EXIT_CONFIG
+    for flag, value in (("--group-size", args.group_size), ("--group-rank", args.group_rank)):
+        if value is not None and (value < 0 or (flag == "--group-size" and value < 1)):
+            print(f"yokan-server: {flag} {value} is out of range", file=sys.stderr)
+            return EXIT_CONFIG
+    if (args.group_size is not None or args.group_rank is not None) and not args.group_file:
+        print("yokan-server: --group-size/--group-rank need --group-file", file=sys.stderr)
+        return EXIT_CONFIG
     if config.ignored:
         log.warning(
             "ignoring Bedrock settings this engine has no use for: %s", ", ".join(config.ignored)
@@ -298,6 +323,62 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             stack.callback(_remove_quietly, args.pid_file)
         return _serve(args, config, stack)
     return EXIT_FAILURE  # unreachable; keeps type checkers content
+
+
+def _mpi_world() -> Any:
+    """MPI's world communicator when this process was started by an MPI
+    launcher with more than one rank and mpi4py is installed, else None."""
+    launched = any(
+        v in os.environ
+        for v in ("OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_RANK", "MPI_LOCALNRANKS")
+    )
+    if not launched:
+        return None
+    try:
+        from mpi4py import MPI  # optional: the one way this package talks to MPI
+    except ImportError:
+        log.warning(
+            "started by an MPI launcher but mpi4py is not installed: "
+            "registering through the group file's lock instead"
+        )
+        return None
+    return MPI.COMM_WORLD if MPI.COMM_WORLD.Get_size() > 1 else None
+
+
+def _join_group(
+    args: argparse.Namespace, address: str, provider_ids: List[int], stack: contextlib.ExitStack
+) -> None:
+    """Puts this server in the group file: under MPI, rank 0 gathers every
+    rank's entry and writes the file once all serve; otherwise each server
+    adds itself under the file's lock (and removes itself at a clean stop)."""
+    from mochi.yokan import group
+
+    world = _mpi_world()
+    if world is not None:
+        entries = world.gather(
+            {
+                "address": address,
+                "provider_ids": provider_ids,
+                "pid": os.getpid(),
+                "rank": world.Get_rank(),
+            }
+        )
+        if world.Get_rank() == 0:
+            group.write_group_file(
+                args.group_file, {"members": entries, "size": args.group_size or world.Get_size()}
+            )
+            log.info("wrote the group of %d servers to %s", world.Get_size(), args.group_file)
+        world.Barrier()  # every rank returns once the file is complete
+        return
+    rank = args.group_rank
+    if rank is None:
+        for variable in ("SLURM_PROCID", "PMI_RANK", "OMPI_COMM_WORLD_RANK", "PMIX_RANK"):
+            if os.environ.get(variable, "").isdigit():
+                rank = int(os.environ[variable])
+                break
+    count = group.register_member(args.group_file, address, provider_ids, args.group_size, rank)
+    log.info("joined the group in %s (%d member(s) so far)", args.group_file, count)
+    stack.callback(group.unregister_member, args.group_file, address)
 
 
 def _remove_quietly(path: str) -> None:
@@ -343,6 +424,15 @@ def _serve(args: argparse.Namespace, config: ServerConfig, stack: contextlib.Exi
     if args.address_file:
         _write_atomically(args.address_file, address + "\n")
         stack.callback(_remove_quietly, args.address_file)
+    if args.group_file:
+        try:
+            _join_group(args, address, [p.provider_id for p in config.providers], stack)
+        except Exception as e:  # noqa: BLE001 - reported, then a failing exit code
+            log.error("cannot join the group in %s: %s", args.group_file, e)
+            print(f"yokan-server: cannot join the group in {args.group_file}: {e}", file=sys.stderr)
+            del providers[:]
+            engine.finalize()
+            return EXIT_FAILURE
     log.info("running at %s with %d provider(s)", address, len(providers))
     print(f"yokan-server running at {address}", flush=True)
     native = engine.mid
