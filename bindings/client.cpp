@@ -1,6 +1,7 @@
 #include "yokan/client.hpp"
 
 #include "py_common.hpp"
+#include "yokan/sharded.hpp"
 
 namespace yokan::python {
 
@@ -60,24 +61,15 @@ py::tuple allocated_page(const Database::ListResult& r, bool with_values) {
                         with_values ? split_bytes(r.values.view(), r.value_sizes) : py::list());
 }
 
-}  // namespace
-
-void bind_client(py::module_& m) {
-  py::class_<Client>(m, "Client")
-      .def(py::init<std::shared_ptr<Engine>>(), py::arg("engine"))
-      .def("make_database_handle", &Client::make_database_handle, py::arg("address"),
-           py::arg("provider_id"), py::arg("check") = true,
-           py::call_guard<py::gil_scoped_release>());
-
-  py::class_<Database>(m, "Database")
-      .def_property_readonly("provider_id", &Database::provider_id)
-      .def("address", &Database::address)
-      .def("transport_info", &Database::transport_info, py::call_guard<py::gil_scoped_release>())
-      .def("count", &Database::count, py::arg("mode"), py::arg("timeout_ms"),
-           py::call_guard<py::gil_scoped_release>())
+// The key/value calls, the same for one provider (Database) and for a group's
+// shards (ShardedDatabase): bound once per class from one definition.
+template <typename DB>
+void bind_key_value_calls(py::class_<DB>& cls) {
+  cls.def("count", &DB::count, py::arg("mode"), py::arg("timeout_ms"),
+          py::call_guard<py::gil_scoped_release>())
       .def(
           "put",
-          [](const Database& db, py::handle keys, py::handle values, int32_t mode, double t) {
+          [](const DB& db, py::handle keys, py::handle values, int32_t mode, double t) {
             ByteViews views;
             Keys k = read_items(views, keys, "key");
             Keys v = read_items(views, values, "value");
@@ -87,7 +79,7 @@ void bind_client(py::module_& m) {
           py::arg("keys"), py::arg("values"), py::arg("mode"), py::arg("timeout_ms"))
       .def(
           "get",
-          [](const Database& db, py::handle keys, py::handle buffers, int32_t mode, double t) {
+          [](const DB& db, py::handle keys, py::handle buffers, int32_t mode, double t) {
             ByteViews views;
             Keys k = read_items(views, keys, "key");
             std::vector<Destination> out;
@@ -105,7 +97,7 @@ void bind_client(py::module_& m) {
           py::arg("keys"), py::arg("buffers"), py::arg("mode"), py::arg("timeout_ms"))
       .def(
           "get_packed",
-          [](const Database& db, py::handle keys, py::handle buffer, int32_t mode, double t) {
+          [](const DB& db, py::handle keys, py::handle buffer, int32_t mode, double t) {
             ByteViews views;
             Keys k = read_items(views, keys, "key");
             auto [p, n] = views.write(buffer, "values buffer");
@@ -119,7 +111,7 @@ void bind_client(py::module_& m) {
           py::arg("keys"), py::arg("buffer"), py::arg("mode"), py::arg("timeout_ms"))
       .def(
           "get_alloc",
-          [](const Database& db, py::handle keys, int32_t mode, double t) {
+          [](const DB& db, py::handle keys, int32_t mode, double t) {
             ByteViews views;
             Keys k = read_items(views, keys, "key");
             std::vector<uint64_t> sizes;
@@ -133,7 +125,7 @@ void bind_client(py::module_& m) {
           py::arg("keys"), py::arg("mode"), py::arg("timeout_ms"))
       .def(
           "exists",
-          [](const Database& db, py::handle keys, int32_t mode, double t) {
+          [](const DB& db, py::handle keys, int32_t mode, double t) {
             ByteViews views;
             Keys k = read_items(views, keys, "key");
             py::gil_scoped_release nogil;
@@ -142,7 +134,7 @@ void bind_client(py::module_& m) {
           py::arg("keys"), py::arg("mode"), py::arg("timeout_ms"))
       .def(
           "length",
-          [](const Database& db, py::handle keys, int32_t mode, double t) {
+          [](const DB& db, py::handle keys, int32_t mode, double t) {
             ByteViews views;
             Keys k = read_items(views, keys, "key");
             std::vector<uint64_t> sizes;
@@ -155,7 +147,7 @@ void bind_client(py::module_& m) {
           py::arg("keys"), py::arg("mode"), py::arg("timeout_ms"))
       .def(
           "erase",
-          [](const Database& db, py::handle keys, int32_t mode, double t) {
+          [](const DB& db, py::handle keys, int32_t mode, double t) {
             ByteViews views;
             Keys k = read_items(views, keys, "key");
             py::gil_scoped_release nogil;
@@ -164,13 +156,29 @@ void bind_client(py::module_& m) {
           py::arg("keys"), py::arg("mode"), py::arg("timeout_ms"))
       .def(
           "erase_range",
-          [](const Database& db, py::handle prefix, int32_t mode, double t) {
+          [](const DB& db, py::handle prefix, int32_t mode, double t) {
             ByteViews views;
             auto p = views.read(prefix, "prefix");
             py::gil_scoped_release nogil;
             db.erase_range(mode, p, t);
           },
-          py::arg("prefix"), py::arg("mode"), py::arg("timeout_ms"))
+          py::arg("prefix"), py::arg("mode"), py::arg("timeout_ms"));
+}
+
+}  // namespace
+
+void bind_client(py::module_& m) {
+  py::class_<Client>(m, "Client")
+      .def(py::init<std::shared_ptr<Engine>>(), py::arg("engine"))
+      .def("make_database_handle", &Client::make_database_handle, py::arg("address"),
+           py::arg("provider_id"), py::arg("check") = true,
+           py::call_guard<py::gil_scoped_release>());
+
+  py::class_<Database> database(m, "Database");
+  bind_key_value_calls(database);
+  database.def_property_readonly("provider_id", &Database::provider_id)
+      .def("address", &Database::address)
+      .def("transport_info", &Database::transport_info, py::call_guard<py::gil_scoped_release>())
       // layout: 0 = one buffer per slot, 1 = packed: returns (key sizes, value
       // sizes). 2 = allocate: returns (keys, values) as lists of bytes.
       .def(
@@ -221,6 +229,32 @@ void bind_client(py::module_& m) {
           },
           py::arg("from_key"), py::arg("filter"), py::arg("count"), py::arg("with_values"),
           py::arg("mode"), py::arg("timeout_ms"));
+
+  py::class_<ShardedDatabase> sharded(m, "ShardedDatabase");
+  bind_key_value_calls(sharded);
+  sharded.def(py::init<std::vector<Database>>(), py::arg("shards"))
+      .def("__len__", &ShardedDatabase::size)
+      .def("shard_of",
+           [](const ShardedDatabase& db, py::handle key) {
+             ByteViews views;
+             return db.shard_of(views.read(key, "key"));
+           })
+      .def("describe", &ShardedDatabase::describe, py::arg("shard"));
+  m.def(
+      "shard_of",
+      [](py::handle key, uint32_t shards) {
+        if (shards == 0) throw py::value_error("the number of shards must be at least 1");
+        ByteViews views;
+        return shard_of(views.read(key, "key"), shards);
+      },
+      py::arg("key"), py::arg("shards"));
+  m.def(
+      "fnv1a_64",
+      [](py::handle key) {
+        ByteViews views;
+        return fnv1a_64(views.read(key, "key"));
+      },
+      py::arg("key"));
 
   // A page on its way (Database.list_start): wait() -> (keys, values) as
   // list(..., layout=2) returns them.

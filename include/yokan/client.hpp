@@ -89,13 +89,14 @@ class Database {
  private:
   friend class Client;
   friend class Collection;
+  friend class ShardedDatabase;
   // Sends one RPC and returns its reply; throws on any failure status.
   Reply call(uint16_t rpc, std::string_view meta, const std::vector<Segment>& body,
              double timeout_ms, int32_t mode, const Scatter* scatter = nullptr) const;
   // call() without a body in two steps: start() sends (throws if it cannot),
   // finish() waits and throws on any failure status, as call() does.
   std::unique_ptr<CallInFlight> start(uint16_t rpc, std::string meta, double timeout_ms,
-                                      int32_t mode) const;
+                                      int32_t mode, const std::vector<Segment>& body = {}) const;
   static Reply finish(std::unique_ptr<CallInFlight> call);
 
   std::shared_ptr<Engine> engine_;

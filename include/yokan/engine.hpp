@@ -149,6 +149,14 @@ class Engine {
   virtual std::unique_ptr<CallInFlight> start_call(const EndpointPtr& ep, uint16_t provider_id,
                                                    uint16_t rpc, std::string meta,
                                                    const CallOptions& options, Status* status) = 0;
+  // The same with a body, so that one thread can have calls to several peers
+  // in flight at once (a batch split over shards). `body` is borrowed: the
+  // memory it points to must stay valid until the call's wait() returns or
+  // the call is destroyed.
+  virtual std::unique_ptr<CallInFlight> start_call(const EndpointPtr& ep, uint16_t provider_id,
+                                                   uint16_t rpc, std::string meta,
+                                                   const std::vector<Segment>& body,
+                                                   const CallOptions& options, Status* status) = 0;
 
   virtual void finalize() = 0;
   virtual bool finalized() const = 0;

@@ -35,9 +35,9 @@ Reply Database::call(uint16_t rpc, std::string_view meta, const std::vector<Segm
 }
 
 std::unique_ptr<CallInFlight> Database::start(uint16_t rpc, std::string meta, double timeout_ms,
-                                              int32_t m) const {
+                                              int32_t m, const std::vector<Segment>& body) const {
   Status s = Status::YOKAN_SUCCESS;
-  auto call = engine_->start_call(endpoint_, provider_id_, rpc, std::move(meta),
+  auto call = engine_->start_call(endpoint_, provider_id_, rpc, std::move(meta), body,
                                   options_for(timeout_ms, m), &s);
   if (!ok(s)) throw Exception(s);
   return call;

@@ -92,6 +92,15 @@ struct KeyRequest {
   }
 };
 
+// A get: meta [mode][key sizes][packed][capacities], the keys as the body.
+inline KeyRequest get_request(int32_t m, const Keys& keys, bool packed,
+                              const std::vector<uint64_t>& caps) {
+  KeyRequest req(m, keys);
+  req.meta.put<uint8_t>(packed ? 1 : 0);
+  req.meta.array(caps);
+  return req;
+}
+
 inline std::vector<uint64_t> decode_sizes(std::string_view meta, size_t expected) {
   WireReader in(meta);
   auto sizes = in.array<uint64_t>(expected);

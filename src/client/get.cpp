@@ -11,15 +11,6 @@ namespace {
 
 bool found_and_fits(uint64_t size) { return size != KEY_NOT_FOUND && size != SIZE_TOO_SMALL; }
 
-// meta [mode][key sizes][packed][capacities]
-KeyRequest get_request(int32_t m, const Keys& keys, bool packed,
-                       const std::vector<uint64_t>& caps) {
-  KeyRequest req(m, keys);
-  req.meta.put<uint8_t>(packed ? 1 : 0);
-  req.meta.array(caps);
-  return req;
-}
-
 // Destinations of the values that came back, in reply order.
 using Placer = std::function<void(const std::vector<uint64_t>&, std::vector<Destination>&)>;
 

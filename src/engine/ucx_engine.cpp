@@ -250,6 +250,12 @@ class UcxEngine final : public Engine, public std::enable_shared_from_this<UcxEn
   }
   std::unique_ptr<CallInFlight> start_call(const EndpointPtr& ep, uint16_t provider_id,
                                            uint16_t rpc, std::string meta,
+                                           const CallOptions& options, Status* status) override {
+    return start_call(ep, provider_id, rpc, std::move(meta), {}, options, status);
+  }
+  std::unique_ptr<CallInFlight> start_call(const EndpointPtr& ep, uint16_t provider_id,
+                                           uint16_t rpc, std::string meta,
+                                           const std::vector<Segment>& body,
                                            const CallOptions& options, Status* status) override;
   // send_and_wait in three parts. start_call sends (on success the call is
   // in flight and `meta`, `body`, `reply` and `cs` must outlive it); exactly
@@ -1463,11 +1469,12 @@ class UcxCallInFlight final : public CallInFlight {
 
 std::unique_ptr<CallInFlight> UcxEngine::start_call(const EndpointPtr& ep, uint16_t provider_id,
                                                     uint16_t rpc, std::string meta,
+                                                    const std::vector<Segment>& body,
                                                     const CallOptions& options, Status* status) {
   CallOptions opts = options;
   opts.scatter = nullptr;  // the reply is kept whole until wait()
   auto call = std::make_unique<UcxCallInFlight>(shared_from_this(), std::move(meta));
-  *status = start_call(call->state_, kAmRequest, ep, provider_id, rpc, call->meta_, {}, opts,
+  *status = start_call(call->state_, kAmRequest, ep, provider_id, rpc, call->meta_, body, opts,
                        &call->reply_);
   if (!ok(*status)) return nullptr;
   return call;

@@ -89,3 +89,11 @@ class Provider:
     def __exit__(self, *exc: object) -> Literal[False]:
         self.close()
         return False
+
+
+if __name__ == "__main__":  # python -m mochi.yokan.server ADDRESS -c CONFIG
+    import sys
+
+    from mochi.yokan.daemon import main
+
+    sys.exit(main())
