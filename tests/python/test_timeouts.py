@@ -9,12 +9,12 @@ from fault_helpers import Server, stopped, timed
 from mochi.margo import Engine
 from mochi.yokan.client import Client
 from mochi.yokan.client import Exception as ClientError
-from mochi.yokan.exception import Exception as YokanError
 from mochi.yokan.exception import (
     YOKAN_ERR_INVALID_ARGS,
     YOKAN_ERR_INVALID_CONFIG,
     YOKAN_ERR_TIMEOUT,
 )
+from mochi.yokan.exception import Exception as YokanError
 from mochi.yokan.mode import Mode
 
 KiB = 1 << 10
