@@ -71,6 +71,10 @@ struct Reply {
   std::string meta;
   Buffer body;
   bool scattered = false;
+  // Why the call failed in the transport, naming the peer ("connection to
+  // tcp://... lost", "timed out after 1000 ms waiting for ..."); empty when
+  // the call reached the peer and got an answer.
+  std::string error;
 };
 // Given the response meta and body length, fills `dst` with destinations whose
 // sizes add up to exactly `body_len` and returns true; or returns false to
@@ -92,17 +96,33 @@ class CallInFlight {
 };
 
 struct CallOptions {
-  double timeout_ms = 0;  // <= 0: no deadline
-  bool no_rdma = false;   // force eager (inline) transfer of large bodies
+  // <= 0, infinite, or >= kNoDeadlineMs: no deadline. Otherwise a hard limit:
+  // the call returns within about timeout_ms + 0.5 s whatever the peer does
+  // (a send that a stopped peer never takes is given up by force-closing the
+  // connection; the next call reconnects).
+  double timeout_ms = 0;
+  bool no_rdma = false;  // force eager (inline) transfer of large bodies
   const Scatter* scatter = nullptr;
 };
+
+// Timeouts from this value on (about 31 years) mean "no limit".
+constexpr double kNoDeadlineMs = 1e12;
 
 class Engine {
  public:
   // `address`: "tcp", "tcp://HOST", "tcp://HOST:PORT", "tcp://IFACE", "na+sm", "sm",
   // "verbs" ... (see README). `listen`: server mode. `config`: JSON object text
-  // ("" for defaults): {"num_rpc_threads": 4, "rndv_threshold": 16384,
-  // "spin_us": 100, "call_spin_us": 2000, "ucx": {"TLS": "..."}}.
+  // ("" for defaults): {"num_rpc_threads": 4 (1..1024), "rndv_threshold": 16384,
+  // "spin_us": 100, "call_spin_us": 2000, "liveness_timeout_ms": 6000
+  // (a silent peer on a dead link is declared lost after about this long;
+  // 0 = kernel defaults), "connect_timeout_ms": 7000 (bound of lookup():
+  // bootstrap connect + HELLO), "ucx": {"TLS": "..."}}.
+  //
+  // Connections heal: an endpoint whose peer died or whose link failed is
+  // closed, and the next call on it (or lookup of its address) reconnects in
+  // place, so handles made before a provider restart keep working. Calls in
+  // flight when the connection died fail with YOKAN_ERR_FROM_MERCURY and
+  // Reply::error "connection to ADDR lost".
   static std::shared_ptr<Engine> create(const std::string& address, bool listen,
                                         const std::string& config = "");
   virtual ~Engine() = default;

@@ -1,4 +1,7 @@
 // Database: the shared call path and the RPC families that fit in a few lines.
+#include <algorithm>
+#include <chrono>
+
 #include "client/encode.hpp"
 
 namespace yokan {
@@ -16,8 +19,12 @@ CallOptions options_for(double timeout_ms, int32_t m) {
 }
 
 // The reply of a call that ended with `s`; throws on any failure status.
+// A transport failure says which peer and what happened after the usual text.
 Reply checked(Status s, Reply reply) {
-  if (!ok(s)) throw Exception(s);
+  if (!ok(s)) {
+    if (reply.error.empty()) throw Exception(s);
+    throw Exception(s, std::string(status_message(s)) + ": " + reply.error);
+  }
   // An error reply may carry a message in its meta (e.g. which filter failed).
   if (!ok(reply.status)) throw Exception(reply.status, reply.meta);
   return reply;
@@ -104,13 +111,18 @@ Client::Client(std::shared_ptr<Engine> engine) : engine_(std::move(engine)) {
 
 Database Client::make_database_handle(const std::string& address, uint16_t provider_id,
                                       bool check) const {
+  // Bounded: lookup() by the engine's "connect_timeout_ms" (7 s by default:
+  // bootstrap connect + HELLO), the identify call by what is left of 10 s.
+  auto start = std::chrono::steady_clock::now();
   Database db(engine_, engine_->lookup(address), provider_id);
   if (check) {
     Reply r;
     CallOptions opts;
-    opts.timeout_ms = 10000;
+    double spent =
+        std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
+    opts.timeout_ms = std::max(1000.0, 10000.0 - spent);
     Status s = engine_->call(db.endpoint_, provider_id, rpc::kIdentify, {}, {}, opts, &r);
-    if (!ok(s)) throw Exception(s);
+    if (!ok(s)) checked(s, std::move(r));
     if (r.status == Status::YOKAN_ERR_INVALID_PROVIDER || r.meta != "yokan")
       throw Exception(
           Status::YOKAN_ERR_INVALID_PROVIDER,

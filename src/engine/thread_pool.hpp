@@ -13,10 +13,17 @@ namespace yokan {
 
 class ThreadPool {
  public:
+  // Throws std::system_error if a thread cannot be started; the threads
+  // already started are stopped first (never left joinable).
   explicit ThreadPool(size_t threads) {
-    for (size_t i = 0; i < threads; ++i) {
-      workers_.emplace_back([this] { run(); });
-      ids_.push_back(workers_.back().get_id());
+    try {
+      for (size_t i = 0; i < threads; ++i) {
+        workers_.emplace_back([this] { run(); });
+        ids_.push_back(workers_.back().get_id());
+      }
+    } catch (...) {
+      stop();
+      throw;
     }
   }
   // True on one of the pool's threads (which must not stop the pool: a

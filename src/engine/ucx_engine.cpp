@@ -35,12 +35,14 @@
 #include <nlohmann/json.hpp>
 #include <random>
 #include <shared_mutex>
+#include <system_error>
 #include <thread>
 #include <tuple>
 #include <unordered_map>
 
 #include "common/segments.hpp"
 #include "engine/bootstrap.hpp"
+#include "engine/liveness.hpp"
 #include "engine/thread_pool.hpp"
 #include "yokan/engine.hpp"
 
@@ -74,6 +76,10 @@ constexpr size_t kCoalescePiece = 4096;
 // receive buffer rather than copied out (they arrived in several fragments,
 // so UCX assembled them in memory of its own).
 constexpr size_t kHoldFrom = 16 * 1024;
+
+// How long a timed-out call waits for its cancelled send or a response
+// already arriving before it force-closes the connection.
+constexpr std::chrono::milliseconds kGrace{200};
 
 struct WireHeader {
   uint32_t magic;
@@ -110,6 +116,10 @@ class Endpoint {
   std::string address;
   std::atomic<bool> failed{false};
   uint64_t peer_token = 0;  // server side: the client this endpoint answers
+  // Client side: serialises reconnection; `gen` counts connections, so that
+  // the liveness callback of an old connection cannot fail a new one.
+  std::mutex connect_mu;
+  std::atomic<uint64_t> gen{0};
 };
 
 struct PendingCall {
@@ -155,6 +165,7 @@ struct CallState {
   ucs_status_ptr_t req = nullptr;
   uint64_t seq = 0;
   double timeout_ms = 0;
+  uint64_t gen = 0;        // the connection of pc.ep the request went out on
   bool in_flight = false;  // sent, and neither awaited nor abandoned yet
 };
 
@@ -246,8 +257,15 @@ class UcxEngine final : public Engine, public std::enable_shared_from_this<UcxEn
 
   Status call(const EndpointPtr& ep, uint16_t provider_id, uint16_t rpc, std::string_view meta,
               const std::vector<Segment>& body, const CallOptions& options, Reply* reply) override {
+    if (ep && ep->failed.load(std::memory_order_relaxed)) {
+      Status s = reconnect(ep, options.timeout_ms, reply);
+      if (!ok(s)) return s;
+    }
     return send_and_wait(kAmRequest, ep, provider_id, rpc, meta, body, options, reply);
   }
+  // Reconnects a client endpoint whose connection failed (once per call);
+  // on failure fills reply->error.
+  Status reconnect(const EndpointPtr& ep, double timeout_ms, Reply* reply);
   std::unique_ptr<CallInFlight> start_call(const EndpointPtr& ep, uint16_t provider_id,
                                            uint16_t rpc, std::string meta,
                                            const CallOptions& options, Status* status) override {
@@ -274,6 +292,9 @@ class UcxEngine final : public Engine, public std::enable_shared_from_this<UcxEn
   bool take_back(CallState& cs);
   // Cancels the call's send if it is still going and waits until it ended:
   // the send's buffers belong to the call.
+  // After its deadline a cancelled rendezvous send may never end while the
+  // peer is stopped: past a short grace the connection is force-closed
+  // (which ends its operations) and the next call reconnects.
   void end_send(CallState& cs);
   // Waits until `ready()`, moving the worker on each wake (the call's
   // completions wake it, and every millisecond in case nothing signals).
@@ -331,7 +352,12 @@ class UcxEngine final : public Engine, public std::enable_shared_from_this<UcxEn
                        const CallOptions& options, Reply* reply);
   std::shared_ptr<Endpoint> create_endpoint(const std::string& worker_address,
                                             const std::string& label);
-  void fail_endpoint(Endpoint* ep);
+  void fail_endpoint(Endpoint* ep, const char* why = "lost");
+  // fail_endpoint() if `ep` is still on connection `gen`.
+  void fail_connection(Endpoint* ep, uint64_t gen, const char* why);
+  // Connects `ep` (closed) to its address: bootstrap, UCX endpoint, HELLO.
+  // Throws yokan::Exception naming the address and the cause.
+  void connect_endpoint(const std::shared_ptr<Endpoint>& ep, double budget_ms);
   void fail_peer(uint64_t token);
   static void close_endpoint(Endpoint& ep);
   void progress_loop();
@@ -386,6 +412,8 @@ class UcxEngine final : public Engine, public std::enable_shared_from_this<UcxEn
   size_t max_message_size_;
   double spin_us_;       // progress thread: busy-poll this long before sleeping
   double call_spin_us_;  // a waiting caller: progress itself this long before napping
+  double liveness_ms_;   // bootstrap socket keepalive budget (0 = kernel defaults)
+  double connect_ms_;    // bound of one lookup / reconnection
   ucp_context_h context_ = nullptr;
   ucp_worker_h worker_ = nullptr;
   std::string worker_address_;
@@ -484,7 +512,15 @@ UcxEngine::UcxEngine(const std::string& address, bool listen, const std::string&
                       std::string("engine config: \"") + key + "\" must be a non-negative number");
     return config_[key].get<double>();
   };
-  size_t threads = static_cast<size_t>(num("num_rpc_threads", 4));
+  double threads_wanted = num("num_rpc_threads", 4);
+  // Each is an OS thread: a typo like 1e5 must be refused, not abort the process.
+  if (threads_wanted > 1024)
+    throw Exception(Status::YOKAN_ERR_INVALID_CONFIG,
+                    "engine config: \"num_rpc_threads\" must be at most 1024");
+  size_t threads = static_cast<size_t>(threads_wanted);
+  liveness_ms_ = num("liveness_timeout_ms", 6000);
+  connect_ms_ = num("connect_timeout_ms", 7000);
+  if (!(connect_ms_ > 0) || connect_ms_ > 3.6e6) connect_ms_ = 7000;
   size_t rndv = static_cast<size_t>(num("rndv_threshold", 16384));
   spin_us_ = num("spin_us", 100);
   call_spin_us_ = num("call_spin_us", 2000);
@@ -620,14 +656,22 @@ UcxEngine::UcxEngine(const std::string& address, bool listen, const std::string&
     where.host = host;
     where.port = port;
     if (sm_only) where.sm_name = "self";
-    bootstrap_ = std::make_unique<BootstrapServer>(
-        where, worker_address_,
-        [this](int fd, uint64_t token) { watcher_->add(fd, [this, token] { fail_peer(token); }); });
+    bootstrap_ =
+        std::make_unique<BootstrapServer>(where, worker_address_, [this](int fd, uint64_t token) {
+          set_liveness_timers(fd, liveness_ms_);
+          watcher_->add(fd, [this, token] { fail_peer(token); });
+        });
     address_ = bootstrap_->address();
   } else {
     address_ = protocol_ + "://client";
   }
-  pool_ = std::make_unique<ThreadPool>(threads);
+  try {
+    pool_ = std::make_unique<ThreadPool>(threads);
+  } catch (const std::system_error& e) {
+    throw Exception(Status::YOKAN_ERR_INVALID_CONFIG, std::string("engine config: cannot start ") +
+                                                          std::to_string(threads) +
+                                                          " rpc threads: " + e.what());
+  }
   progress_thread_ = std::thread([this] { progress_loop(); });
 }
 
@@ -866,6 +910,11 @@ ucs_status_t UcxEngine::handle_incoming(const void* header, size_t header_len, v
   } else {
     req->meta_.assign(meta.data(), meta.size());
   }
+  if (len > max_message_size_) {
+    // Eager (NO_RDMA) bodies too: the limit is the provider's, whatever the path.
+    req->respond(Status::YOKAN_ERR_INVALID_ARGS);
+    return UCS_OK;
+  }
   if (!rndv && prefix.empty() && len >= kHoldFrom &&
       (param->recv_attr & UCP_AM_RECV_ATTR_FLAG_DATA)) {
     // The body is read in place: no copy, no buffer of our own.
@@ -881,10 +930,6 @@ ucs_status_t UcxEngine::handle_incoming(const void* header, size_t header_len, v
     req->body_.append(data, len);
     dispatch(std::move(req));
     return UCS_OK;
-  }
-  if (len > max_message_size_) {
-    req->respond(Status::YOKAN_ERR_INVALID_ARGS);
-    return UCS_OK;  // drops the rendezvous data
   }
   req->body_ = Buffer(prefix.size() + len);
   if (!prefix.empty()) std::memcpy(req->body_.data(), prefix.data(), prefix.size());
@@ -1086,7 +1131,11 @@ void UcxEngine::fail_peer(uint64_t token) {
   fail_endpoint(peer.get());
 }
 
-void UcxEngine::fail_endpoint(Endpoint* ep) {
+void UcxEngine::fail_connection(Endpoint* ep, uint64_t gen, const char* why) {
+  if (ep->gen.load() == gen) fail_endpoint(ep, why);
+}
+
+void UcxEngine::fail_endpoint(Endpoint* ep, const char* why) {
   ep->failed.store(true);
   std::vector<PendingCall*> failed;
   {
@@ -1103,17 +1152,15 @@ void UcxEngine::fail_endpoint(Endpoint* ep) {
   }
   for (auto* pc : failed) {
     pc->reply->status = Status::YOKAN_ERR_FROM_MERCURY;
+    pc->reply->error = "connection to " + ep->address + " " + why;
     pc->complete_response();
   }
   close_endpoint(*ep);
   wake_progress();
+  // A client endpoint stays in the lookup cache: its handles reconnect it in
+  // place on their next call. A server-side one is forgotten (the client
+  // says HELLO again when it reconnects).
   std::lock_guard<std::mutex> g(endpoints_mu_);
-  for (auto it = lookups_.begin(); it != lookups_.end(); ++it)
-    if (it->second.get() == ep) {
-      retired_.push_back(it->second);
-      lookups_.erase(it);
-      break;
-    }
   auto p = peers_.find(ep->peer_token);
   if (p != peers_.end() && p->second.get() == ep) {
     retired_.push_back(p->second);
@@ -1138,42 +1185,76 @@ std::shared_ptr<Endpoint> UcxEngine::create_endpoint(const std::string& worker_a
   return ep;
 }
 
-EndpointPtr UcxEngine::lookup(const std::string& address) {
-  if (finalized_) throw Exception(Status::YOKAN_ERR_INVALID_MID, "the engine was finalized");
-  {
-    std::lock_guard<std::mutex> g(endpoints_mu_);
-    auto it = lookups_.find(address);
-    if (it != lookups_.end() && !it->second->failed) return it->second;
-  }
+void UcxEngine::connect_endpoint(const std::shared_ptr<Endpoint>& ep, double budget_ms) {
+  const std::string& address = ep->address;
+  auto start = Clock::now();
   std::string remote_worker;
   int liveness_fd = -1;
   if (address == address_ && listen_) {
     remote_worker = worker_address_;
   } else {
     ParsedAddress where = parse_address(address);
-    std::tie(remote_worker, liveness_fd) = bootstrap_connect(where, token_, 5000);
+    std::tie(remote_worker, liveness_fd) =
+        bootstrap_connect(where, token_, static_cast<int>(std::min(budget_ms, 5000.0)));
+    set_liveness_timers(liveness_fd, liveness_ms_);
   }
-  std::shared_ptr<Endpoint> ep;
+  std::shared_ptr<Endpoint> fresh;
   try {
-    ep = create_endpoint(remote_worker, address);
+    fresh = create_endpoint(remote_worker, address);
   } catch (...) {
     if (liveness_fd >= 0) close(liveness_fd);
     throw;
   }
-  if (liveness_fd >= 0) watcher_->add(liveness_fd, [this, ep] { fail_endpoint(ep.get()); });
+  uint64_t gen;
+  {
+    std::unique_lock<std::shared_mutex> g(ep->mu);
+    ep->ep = fresh->ep;  // `fresh` only built the UCX endpoint
+    fresh->ep = nullptr;
+    gen = ep->gen.fetch_add(1) + 1;
+  }
+  Endpoint* raw = ep.get();
+  if (liveness_fd >= 0)
+    watcher_->add(liveness_fd, [this, ep, gen] { fail_connection(ep.get(), gen, "lost"); });
   // HELLO: give the server our worker address so that it can answer us.
   std::string meta(8, '\0');
   std::memcpy(meta.data(), &token_, 8);
   meta += worker_address_;
   Reply reply;
   CallOptions opts;
-  opts.timeout_ms = 10000;
+  double spent = std::chrono::duration<double, std::milli>(Clock::now() - start).count();
+  opts.timeout_ms = std::max(100.0, budget_ms - spent);
   Status s = send_and_wait(kAmHello, ep, 0, 0, meta, {}, opts, &reply);
   if (!ok(s) || !ok(reply.status)) {
-    fail_endpoint(ep.get());
-    throw Exception(
-        Status::YOKAN_ERR_FROM_MERCURY,
-        "no answer from " + address + " (" + status_message(ok(s) ? reply.status : s) + ")");
+    fail_connection(raw, gen, "failed");
+    std::string why =
+        !reply.error.empty() ? reply.error : std::string(status_message(ok(s) ? reply.status : s));
+    throw Exception(Status::YOKAN_ERR_FROM_MERCURY, "no answer from " + address + " (" + why + ")");
+  }
+  ep->failed.store(false);
+}
+
+EndpointPtr UcxEngine::lookup(const std::string& address) {
+  if (finalized_) throw Exception(Status::YOKAN_ERR_INVALID_MID, "the engine was finalized");
+  std::shared_ptr<Endpoint> ep;
+  {
+    std::lock_guard<std::mutex> g(endpoints_mu_);
+    auto it = lookups_.find(address);
+    if (it != lookups_.end()) ep = it->second;
+  }
+  if (ep) {
+    if (!ep->failed) return ep;
+    Reply r;
+    Status s = reconnect(ep, connect_ms_, &r);
+    if (!ok(s)) throw Exception(s, r.error);
+    return ep;
+  }
+  parse_address(address);  // throws on a malformed address
+  ep = std::make_shared<Endpoint>();
+  ep->address = address;
+  ep->failed = true;  // not connected yet
+  {
+    std::lock_guard<std::mutex> g(ep->connect_mu);
+    connect_endpoint(ep, connect_ms_);
   }
   std::lock_guard<std::mutex> g(endpoints_mu_);
   auto [it, inserted] = lookups_.emplace(address, ep);
@@ -1186,6 +1267,26 @@ EndpointPtr UcxEngine::lookup(const std::string& address) {
     }
   }
   return it->second;
+}
+
+Status UcxEngine::reconnect(const EndpointPtr& ep, double timeout_ms, Reply* reply) {
+  if (finalized_) return Status::YOKAN_ERR_INVALID_MID;
+  if (!ep->failed) return Status::YOKAN_SUCCESS;
+  double budget = timeout_ms > 0 && timeout_ms < connect_ms_ ? timeout_ms : connect_ms_;
+  std::lock_guard<std::mutex> g(ep->connect_mu);
+  if (!ep->failed) return Status::YOKAN_SUCCESS;  // another caller did it
+  if (ep->address.empty() || ep->peer_token != 0) {
+    reply->error = "connection to " + ep->address + " lost";
+    return Status::YOKAN_ERR_FROM_MERCURY;
+  }
+  try {
+    connect_endpoint(ep, budget);
+  } catch (const Exception& e) {
+    reply->error =
+        std::string("connection to ") + ep->address + " lost; reconnecting failed: " + e.what();
+    return e.code() == Status::YOKAN_ERR_INVALID_MID ? e.code() : Status::YOKAN_ERR_FROM_MERCURY;
+  }
+  return Status::YOKAN_SUCCESS;
 }
 
 std::string UcxEngine::endpoint_info(const EndpointPtr& ep) {
@@ -1226,12 +1327,19 @@ Status UcxEngine::start_call(CallState& cs, uint16_t am_id, const EndpointPtr& e
                              const std::vector<Segment>& body, const CallOptions& options,
                              Reply* reply) {
   if (finalized_) return Status::YOKAN_ERR_INVALID_MID;
-  if (!ep || ep->failed) return Status::YOKAN_ERR_FROM_MERCURY;
+  // A HELLO goes out on a connection being (re)made, still marked failed.
+  if (!ep || (ep->failed.load(std::memory_order_relaxed) && am_id != kAmHello)) {
+    if (ep) reply->error = "connection to " + ep->address + " lost";
+    return Status::YOKAN_ERR_FROM_MERCURY;
+  }
   PendingCall& pc = cs.pc;
   pc.reply = reply;
   pc.scatter = options.scatter;
   pc.ep = ep.get();
-  cs.timeout_ms = options.timeout_ms;
+  cs.gen = ep->gen.load(std::memory_order_relaxed);
+  // Infinite, NaN or huge: no deadline (and no double -> int overflow below).
+  const bool limited = options.timeout_ms > 0 && options.timeout_ms < kNoDeadlineMs;
+  cs.timeout_ms = limited ? options.timeout_ms : 0;
 
   WireHeader h{};
   h.magic = kWireMagic;
@@ -1240,7 +1348,8 @@ Status UcxEngine::start_call(CallState& cs, uint16_t am_id, const EndpointPtr& e
   h.seq = next_seq_.fetch_add(1);
   h.token = token_;
   h.meta_len = static_cast<uint32_t>(meta.size());
-  h.timeout_ms = options.timeout_ms > 0 ? static_cast<uint32_t>(options.timeout_ms) : 0;
+  // The wire field is 32 bits: a budget beyond it is "none" for the handler.
+  h.timeout_ms = limited && cs.timeout_ms < 4294967295.0 ? static_cast<uint32_t>(cs.timeout_ms) : 0;
   cs.seq = h.seq;
   std::string& head = cs.head;
   std::vector<ucp_dt_iov_t>& iov = cs.iov;
@@ -1321,12 +1430,14 @@ Status UcxEngine::start_call(CallState& cs, uint16_t am_id, const EndpointPtr& e
   if (req == nullptr) {
     pc.send_done = true;
   } else if (UCS_PTR_IS_ERR(req)) {
+    ucs_status_t why = UCS_PTR_STATUS(req);
     req = nullptr;
     {
       std::lock_guard<std::mutex> g(pending_mu_);
       pending_.erase(h.seq);
     }
     end_op();
+    reply->error = "cannot send to " + ep->address + ": " + ucs_status_string(why);
     return Status::YOKAN_ERR_FROM_MERCURY;
   } else {
     wake_progress();
@@ -1354,6 +1465,7 @@ Status UcxEngine::await_call(CallState& cs) {
   auto deadline = start + std::chrono::duration_cast<Clock::duration>(
                               std::chrono::duration<double, std::milli>(cs.timeout_ms));
   bool timed_out = false;
+  bool late_receive = false;  // past the deadline with the response on its way
   unsigned idle_spins = 0;
   struct SpinningCaller {
     std::atomic<int>& n;
@@ -1382,7 +1494,16 @@ Status UcxEngine::await_call(CallState& cs) {
         end_send(cs);
         break;
       }
-      has_deadline = false;  // the response is being received: finish it
+      // The response is being received: give it a grace period, then
+      // force-close the connection, which ends the receive with an error.
+      has_deadline = false;
+      late_receive = true;
+      deadline = now + kGrace;
+    }
+    if (late_receive && now >= deadline) {
+      late_receive = false;
+      timed_out = true;
+      fail_connection(pc.ep, cs.gen, "closed after a call timed out");
     }
     if (now - start < spin) {
       // Yield now and then: when the peer shares this CPU, it must get to run.
@@ -1402,7 +1523,7 @@ Status UcxEngine::await_call(CallState& cs) {
     }
     std::unique_lock<std::mutex> lk(pc.m);
     auto wake = now + std::chrono::milliseconds(1);
-    if (has_deadline && deadline < wake) wake = deadline;
+    if ((has_deadline || late_receive) && deadline < wake) wake = deadline;
     if (!pc.cv.wait_until(lk, wake, done)) {
       lk.unlock();
       progress_if_idle();
@@ -1410,10 +1531,17 @@ Status UcxEngine::await_call(CallState& cs) {
   }
   pc.finish();
   if (req != nullptr) ucp_request_free(req);
-  if (timed_out) return Status::YOKAN_ERR_TIMEOUT;
+  if (timed_out) {
+    pc.reply->error = "timed out after " + std::to_string(static_cast<long long>(cs.timeout_ms)) +
+                      " ms waiting for " + pc.ep->address;
+    return Status::YOKAN_ERR_TIMEOUT;
+  }
   if (!ok(pc.send_status)) {
     // A failed send may still have been answered (e.g. cancelled after delivery); trust the reply.
-    if (!pc.claimed) return pc.send_status;
+    if (!pc.claimed) {
+      pc.reply->error = "sending to " + pc.ep->address + " failed";
+      return pc.send_status;
+    }
   }
   return Status::YOKAN_SUCCESS;
 }
@@ -1427,7 +1555,14 @@ bool UcxEngine::take_back(CallState& cs) {
 
 void UcxEngine::end_send(CallState& cs) {
   PendingCall& pc = cs.pc;
-  if (!pc.send_done.load()) ucp_request_cancel(worker_, cs.req);
+  if (pc.send_done.load()) return;
+  ucp_request_cancel(worker_, cs.req);
+  auto give_up = Clock::now() + kGrace;
+  nap_until(pc, [&] { return pc.send_done.load() || Clock::now() >= give_up; });
+  if (pc.send_done.load()) return;
+  // A stopped peer never takes a rendezvous send, and UCX cannot cancel it
+  // then: force-close the connection, which ends it (the next call reconnects).
+  fail_connection(pc.ep, cs.gen, "closed after a send timed out");
   nap_until(pc, [&pc] { return pc.send_done.load(); });
 }
 
@@ -1473,6 +1608,11 @@ std::unique_ptr<CallInFlight> UcxEngine::start_call(const EndpointPtr& ep, uint1
                                                     const CallOptions& options, Status* status) {
   CallOptions opts = options;
   opts.scatter = nullptr;  // the reply is kept whole until wait()
+  if (ep && ep->failed.load(std::memory_order_relaxed)) {
+    Reply r;
+    *status = reconnect(ep, options.timeout_ms, &r);
+    if (!ok(*status)) return nullptr;
+  }
   auto call = std::make_unique<UcxCallInFlight>(shared_from_this(), std::move(meta));
   *status = start_call(call->state_, kAmRequest, ep, provider_id, rpc, call->meta_, body, opts,
                        &call->reply_);
