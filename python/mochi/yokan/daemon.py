@@ -335,7 +335,7 @@ def _mpi_world() -> Any:
     if not launched:
         return None
     try:
-        from mpi4py import MPI  # optional: the one way this package talks to MPI
+        from mpi4py import MPI  # type: ignore[import-not-found,unused-ignore]  # optional
     except ImportError:
         log.warning(
             "started by an MPI launcher but mpi4py is not installed: "

@@ -29,11 +29,28 @@ import os
 import time
 from itertools import islice
 from operator import itemgetter
-from typing import Any, Dict, Iterator, List, Optional, Sequence
+from typing import (
+    Any,
+    Callable,
+    Dict,
+    Iterable,
+    Iterator,
+    List,
+    Literal,
+    Optional,
+    Sequence,
+    Tuple,
+    TypeVar,
+    cast,
+)
 
 from mochi.yokan import _yokan
+from mochi.yokan._types import Buffer, Data
 from mochi.yokan.client import Client, Database
+from mochi.yokan.collection import Collection
 from mochi.yokan.exception import ClientException as Exception  # noqa: A004
+
+_T = TypeVar("_T")
 
 __all__ = ["Group", "Member", "ShardedDatabase", "shard_of", "fnv1a_64"]
 
@@ -148,7 +165,7 @@ class Group:
     def __enter__(self) -> "Group":
         return self
 
-    def __exit__(self, *exc: Any) -> bool:
+    def __exit__(self, *exc: object) -> Literal[False]:
         self.close()
         return False
 
@@ -167,7 +184,11 @@ class ShardedDatabase(Database):
     """
 
     def __init__(self, shards: Sequence[Database], group: Optional[Group] = None) -> None:
-        super().__init__(_yokan.ShardedDatabase([s._db for s in shards]), None)
+        native = _yokan.ShardedDatabase([s._db for s in shards])
+        # The batch calls of Database run unchanged on the sharded native
+        # object, which binds the same key/value methods.
+        super().__init__(cast(Any, native), None)
+        self._sharded = native
         self.shards = list(shards)
         self._group = group  # keeps the engine alive
 
@@ -183,12 +204,13 @@ class ShardedDatabase(Database):
     def transport_info(self) -> str:
         """Which UCX transports each shard's connection uses."""
         return "\n".join(
-            f"[{self._db.describe(i)}]\n{s.transport_info()}" for i, s in enumerate(self.shards)
+            f"[{self._sharded.describe(i)}]\n{s.transport_info()}"
+            for i, s in enumerate(self.shards)
         )
 
     def shard_for(self, key: Any) -> Database:
         """The shard ``key`` routes to."""
-        return self.shards[self._db.shard_of(key)]
+        return self.shards[self._sharded.shard_of(key)]
 
     # -- one key: straight to its shard --------------------------------------
 
@@ -212,12 +234,14 @@ class ShardedDatabase(Database):
         """Erases ``key`` from its shard. Returns None."""
         self._named(lambda: self.shard_for(key).erase(key, mode, timeout_ms), key)
 
-    def _named(self, call: Any, key: Any) -> Any:
+    def _named(self, call: Callable[[], _T], key: Any) -> _T:
         try:
             return call()
         except Exception as e:
             if _is_transport_failure(e.code):
-                raise Exception(f"{self._db.describe(self._db.shard_of(key))}: {e}", e.code) from e
+                raise Exception(
+                    f"{self._sharded.describe(self._sharded.shard_of(key))}: {e}", e.code
+                ) from e
             raise
 
     # -- listings: the shards merged in key order -----------------------------
@@ -250,24 +274,55 @@ class ShardedDatabase(Database):
             else []
         )
 
-    def list_keys(self, keys, from_key, filter, mode=0, timeout_ms=0.0):  # type: ignore[override]
+    def list_keys(
+        self,
+        keys: Iterable[Buffer],
+        from_key: Data,
+        filter: Data,
+        mode: int = 0,
+        timeout_ms: float = 0.0,
+    ) -> List[int]:
         """Fills the buffers in ``keys``; returns their sizes (-1: too small)."""
         keys = list(keys)
         found = self._first(len(keys), from_key, filter, int(mode), False, timeout_ms)
         return [_place(buf, k) for buf, (k, _) in zip(keys, found)]
 
-    def list_keyvals(self, pairs, from_key, filter, mode=0, timeout_ms=0.0):  # type: ignore[override]
+    def list_keyvals(
+        self,
+        pairs: Iterable[Tuple[Buffer, Buffer]],
+        from_key: Data,
+        filter: Data,
+        mode: int = 0,
+        timeout_ms: float = 0.0,
+    ) -> List[Tuple[int, int]]:
         """Fills (key buffer, value buffer) pairs; returns (key size, value size) tuples."""
         pairs = list(pairs)
         found = self._first(len(pairs), from_key, filter, int(mode), True, timeout_ms)
         return [(_place(kb, k), _place(vb, v)) for (kb, vb), (k, v) in zip(pairs, found)]
 
-    def list_keys_packed(self, keys, count, from_key, filter, mode=0, timeout_ms=0.0):  # type: ignore[override]
+    def list_keys_packed(
+        self,
+        keys: Buffer,
+        count: int,
+        from_key: Data,
+        filter: Data,
+        mode: int = 0,
+        timeout_ms: float = 0.0,
+    ) -> List[int]:
         """Up to ``count`` keys back to back in ``keys``; returns their sizes."""
         found = self._first(int(count), from_key, filter, int(mode), False, timeout_ms)
         return _pack(keys, [k for k, _ in found])
 
-    def list_keyvals_packed(self, keys, values, count, from_key, filter, mode=0, timeout_ms=0.0):  # type: ignore[override]
+    def list_keyvals_packed(
+        self,
+        keys: Buffer,
+        values: Buffer,
+        count: int,
+        from_key: Data,
+        filter: Data,
+        mode: int = 0,
+        timeout_ms: float = 0.0,
+    ) -> List[Tuple[int, int]]:
         """Keys back to back in ``keys``, values in ``values``; returns size tuples."""
         found = self._first(int(count), from_key, filter, int(mode), True, timeout_ms)
         ksizes = _pack(keys, [k for k, _ in found])
@@ -276,19 +331,19 @@ class ShardedDatabase(Database):
 
     # -- collections: each lives whole on the shard its name routes to --------
 
-    def create_collection(self, name, mode=0, timeout_ms=0.0):  # type: ignore[override]
+    def create_collection(self, name: str, mode: int = 0, timeout_ms: float = 0.0) -> Collection:
         """Creates the collection on its shard and returns it."""
         return self.shard_for(name).create_collection(name, mode, timeout_ms)
 
-    def drop_collection(self, name, mode=0, timeout_ms=0.0):  # type: ignore[override]
+    def drop_collection(self, name: str, mode: int = 0, timeout_ms: float = 0.0) -> None:
         """Erases the collection and its documents. Returns None."""
         return self.shard_for(name).drop_collection(name, mode, timeout_ms)
 
-    def collection_exists(self, name, mode=0, timeout_ms=0.0):  # type: ignore[override]
+    def collection_exists(self, name: str, mode: int = 0, timeout_ms: float = 0.0) -> bool:
         """Whether the collection exists."""
         return self.shard_for(name).collection_exists(name, mode, timeout_ms)
 
-    def open_collection(self, name):  # type: ignore[override]
+    def open_collection(self, name: str) -> Collection:
         """The collection ``name`` on its shard, without any RPC."""
         return self.shard_for(name).open_collection(name)
 
