@@ -336,6 +336,21 @@ def test_a_dead_member_fails_only_its_calls_naming_it(group):
     assert db.get(others[0]) == b"again"
 
 
+def wait_stopped(pid, timeout=10.0):
+    """kill() returns before every thread of the process has stopped: a
+    thread spinning on the network may still answer for a moment."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        states = []
+        for task in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{task}/stat") as f:
+                states.append(f.read().rsplit(")", 1)[1].split()[0])
+        if all(state == "T" for state in states):
+            return
+        time.sleep(0.005)
+    raise AssertionError(f"process {pid} did not stop")
+
+
 def test_a_stopped_member_times_out_naming_it(group):
     g, procs, group_file = group
     db = g.database(1)
@@ -344,6 +359,7 @@ def test_a_stopped_member_times_out_naming_it(group):
     address = db.shards[victim].address
     pid = next(m["pid"] for m in members if m["address"] == address)
     os.kill(pid, signal.SIGSTOP)
+    wait_stopped(pid)
     try:
         mine, others = failing_shard(db, victim)
         with pytest.raises(Exception) as e:

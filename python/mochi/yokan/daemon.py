@@ -278,7 +278,8 @@ def _arguments(argv: Optional[Sequence[str]]) -> argparse.Namespace:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Runs the server; returns the process exit code (0 after a clean stop,
-    2 for a bad configuration, 1 when the engine or a provider fails to start)."""
+    2 for a bad configuration, 1 when the engine or a provider fails to start).
+    Raises nothing: every failure is reported on standard error and the log."""
     args = _arguments(argv)
     _setup_logging(args.log_level, args.log_file)
 

@@ -56,12 +56,14 @@ __all__ = ["Group", "Member", "ShardedDatabase", "shard_of", "fnv1a_64"]
 
 
 def shard_of(key: Any, shards: int) -> int:
-    """The shard (0 .. ``shards`` - 1) that ``key`` (``str`` or bytes-like) routes to."""
+    """Returns the shard (0 .. ``shards`` - 1) that ``key`` (str or
+    bytes-like) routes to. Raises ``ValueError`` for ``shards`` < 1."""
     return _yokan.shard_of(key, shards)
 
 
 def fnv1a_64(key: Any) -> int:
-    """The 64-bit FNV-1a hash of the key's bytes (the first step of routing)."""
+    """Returns the 64-bit FNV-1a hash of the key's bytes (routing's first
+    step). Raises ``TypeError`` for a key that is neither str nor bytes-like."""
     return _yokan.fnv1a_64(key)
 
 
@@ -141,9 +143,11 @@ class Group:
 
     def database(self, provider_id: int, check: bool = True) -> "ShardedDatabase":
         """A :class:`ShardedDatabase` over provider ``provider_id`` of every
-        member that serves it, in file order. Raises ``ValueError`` if no member
-        does, and the client's exception naming the member that cannot be
-        reached."""
+        member that serves it, in file order.
+
+        Returns the sharded handle. Raises ``ValueError`` if no member serves
+        it, and the client's exception naming the member that cannot be
+        reached (``check``: also if it has no such provider)."""
         shards = []
         for member in self.members:
             if provider_id not in member.provider_ids:
@@ -157,7 +161,8 @@ class Group:
         return ShardedDatabase(shards, self)
 
     def close(self) -> None:
-        """Finalizes the engine the group started (if it started one)."""
+        """Finalizes the engine the group started, if it started one.
+        Returns None; raises nothing."""
         if self._own_engine is not None:
             self._own_engine.finalize()
             self._own_engine = None
@@ -198,40 +203,51 @@ class ShardedDatabase(Database):
 
     @property
     def address(self) -> str:
-        """The shards' addresses, comma-separated, in shard order."""
+        """Returns the shards' addresses, comma-separated, in shard order.
+        Raises nothing."""
         return ",".join(s.address for s in self.shards)
 
     def transport_info(self) -> str:
-        """Which UCX transports each shard's connection uses."""
+        """Returns, for each shard, which UCX transports its connection
+        uses. Raises the client's exception if a connection is gone."""
         return "\n".join(
             f"[{self._sharded.describe(i)}]\n{s.transport_info()}"
             for i, s in enumerate(self.shards)
         )
 
     def shard_for(self, key: Any) -> Database:
-        """The shard ``key`` routes to."""
+        """Returns the shard (a Database) ``key`` routes to. Raises
+        ``TypeError`` for a key that is neither str nor bytes-like."""
         return self.shards[self._sharded.shard_of(key)]
 
     # -- one key: straight to its shard --------------------------------------
 
     def put(self, key: Any, value: Any, mode: int = 0, timeout_ms: float = 0.0) -> None:
-        """Stores ``value`` under ``key`` on the key's shard. Returns None."""
+        """Stores ``value`` under ``key`` on the key's shard. Returns None.
+
+        Raises the client's exception, naming the shard, if it fails or times out."""
         self._named(lambda: self.shard_for(key).put(key, value, mode, timeout_ms), key)
 
     def get(self, key: Any, value: Any = None, mode: int = 0, timeout_ms: float = 0.0) -> Any:
-        """As :meth:`Database.get`, on the key's shard."""
+        """As :meth:`Database.get`, on the key's shard: returns the value as
+        bytes, or its size when a buffer is given. Raises
+        ``YOKAN_ERR_KEY_NOT_FOUND`` if absent.
+        Raises the client's exception, naming the shard, if it fails or times out."""
         return self._named(lambda: self.shard_for(key).get(key, value, mode, timeout_ms), key)
 
     def exists(self, key: Any, mode: int = 0, timeout_ms: float = 0.0) -> bool:
-        """Whether ``key`` exists (on its shard)."""
+        """Returns whether ``key`` exists on its shard.
+        Raises the client's exception, naming the shard, if it fails or times out."""
         return self._named(lambda: self.shard_for(key).exists(key, mode, timeout_ms), key)
 
     def length(self, key: Any, mode: int = 0, timeout_ms: float = 0.0) -> Optional[int]:
-        """The size of ``key``'s value, None if absent."""
+        """Returns the size of ``key``'s value, None if absent.
+        Raises the client's exception, naming the shard, if it fails or times out."""
         return self._named(lambda: self.shard_for(key).length(key, mode, timeout_ms), key)
 
     def erase(self, key: Any, mode: int = 0, timeout_ms: float = 0.0) -> None:
-        """Erases ``key`` from its shard. Returns None."""
+        """Erases ``key`` from its shard. Returns None.
+        Raises the client's exception, naming the shard, if it fails or times out."""
         self._named(lambda: self.shard_for(key).erase(key, mode, timeout_ms), key)
 
     def _named(self, call: Callable[[], _T], key: Any) -> _T:
@@ -256,8 +272,10 @@ class ShardedDatabase(Database):
         ignore_values: bool = False,
         timeout_ms: float = 0.0,
     ) -> Iterator[Any]:
-        """As :meth:`Database.scan`: ``(key, value)`` pairs in key order,
-        merged from every shard."""
+        """Returns an iterator of ``(key, value)`` pairs in key order, merged
+        from every shard (as :meth:`Database.scan`). Raises
+        ``YOKAN_ERR_OP_UNSUPPORTED`` on unsorted backends.
+        Raises the client's exception, naming the shard, if it fails or times out."""
         per_shard = [
             s.scan(from_key, filter, count, mode, batch_size, ignore_values, timeout_ms)
             for s in self.shards
@@ -282,7 +300,9 @@ class ShardedDatabase(Database):
         mode: int = 0,
         timeout_ms: float = 0.0,
     ) -> List[int]:
-        """Fills the buffers in ``keys``; returns their sizes (-1: too small)."""
+        """Fills the buffers in ``keys`` with the first keys in merged key
+        order; returns their sizes (-1: too small).
+        Raises the client's exception, naming the shard, if it fails or times out."""
         keys = list(keys)
         found = self._first(len(keys), from_key, filter, int(mode), False, timeout_ms)
         return [_place(buf, k) for buf, (k, _) in zip(keys, found)]
@@ -295,7 +315,9 @@ class ShardedDatabase(Database):
         mode: int = 0,
         timeout_ms: float = 0.0,
     ) -> List[Tuple[int, int]]:
-        """Fills (key buffer, value buffer) pairs; returns (key size, value size) tuples."""
+        """Fills (key buffer, value buffer) pairs in merged key order;
+        returns (key size, value size) tuples.
+        Raises the client's exception, naming the shard, if it fails or times out."""
         pairs = list(pairs)
         found = self._first(len(pairs), from_key, filter, int(mode), True, timeout_ms)
         return [(_place(kb, k), _place(vb, v)) for (kb, vb), (k, v) in zip(pairs, found)]
@@ -309,7 +331,9 @@ class ShardedDatabase(Database):
         mode: int = 0,
         timeout_ms: float = 0.0,
     ) -> List[int]:
-        """Up to ``count`` keys back to back in ``keys``; returns their sizes."""
+        """Up to ``count`` keys back to back in ``keys``; returns
+        their sizes (-1 from the first that does not fit).
+        Raises the client's exception, naming the shard, if it fails or times out."""
         found = self._first(int(count), from_key, filter, int(mode), False, timeout_ms)
         return _pack(keys, [k for k, _ in found])
 
@@ -323,7 +347,9 @@ class ShardedDatabase(Database):
         mode: int = 0,
         timeout_ms: float = 0.0,
     ) -> List[Tuple[int, int]]:
-        """Keys back to back in ``keys``, values in ``values``; returns size tuples."""
+        """Keys back to back in ``keys``, values in ``values``;
+        returns (key size, value size) tuples.
+        Raises the client's exception, naming the shard, if it fails or times out."""
         found = self._first(int(count), from_key, filter, int(mode), True, timeout_ms)
         ksizes = _pack(keys, [k for k, _ in found])
         vsizes = _pack(values, [v for _, v in found])
@@ -332,19 +358,23 @@ class ShardedDatabase(Database):
     # -- collections: each lives whole on the shard its name routes to --------
 
     def create_collection(self, name: str, mode: int = 0, timeout_ms: float = 0.0) -> Collection:
-        """Creates the collection on its shard and returns it."""
+        """Creates the collection on the shard its name routes to
+        and returns it. Raises ``YOKAN_ERR_KEY_EXISTS`` if it exists."""
         return self.shard_for(name).create_collection(name, mode, timeout_ms)
 
     def drop_collection(self, name: str, mode: int = 0, timeout_ms: float = 0.0) -> None:
-        """Erases the collection and its documents. Returns None."""
+        """Erases the collection and its documents. Returns None.
+        Raises ``YOKAN_ERR_KEY_NOT_FOUND`` if it does not exist."""
         return self.shard_for(name).drop_collection(name, mode, timeout_ms)
 
     def collection_exists(self, name: str, mode: int = 0, timeout_ms: float = 0.0) -> bool:
-        """Whether the collection exists."""
+        """Returns whether the collection exists on its shard.
+        Raises the client's exception if that shard fails."""
         return self.shard_for(name).collection_exists(name, mode, timeout_ms)
 
     def open_collection(self, name: str) -> Collection:
-        """The collection ``name`` on its shard, without any RPC."""
+        """Returns the collection ``name`` on its shard, without any
+        RPC. Raises nothing."""
         return self.shard_for(name).open_collection(name)
 
 
