@@ -199,6 +199,7 @@ class ShardedDatabase(Database):
 
     @property
     def provider_id(self) -> int:
+        """Returns the provider id the shards share. Raises nothing."""
         return self.shards[0].provider_id
 
     @property
