@@ -13,11 +13,8 @@ shared="${SLURM_SUBMIT_DIR}/yokan-${SLURM_JOB_ID}"   # on the parallel file syst
 mkdir -p "$shared"
 cat > "$shared/yokan.json" <<JSON
 {"providers": [{"name": "state", "type": "yokan", "provider_id": 1,
-  "config": {"database": {"type": "map"}}}],
- "engine": {"auth": {"token_file": "$shared/token"}}}
+  "config": {"database": {"type": "map"}}}]}
 JSON
-# A fresh secret per job, readable only by the job's user.
-(umask 077 && head -c 32 /dev/urandom | base64 > "$shared/token")
 
 # The server: one task on the first node, listening on its network interface.
 first_node=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -1)
@@ -30,9 +27,8 @@ server=$!
 for _ in $(seq 600); do [ -s "$shared/address" ] && break; sleep 0.1; done
 [ -s "$shared/address" ] || { echo "yokan-server did not start" >&2; exit 1; }
 
-# The application: every task reads the address (and the token) from $shared.
-YOKAN_ADDRESS=$(cat "$shared/address") YOKAN_TOKEN_FILE="$shared/token" \
-  srun --overlap python3 "$@"
+# The application: every task reads the address from $shared.
+YOKAN_ADDRESS=$(cat "$shared/address") srun --overlap python3 "$@"
 
 kill -TERM "$server"   # clean stop: backends flushed
 wait "$server"
