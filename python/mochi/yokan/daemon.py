@@ -387,6 +387,16 @@ def _remove_quietly(path: str) -> None:
         os.unlink(path)
 
 
+def _abort(message: str, providers: List[Any], engine: Any) -> int:
+    """Reports a failed start (log and standard error), stops what started,
+    and returns the failing exit code."""
+    log.error("%s", message)
+    print(f"yokan-server: {message}", file=sys.stderr)
+    del providers[:]
+    engine.finalize()
+    return EXIT_FAILURE
+
+
 def _serve(args: argparse.Namespace, config: ServerConfig, stack: contextlib.ExitStack) -> int:
     from mochi.margo import Engine
     from mochi.yokan.server import Provider
@@ -410,11 +420,7 @@ def _serve(args: argparse.Namespace, config: ServerConfig, stack: contextlib.Exi
                 f" at {spec.path}" if spec.path else "",
             )
     except Exception as e:  # noqa: BLE001 - reported, then a failing exit code
-        log.error("cannot start provider %r: %s", spec.name, e)
-        print(f"yokan-server: cannot start provider {spec.name!r}: {e}", file=sys.stderr)
-        del providers[:]
-        engine.finalize()
-        return EXIT_FAILURE
+        return _abort(f"cannot start provider {spec.name!r}: {e}", providers, engine)
 
     def request_stop(signum: int, _frame: Any) -> None:
         stop_signal.append(signum)
@@ -429,11 +435,7 @@ def _serve(args: argparse.Namespace, config: ServerConfig, stack: contextlib.Exi
         try:
             _join_group(args, address, [p.provider_id for p in config.providers], stack)
         except Exception as e:  # noqa: BLE001 - reported, then a failing exit code
-            log.error("cannot join the group in %s: %s", args.group_file, e)
-            print(f"yokan-server: cannot join the group in {args.group_file}: {e}", file=sys.stderr)
-            del providers[:]
-            engine.finalize()
-            return EXIT_FAILURE
+            return _abort(f"cannot join the group in {args.group_file}: {e}", providers, engine)
     log.info("running at %s with %d provider(s)", address, len(providers))
     print(f"yokan-server running at {address}", flush=True)
     native = engine.mid
