@@ -25,7 +25,11 @@ Reply checked(Status s, Reply reply) {
     if (reply.error.empty()) throw Exception(s);
     throw Exception(s, std::string(status_message(s)) + ": " + reply.error);
   }
-  // An error reply may carry a message in its meta (e.g. which filter failed).
+  // A call failed in flight by the transport (its peer went away) carries
+  // the engine's detail; an error reply from the provider may carry a
+  // message in its meta (e.g. which filter failed).
+  if (!ok(reply.status) && !reply.error.empty())
+    throw Exception(reply.status, std::string(status_message(reply.status)) + ": " + reply.error);
   if (!ok(reply.status)) throw Exception(reply.status, reply.meta);
   return reply;
 }

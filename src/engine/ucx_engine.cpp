@@ -1009,7 +1009,10 @@ namespace {
 void response_recv_done(void* request, ucs_status_t status, size_t length, void* user_data) {
   auto* pc = static_cast<PendingCall*>(user_data);
   ucp_request_free(request);
-  if (status != UCS_OK) pc->reply->status = Status::YOKAN_ERR_FROM_MERCURY;
+  if (status != UCS_OK) {
+    pc->reply->status = Status::YOKAN_ERR_FROM_MERCURY;
+    pc->reply->error = std::string("receiving the reply failed: ") + ucs_status_string(status);
+  }
   if (pc->meta_in_body && status == UCS_OK) {
     size_t n = pc->meta_storage.size();
     pc->reply->meta.assign(pc->reply->body.data(), n);
@@ -1041,6 +1044,7 @@ ucs_status_t UcxEngine::on_response(void* arg, const void* header, size_t header
   bool meta_in_body = h.flags & kFlagMetaInBody;
   if (meta_in_body && len < h.meta_len) {
     reply->status = Status::YOKAN_ERR_FROM_MERCURY;
+    reply->error = "malformed reply (shorter than its meta)";
     pc->complete_response();
     return UCS_OK;
   }
@@ -1099,6 +1103,8 @@ ucs_status_t UcxEngine::on_response(void* arg, const void* header, size_t header
     pc->complete_response();
   } else if (UCS_PTR_IS_ERR(r)) {
     reply->status = Status::YOKAN_ERR_FROM_MERCURY;
+    reply->error =
+        std::string("receiving the reply failed: ") + ucs_status_string(UCS_PTR_STATUS(r));
     pc->complete_response();
   }
   return UCS_OK;
