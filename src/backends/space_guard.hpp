@@ -33,8 +33,8 @@ class SpaceGuard {
   // receives the free space last seen (for messages).
   bool allows(uint64_t payload, uint64_t* free) {
     const uint64_t need = reserve_ + 2 * payload;
-    if (budget_.load(std::memory_order_relaxed) >= int64_t(need)) {
-      budget_.fetch_sub(need, std::memory_order_relaxed);
+    if (budget_.load(std::memory_order_relaxed) >= int64_t(2 * payload)) {
+      budget_.fetch_sub(int64_t(2 * payload), std::memory_order_relaxed);
       *free = free_.load(std::memory_order_relaxed);
       return true;
     }
@@ -44,7 +44,7 @@ class SpaceGuard {
     free_.store(avail, std::memory_order_relaxed);
     *free = avail;
     if (avail < need) return false;
-    budget_.store(int64_t((avail - need) / 4), std::memory_order_relaxed);
+    budget_.store(int64_t((avail - reserve_) / 4), std::memory_order_relaxed);
     return true;
   }
 
