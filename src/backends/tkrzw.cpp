@@ -427,7 +427,7 @@ Status open_tkrzw(const json& config, std::unique_ptr<Backend>* out, std::string
   bool sorted = type == "tree" || type == "baby";
   bool in_memory = type == "tiny" || type == "baby";
   std::string read_only;
-  if (on_disk && writable && !db->IsWritable()) {
+  if (on_disk && writable && (!db->IsWritable() || !db->IsHealthy())) {
     read_only = "tkrzw: \"" + path + "\" is open read-only: it needs restoring after a crash and " +
                 "the disk has too little space for that (No space left on device: " +
                 std::to_string(free_space >> 10) + " KiB free for a " +
