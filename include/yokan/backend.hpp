@@ -97,6 +97,20 @@ class Backend {
   virtual bool use_idle_time() { return false; }
 };
 
+// Failure messages. A backend that fails a call may explain it in its
+// library's words ("IO error: ... No space left on device"): it returns
+// fail(status, message), which records the message for the calling thread,
+// and the provider sends that message to the client with the status.
+// Nothing is recorded on success, so the cost is on failures only.
+// Thread-safety: per thread; a handler reads on the thread that called the backend.
+Status fail(Status s, std::string message);
+// The message that fail() recorded on this thread for status `s` since the
+// last reset_failure(), or "" if none; taking it clears it.
+std::string take_failure(Status s);
+// Forgets any recorded message (the provider calls it before each request,
+// so that a message never outlives the request that caused it).
+void reset_failure() noexcept;
+
 // Creates a backend from its JSON config. On failure returns a status (usually
 // YOKAN_ERR_INVALID_CONFIG) and a message naming the offending key in `error`.
 using BackendFactory =

@@ -2,6 +2,28 @@
 
 namespace yokan {
 
+namespace {
+struct Failure {
+  Status status = Status::YOKAN_SUCCESS;  // SUCCESS: nothing recorded
+  std::string message;
+};
+thread_local Failure last_failure;
+}  // namespace
+
+Status fail(Status s, std::string message) {
+  last_failure.status = s;
+  last_failure.message = std::move(message);
+  return s;
+}
+
+std::string take_failure(Status s) {
+  if (ok(s) || last_failure.status != s) return {};
+  last_failure.status = Status::YOKAN_SUCCESS;
+  return std::move(last_failure.message);
+}
+
+void reset_failure() noexcept { last_failure.status = Status::YOKAN_SUCCESS; }
+
 Status Backend::put_batch(const std::vector<std::pair<std::string_view, std::string_view>>& pairs) {
   for (const auto& [key, value] : pairs) {
     Status s = put(key, value);

@@ -13,6 +13,12 @@
 //
 // The destructor closes the database (DB->close writes the cache back) and
 // deletes nothing. A lock file `<file>.lock` makes a second open fail.
+//
+// A full disk: a write whose sync fails stays in the cache (and may reach the
+// file later), and once the cache is full of pages it cannot write back,
+// Berkeley DB can only fail or stall. So writes are kept from filling the
+// disk (SpaceGuard: 1 MiB plus twice the payload stays free) and refused
+// before Berkeley DB sees them, leaving the database as it was.
 #include <db_cxx.h>
 
 #include <cstdlib>
@@ -22,11 +28,12 @@
 
 #include "config_reader.hpp"
 #include "file_util.hpp"
+#include "space_guard.hpp"
 
 namespace yokan {
 namespace {
 
-Status map_rc(int rc) {
+Status code_of(int rc) {
   switch (rc) {
     case 0:
       return Status::YOKAN_SUCCESS;
@@ -49,6 +56,14 @@ Status map_rc(int rc) {
     default:
       return Status::YOKAN_ERR_IO;
   }
+}
+
+// A failure keeps Berkeley DB's words (its own, or strerror: "No space left
+// on device") for the client; a missing key needs none.
+Status map_rc(int rc) {
+  Status code = code_of(rc);
+  if (ok(code) || code == Status::YOKAN_ERR_KEY_NOT_FOUND) return code;
+  return fail(code, std::string("berkeleydb: ") + db_strerror(rc));
 }
 
 // Bytewise order, shorter key first on a common prefix (BDB's default btree
@@ -83,10 +98,12 @@ struct OutDbt {
 
 class BerkeleyBackend final : public Backend {
  public:
+  // `space`: the free-space check of a database in a file (null in memory).
   BerkeleyBackend(json config, bool sorted, bool persistent, bool sync,
                   std::unique_ptr<PathLock> lock, std::unique_ptr<DbEnv> env,
-                  std::unique_ptr<Db> db)
-      : config_(std::move(config)),
+                  std::unique_ptr<Db> db, std::unique_ptr<SpaceGuard> space)
+      : space_(std::move(space)),
+        config_(std::move(config)),
         sorted_(sorted),
         persistent_(persistent),
         sync_(sync),
@@ -105,6 +122,7 @@ class BerkeleyBackend final : public Backend {
   json config() const override { return config_; }
 
   Status put(std::string_view key, std::string_view value) override {
+    if (Status s = may_write(key.size() + value.size()); !ok(s)) return s;
     std::unique_lock<std::shared_mutex> guard(mutex_);
     Dbt k = in_dbt(key), v = in_dbt(value);
     int rc = db_->put(nullptr, &k, &v, 0);
@@ -113,6 +131,9 @@ class BerkeleyBackend final : public Backend {
 
   Status put_batch(
       const std::vector<std::pair<std::string_view, std::string_view>>& pairs) override {
+    uint64_t bytes = 0;
+    for (const auto& [key, value] : pairs) bytes += key.size() + value.size();
+    if (Status s = may_write(bytes); !ok(s)) return s;
     std::unique_lock<std::shared_mutex> guard(mutex_);
     for (const auto& [key, value] : pairs) {
       Dbt k = in_dbt(key), v = in_dbt(value);
@@ -133,6 +154,7 @@ class BerkeleyBackend final : public Backend {
   }
 
   Status erase(std::string_view key) override {
+    if (Status s = may_write(key.size()); !ok(s)) return s;
     std::unique_lock<std::shared_mutex> guard(mutex_);
     Dbt k = in_dbt(key);
     int rc = db_->del(nullptr, &k, 0);
@@ -188,6 +210,16 @@ class BerkeleyBackend final : public Backend {
   }
 
  private:
+  // Whether a write of about `payload` bytes may go to Berkeley DB now.
+  Status may_write(uint64_t payload) {
+    uint64_t free = 0;
+    if (space_ && !space_->allows(payload, &free))
+      return fail(Status::YOKAN_ERR_IO, SpaceGuard::refusal("berkeleydb", free, payload));
+    return Status::YOKAN_SUCCESS;
+  }
+
+  std::unique_ptr<SpaceGuard> space_;
+
   // Called with the write lock held, after a successful write.
   int after_write() { return sync_ && persistent_ ? db_->sync(0) : 0; }
 
@@ -269,8 +301,14 @@ Status open_berkeleydb(const json& config, std::unique_ptr<Backend>* out, std::s
     if (env) env->close(0);
     return rc == ENOENT ? Status::YOKAN_ERR_INVALID_CONFIG : map_rc(rc);
   }
+  std::unique_ptr<SpaceGuard> space;
+  if (persistent) {
+    std::string dir = std::filesystem::path(file).parent_path().string();
+    space = std::make_unique<SpaceGuard>(dir.empty() ? "." : dir, uint64_t(1) << 20);
+  }
   *out = std::make_unique<BerkeleyBackend>(std::move(completed), sorted, persistent, sync,
-                                           std::move(lock), std::move(env), std::move(db));
+                                           std::move(lock), std::move(env), std::move(db),
+                                           std::move(space));
   return Status::YOKAN_SUCCESS;
 }
 

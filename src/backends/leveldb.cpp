@@ -13,13 +13,17 @@
 #include <leveldb/options.h>
 #include <leveldb/write_batch.h>
 
+#include <filesystem>
+#include <mutex>
+#include <shared_mutex>
+
 #include "config_reader.hpp"
 #include "file_util.hpp"
 
 namespace yokan {
 namespace {
 
-Status map_status(const leveldb::Status& s) {
+Status code_of(const leveldb::Status& s) {
   if (s.ok()) return Status::YOKAN_SUCCESS;
   if (s.IsNotFound()) return Status::YOKAN_ERR_KEY_NOT_FOUND;
   if (s.IsCorruption()) return Status::YOKAN_ERR_CORRUPTION;
@@ -29,13 +33,27 @@ Status map_status(const leveldb::Status& s) {
   return Status::YOKAN_ERR_OTHER;
 }
 
+// A failure keeps LevelDB's words ("IO error: ...: No space left on device")
+// for the client; a missing key needs none.
+Status map_status(const leveldb::Status& s) {
+  Status code = code_of(s);
+  if (ok(code) || code == Status::YOKAN_ERR_KEY_NOT_FOUND) return code;
+  return fail(code, "leveldb: " + s.ToString());
+}
+
 leveldb::Slice slice(std::string_view s) { return leveldb::Slice(s.data(), s.size()); }
 std::string_view view(const leveldb::Slice& s) { return std::string_view(s.data(), s.size()); }
 
 class LevelDBBackend final : public Backend {
  public:
-  LevelDBBackend(json config, leveldb::DB* db, leveldb::ReadOptions ro, leveldb::WriteOptions wo)
-      : config_(std::move(config)), db_(db), read_options_(ro), write_options_(wo) {}
+  LevelDBBackend(json config, std::string path, leveldb::Options options, leveldb::DB* db,
+                 leveldb::ReadOptions ro, leveldb::WriteOptions wo)
+      : config_(std::move(config)),
+        path_(std::move(path)),
+        options_(options),
+        db_(db),
+        read_options_(ro),
+        write_options_(wo) {}
 
   ~LevelDBBackend() override { delete db_; }  // closes; the files stay
 
@@ -43,7 +61,7 @@ class LevelDBBackend final : public Backend {
   json config() const override { return config_; }
 
   Status put(std::string_view key, std::string_view value) override {
-    return map_status(db_->Put(write_options_, slice(key), slice(value)));
+    return write([&] { return db_->Put(write_options_, slice(key), slice(value)); });
   }
 
   // One WriteBatch: atomic and a single log record, whatever use_write_batch says.
@@ -51,23 +69,30 @@ class LevelDBBackend final : public Backend {
       const std::vector<std::pair<std::string_view, std::string_view>>& pairs) override {
     leveldb::WriteBatch batch;
     for (const auto& [key, value] : pairs) batch.Put(slice(key), slice(value));
-    return map_status(db_->Write(write_options_, &batch));
+    return write([&] { return db_->Write(write_options_, &batch); });
   }
 
   Status get(std::string_view key, const ValueVisitor& visit) override {
     std::string value;
-    leveldb::Status s = db_->Get(read_options_, slice(key), &value);
+    leveldb::Status s;
+    {
+      std::shared_lock<std::shared_mutex> g(mutex_);
+      if (!db_) return closed();
+      s = db_->Get(read_options_, slice(key), &value);
+    }
     if (!s.ok()) return map_status(s);
     visit(value);
     return Status::YOKAN_SUCCESS;
   }
 
   Status erase(std::string_view key) override {
-    return map_status(db_->Delete(write_options_, slice(key)));
+    return write([&] { return db_->Delete(write_options_, slice(key)); });
   }
 
   Status iterate(std::string_view from, bool inclusive, bool want_values,
                  const PairVisitor& visit) override {
+    std::shared_lock<std::shared_mutex> g(mutex_);
+    if (!db_) return closed();
     std::unique_ptr<leveldb::Iterator> it(db_->NewIterator(read_options_));
     if (from.empty())
       it->SeekToFirst();
@@ -87,14 +112,77 @@ class LevelDBBackend final : public Backend {
     leveldb::WriteOptions wo;
     wo.sync = true;
     leveldb::WriteBatch empty;
-    return map_status(db_->Write(wo, &empty));
+    return write([&] { return db_->Write(wo, &empty); });
   }
 
  private:
+  Status closed() const {
+    return fail(Status::YOKAN_ERR_IO,
+                "leveldb: the database could not be reopened after a failed write (" + error_ +
+                    "); the next write tries again");
+  }
+
+  // Writes are exclusive so that none can follow a failed one into the log
+  // (see reopen()); reads share the mutex.
+  template <typename F>
+  Status write(F&& op) {
+    std::unique_lock<std::shared_mutex> g(mutex_);
+    if (broken_) {
+      Status s = reopen();
+      if (!ok(s)) return s;
+    }
+    leveldb::Status s = op();
+    if (s.IsIOError()) {
+      broken_ = true;
+      error_ = s.ToString();
+    }
+    return map_status(s);
+  }
+
+  // After a failed write LevelDB must not be written again as it is: a log
+  // append that failed half-way leaves a torn record, and LevelDB would
+  // append the next records after it, where the next open cannot read them
+  // (it drops the rest of the block); and a failed compaction makes it refuse
+  // every write for good. Closing and reopening cuts the torn record off the
+  // tail and starts a new log. Opening writes the logs' contents into a table
+  // file, so it is only tried when the disk has room for that: otherwise the
+  // open database keeps serving reads and the write is refused.
+  // Called with the mutex held exclusively.
+  Status reopen() {
+    uint64_t needed = (1u << 20) + options_.write_buffer_size, free = 0;
+    std::error_code ec;
+    for (const auto& entry : std::filesystem::directory_iterator(path_, ec))
+      if (entry.path().extension() == ".log") needed += entry.file_size(ec);
+    auto space = std::filesystem::space(path_, ec);
+    if (!ec) free = space.available;
+    if (ec || free < needed)
+      return fail(Status::YOKAN_ERR_IO, "leveldb: writes are suspended after a failed write (" +
+                                            error_ + "); " + std::to_string(free >> 10) +
+                                            " KiB free, " + std::to_string(needed >> 10) +
+                                            " KiB needed to resume");
+    delete db_;
+    db_ = nullptr;
+    leveldb::Status s = leveldb::DB::Open(options_, path_, &db_);
+    if (!s.ok()) {
+      // Without a database even reads fail; the next call tries again.
+      db_ = nullptr;
+      error_ = s.ToString();
+      return closed();
+    }
+    broken_ = false;
+    return Status::YOKAN_SUCCESS;
+  }
+
   json config_;
+  const std::string path_;
+  const leveldb::Options options_;
   leveldb::DB* db_;
   leveldb::ReadOptions read_options_;
   leveldb::WriteOptions write_options_;
+  // Guards db_ (replaced by reopen()) and the two fields below.
+  std::shared_mutex mutex_;
+  bool broken_ = false;  // a write failed: reopen before the next one
+  std::string error_;    // why
 };
 
 Status open_leveldb(const json& config, std::unique_ptr<Backend>* out, std::string* error) {
@@ -145,7 +233,8 @@ Status open_leveldb(const json& config, std::unique_ptr<Backend>* out, std::stri
     if (s.IsInvalidArgument()) return Status::YOKAN_ERR_INVALID_CONFIG;  // e.g. missing db
     return map_status(s);
   }
-  *out = std::make_unique<LevelDBBackend>(std::move(completed), db, read_options, write_options);
+  *out = std::make_unique<LevelDBBackend>(std::move(completed), path, options, db, read_options,
+                                          write_options);
   return Status::YOKAN_SUCCESS;
 }
 

@@ -1,10 +1,18 @@
 // The "lmdb" backend: an LMDB environment in the directory `path`.
 //
-// Acknowledged = durable: every write is one committed transaction. The
-// environment is opened with MDB_WRITEMAP, so the commit writes into a shared
-// file mapping (the OS page cache) and, since MDB_NOSYNC is not used, msyncs it
-// before returning: an acknowledged write survives a SIGKILL of the process and
-// also a machine crash.
+// Acknowledged = durable: every write is one committed transaction, which
+// LMDB writes into the file with pwrite() and, since MDB_NOSYNC is not used,
+// fdatasyncs before returning: an acknowledged write survives a SIGKILL of the
+// process and also a machine crash.
+//
+// A full disk: LMDB is not opened with MDB_WRITEMAP. With it, a commit writes
+// through a shared mapping of a sparse file, and a page the filesystem cannot
+// back kills the process with SIGBUS; without it, the commit's pwrite() fails
+// with ENOSPC, the transaction is aborted (nothing of it is visible or on
+// disk) and the write fails with YOKAN_ERR_IO and "No space left on device".
+// Reads only read the mapping, of pages that were written. The lock file is
+// also a shared mapping (the reader table): its blocks are allocated when the
+// environment is opened, so that a full disk fails the open instead.
 //
 // The destructor closes the environment and deletes nothing. LMDB itself lets
 // several processes share an environment, so a lock file `yokan.lock` inside
@@ -12,8 +20,12 @@
 //
 // LMDB's default comparator is memcmp over the shorter length, shorter key
 // first: bytewise order. Keys must be 1 to 511 bytes (LMDB's limit).
+#include <fcntl.h>
 #include <lmdb.h>
+#include <unistd.h>
 
+#include <cerrno>
+#include <cstring>
 #include <mutex>
 #include <shared_mutex>
 
@@ -23,7 +35,7 @@
 namespace yokan {
 namespace {
 
-Status map_rc(int rc) {
+Status code_of(int rc) {
   switch (rc) {
     case MDB_SUCCESS:
       return Status::YOKAN_SUCCESS;
@@ -46,23 +58,38 @@ Status map_rc(int rc) {
   }
 }
 
+// A failure keeps LMDB's words (its own, or strerror: "No space left on
+// device") for the client; a missing key needs none.
+Status map_rc(int rc) {
+  Status code = code_of(rc);
+  if (ok(code) || code == Status::YOKAN_ERR_KEY_NOT_FOUND) return code;
+  return fail(code, std::string("lmdb: ") + mdb_strerror(rc));
+}
+
 MDB_val val(std::string_view s) { return MDB_val{s.size(), const_cast<char*>(s.data())}; }
 std::string_view view(const MDB_val& v) {
   return std::string_view(static_cast<const char*>(v.mv_data), v.mv_size);
 }
 
-// Initial map size; it doubles whenever a write finds the map full. With
-// MDB_WRITEMAP the data file is a sparse file of this apparent size.
+// Initial map size; it doubles whenever a write finds the map full (the file
+// itself only grows as pages are written).
 // (Overridable at compile time so the growth path can be tested with a tiny map.)
 #ifndef YOKAN_LMDB_INITIAL_MAP_SIZE
 #define YOKAN_LMDB_INITIAL_MAP_SIZE (size_t(1) << 30)
 #endif
 constexpr size_t kInitialMapSize = YOKAN_LMDB_INITIAL_MAP_SIZE;
+// Below this much free space, a commit that failed with EIO failed for space.
+constexpr uintmax_t kRoomForACommit = uintmax_t(1) << 20;
 
 class LmdbBackend final : public Backend {
  public:
-  LmdbBackend(json config, std::unique_ptr<PathLock> lock, MDB_env* env, MDB_dbi dbi)
-      : config_(std::move(config)), lock_(std::move(lock)), env_(env), dbi_(dbi) {}
+  LmdbBackend(json config, std::string path, std::unique_ptr<PathLock> lock, MDB_env* env,
+              MDB_dbi dbi)
+      : config_(std::move(config)),
+        path_(std::move(path)),
+        lock_(std::move(lock)),
+        env_(env),
+        dbi_(dbi) {}
 
   ~LmdbBackend() override {
     std::unique_lock<std::shared_mutex> guard(mutex_);
@@ -170,6 +197,7 @@ class LmdbBackend final : public Backend {
       } else {
         mdb_txn_abort(txn);
       }
+      if (rc == EIO) return io_error();
       if (rc != MDB_MAP_FULL) return map_rc(rc);
       // Grow the map and retry; no transaction is active (we hold the mutex).
       MDB_envinfo info;
@@ -179,12 +207,38 @@ class LmdbBackend final : public Backend {
     }
   }
 
+  // LMDB reports a short pwrite() as EIO (it drops the ENOSPC that the next
+  // write would have given): say so when the disk is what is short.
+  Status io_error() const {
+    std::error_code ec;
+    auto space = std::filesystem::space(path_, ec);
+    if (ec || space.available >= kRoomForACommit) return map_rc(EIO);
+    return fail(Status::YOKAN_ERR_IO,
+                "lmdb: Input/output error: the commit could not be written: "
+                "No space left on device (" +
+                    std::to_string(space.available >> 10) + " KiB free)");
+  }
+
   json config_;
+  const std::string path_;
   std::unique_ptr<PathLock> lock_;
   MDB_env* env_;
   MDB_dbi dbi_;
   std::shared_mutex mutex_;
 };
+
+// LMDB maps its lock file shared and writes its reader table through the
+// mapping; LMDB only ftruncates it (a sparse file), so on a full disk the
+// first touch of a page would be a SIGBUS. Allocating the blocks first turns
+// that into an error at open. 64 KiB covers the default 126 readers.
+Status allocate_lock_file(const std::string& file, std::string* error) {
+  int fd = ::open(file.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+  int rc = fd < 0 ? errno : ::posix_fallocate(fd, 0, 64 << 10);
+  if (fd >= 0) ::close(fd);
+  if (rc == 0) return Status::YOKAN_SUCCESS;
+  if (error) *error = "lmdb: cannot allocate the lock file \"" + file + "\": " + std::strerror(rc);
+  return rc == EACCES ? Status::YOKAN_ERR_PERMISSION : Status::YOKAN_ERR_IO;
+}
 
 Status open_lmdb(const json& config, std::unique_ptr<Backend>* out, std::string* error) {
   std::string path;
@@ -218,10 +272,18 @@ Status open_lmdb(const json& config, std::unique_ptr<Backend>* out, std::string*
   int rc = mdb_env_create(&env);
   if (rc != MDB_SUCCESS) {
     if (error) *error = std::string("lmdb: ") + mdb_strerror(rc);
-    return map_rc(rc);
+    return code_of(rc);
   }
   // MDB_NOTLS: read transactions are not tied to a thread (handlers may move).
-  unsigned flags = MDB_WRITEMAP | MDB_NOTLS | (no_lock ? MDB_NOLOCK : 0);
+  // No MDB_WRITEMAP: see the top of the file.
+  unsigned flags = MDB_NOTLS | (no_lock ? MDB_NOLOCK : 0);
+  if (!no_lock) {
+    st = allocate_lock_file(path + "/lock.mdb", error);
+    if (!ok(st)) {
+      mdb_env_close(env);
+      return st;
+    }
+  }
   rc = mdb_env_set_mapsize(env, kInitialMapSize);
   if (rc == MDB_SUCCESS) rc = mdb_env_open(env, path.c_str(), flags, 0644);
   MDB_dbi dbi = 0;
@@ -239,9 +301,9 @@ Status open_lmdb(const json& config, std::unique_ptr<Backend>* out, std::string*
   if (rc != MDB_SUCCESS) {
     if (error) *error = "lmdb: cannot open \"" + path + "\": " + mdb_strerror(rc);
     mdb_env_close(env);
-    return map_rc(rc);
+    return code_of(rc);
   }
-  *out = std::make_unique<LmdbBackend>(std::move(completed), std::move(lock), env, dbi);
+  *out = std::make_unique<LmdbBackend>(std::move(completed), path, std::move(lock), env, dbi);
   return Status::YOKAN_SUCCESS;
 }
 

@@ -10,6 +10,12 @@
 // cache); with "sync": true it is also fdatasync()ed, for machine crashes. A
 // record torn by a crash mid-write can only be the last one: opening cuts it off.
 // Space of overwritten or erased records is not reclaimed (no compaction yet).
+//
+// A full disk: an append that fails is cut back off the file and leaves the
+// index as it was; the error says why (strerror: "No space left on device").
+// Writes are also kept from filling the disk (SpaceGuard: 1 MiB plus twice
+// the payload stays free), so that the small writes of a document operation
+// (an erase record, then the collection's size) do not fail half-way.
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -23,6 +29,7 @@
 
 #include "config_reader.hpp"
 #include "file_util.hpp"
+#include "space_guard.hpp"
 
 namespace yokan {
 
@@ -48,7 +55,11 @@ struct Location {
 class LogBackend final : public Backend {
  public:
   LogBackend(json config, int fd, bool sync, std::unique_ptr<PathLock> lock)
-      : config_(std::move(config)), fd_(fd), sync_(sync), lock_(std::move(lock)) {}
+      : config_(std::move(config)),
+        fd_(fd),
+        sync_(sync),
+        lock_(std::move(lock)),
+        space_(config_["path"].get<std::string>(), uint64_t(1) << 20) {}
   ~LogBackend() override { ::close(fd_); }
 
   // Replays the file; cuts off a torn last record.
@@ -87,12 +98,16 @@ class LogBackend final : public Backend {
   json config() const override { return config_; }
 
   Status put(std::string_view key, std::string_view value) override {
+    if (Status s = may_write(key.size() + value.size()); !ok(s)) return s;
     std::unique_lock<std::shared_mutex> g(mu_);
     return append(kOpPut, key, value);
   }
 
   Status put_batch(
       const std::vector<std::pair<std::string_view, std::string_view>>& pairs) override {
+    uint64_t bytes = 0;
+    for (const auto& [key, value] : pairs) bytes += key.size() + value.size();
+    if (Status s = may_write(bytes); !ok(s)) return s;
     std::unique_lock<std::shared_mutex> g(mu_);
     for (const auto& [key, value] : pairs) {
       Status s = append(kOpPut, key, value);
@@ -120,6 +135,7 @@ class LogBackend final : public Backend {
   }
 
   Status erase(std::string_view key) override {
+    if (Status s = may_write(key.size()); !ok(s)) return s;
     std::unique_lock<std::shared_mutex> g(mu_);
     if (index_.find(key) == index_.end()) return Status::YOKAN_SUCCESS;
     return append(kOpErase, key, {});
@@ -154,6 +170,14 @@ class LogBackend final : public Backend {
   }
 
  private:
+  // Whether a write of about `payload` bytes may be appended now.
+  Status may_write(uint64_t payload) {
+    uint64_t free = 0;
+    if (!space_.allows(payload, &free))
+      return fail(Status::YOKAN_ERR_IO, SpaceGuard::refusal("log", free, payload));
+    return Status::YOKAN_SUCCESS;
+  }
+
   // One write() per record (header, key and value gathered), then the index.
   Status append(uint8_t op, std::string_view key, std::string_view value) {
     RecordHeader h{kRecordMagic, op, static_cast<uint32_t>(key.size()), value.size()};
@@ -161,12 +185,16 @@ class LogBackend final : public Backend {
     std::string record;
     record.reserve(sizeof h + key.size() + value.size());
     record.append(reinterpret_cast<const char*>(&h), sizeof h).append(key).append(value);
+    errno = 0;
     if (!write_at(record.data(), record.size(), end_)) {
+      const int err = errno ? errno : EIO;
       // Cut back whatever part of the record made it, so the file stays valid.
       (void)!ftruncate(fd_, static_cast<off_t>(end_));
-      return Status::YOKAN_ERR_IO;
+      return fail(Status::YOKAN_ERR_IO,
+                  std::string("log: cannot append a record: ") + std::strerror(err));
     }
-    if (sync_ && ::fdatasync(fd_) != 0) return Status::YOKAN_ERR_IO;
+    if (sync_ && ::fdatasync(fd_) != 0)
+      return fail(Status::YOKAN_ERR_IO, std::string("log: fdatasync: ") + std::strerror(errno));
     if (op == kOpPut)
       index_[std::string(key)] = {end_ + sizeof h + key.size(), value.size()};
     else
@@ -205,6 +233,7 @@ class LogBackend final : public Backend {
   int fd_;
   bool sync_;
   std::unique_ptr<PathLock> lock_;
+  SpaceGuard space_;
   std::shared_mutex mu_;
   std::map<std::string, Location, std::less<>> index_;
   uint64_t end_ = 0;

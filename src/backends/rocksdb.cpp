@@ -8,19 +8,34 @@
 // With write_options.disableWAL=true acknowledged writes live only in the
 // memtable until flush() or close, and a process crash loses them.
 //
-// Closing (the destructor) flushes nothing away and deletes nothing; RocksDB's
-// LOCK file makes a second open of the same directory fail (also in-process).
+// Closing (the destructor) flushes nothing away and deletes nothing; a lock
+// file `yokan.lock` in the directory (and RocksDB's own LOCK) makes a second
+// open of the same directory fail (also in-process).
+//
+// A full disk: a write that does not fit fails with YOKAN_ERR_IO and RocksDB's
+// words ("No space left on device"); RocksDB then refuses writes (its
+// background error) until its SstFileManager sees enough free space again -
+// as much as one memtable, write_buffer_size - and resumes by itself (it polls
+// every few seconds). Reads keep working throughout. Opening needs space too
+// (replaying the WAL writes a table file); when the disk is too full for that,
+// the database is opened read-only instead, with a line on stderr, and writes
+// fail with YOKAN_ERR_IO saying why until the provider is restarted with space.
+// The info log goes through TolerantLogger (rocksdb_logger.hpp): RocksDB's own
+// logger aborts the process on a full disk.
 #include <rocksdb/db.h>
 #include <rocksdb/options.h>
 #include <rocksdb/write_batch.h>
 
+#include <cstdio>
+
 #include "config_reader.hpp"
 #include "file_util.hpp"
+#include "rocksdb_logger.hpp"
 
 namespace yokan {
 namespace {
 
-Status map_status(const rocksdb::Status& s) {
+Status code_of(const rocksdb::Status& s) {
   if (s.ok()) return Status::YOKAN_SUCCESS;
   if (s.IsNotFound()) return Status::YOKAN_ERR_KEY_NOT_FOUND;
   if (s.IsCorruption()) return Status::YOKAN_ERR_CORRUPTION;
@@ -29,8 +44,16 @@ Status map_status(const rocksdb::Status& s) {
   if (s.IsBusy() || s.IsTryAgain()) return Status::YOKAN_ERR_BUSY;
   if (s.IsTimedOut()) return Status::YOKAN_ERR_TIMEOUT;
   if (s.IsAborted()) return Status::YOKAN_ERR_ABORTED;
-  if (s.IsIOError()) return Status::YOKAN_ERR_IO;
+  if (s.IsIOError()) return Status::YOKAN_ERR_IO;  // includes IsNoSpace()
   return Status::YOKAN_ERR_OTHER;
+}
+
+// A failure keeps RocksDB's words ("IO error: No space left on device: While
+// appending to file: ...") for the client; a missing key needs none.
+Status map_status(const rocksdb::Status& s) {
+  Status code = code_of(s);
+  if (ok(code) || code == Status::YOKAN_ERR_KEY_NOT_FOUND) return code;
+  return fail(code, "rocksdb: " + s.ToString());
 }
 
 rocksdb::Slice slice(std::string_view s) { return rocksdb::Slice(s.data(), s.size()); }
@@ -38,8 +61,15 @@ std::string_view view(const rocksdb::Slice& s) { return std::string_view(s.data(
 
 class RocksDBBackend final : public Backend {
  public:
-  RocksDBBackend(json config, rocksdb::DB* db, rocksdb::ReadOptions ro, rocksdb::WriteOptions wo)
-      : config_(std::move(config)), db_(db), read_options_(ro), write_options_(wo) {}
+  // `read_only`: why the database could only be opened read-only ("" if writable).
+  RocksDBBackend(json config, std::unique_ptr<PathLock> lock, rocksdb::DB* db,
+                 rocksdb::ReadOptions ro, rocksdb::WriteOptions wo, std::string read_only)
+      : config_(std::move(config)),
+        lock_(std::move(lock)),
+        db_(db),
+        read_options_(ro),
+        write_options_(wo),
+        read_only_(std::move(read_only)) {}
 
   ~RocksDBBackend() override {
     // Close() syncs nothing away from the WAL; data stays on disk for the next open.
@@ -51,12 +81,14 @@ class RocksDBBackend final : public Backend {
   json config() const override { return config_; }
 
   Status put(std::string_view key, std::string_view value) override {
+    if (!read_only_.empty()) return refuse_write();
     return map_status(db_->Put(write_options_, slice(key), slice(value)));
   }
 
   // One WriteBatch: atomic and a single WAL record, whatever use_write_batch says.
   Status put_batch(
       const std::vector<std::pair<std::string_view, std::string_view>>& pairs) override {
+    if (!read_only_.empty()) return refuse_write();
     rocksdb::WriteBatch batch;
     for (const auto& [key, value] : pairs) {
       rocksdb::Status s = batch.Put(slice(key), slice(value));
@@ -84,6 +116,7 @@ class RocksDBBackend final : public Backend {
   }
 
   Status erase(std::string_view key) override {
+    if (!read_only_.empty()) return refuse_write();
     return map_status(db_->Delete(write_options_, slice(key)));
   }
 
@@ -103,16 +136,25 @@ class RocksDBBackend final : public Backend {
   }
 
   Status flush() override {
+    if (!read_only_.empty()) return Status::YOKAN_SUCCESS;  // nothing was written
     rocksdb::Status s = db_->FlushWAL(true);
     if (s.ok()) s = db_->Flush(rocksdb::FlushOptions());
     return map_status(s);
   }
 
  private:
+  Status refuse_write() const {
+    return fail(Status::YOKAN_ERR_IO,
+                "rocksdb: the database is open read-only because opening it for writing failed (" +
+                    read_only_ + "); restart the provider once the disk has space");
+  }
+
   json config_;
+  std::unique_ptr<PathLock> lock_;
   rocksdb::DB* db_;
   rocksdb::ReadOptions read_options_;
   rocksdb::WriteOptions write_options_;
+  const std::string read_only_;
 };
 
 // Reads every documented key (reference §3.2) and applies those that map onto a
@@ -125,7 +167,9 @@ void read_db_options(ConfigReader& r, rocksdb::Options& o) {
   YK_BOOL(create_if_missing, true);
   YK_BOOL(create_missing_column_families, true);
   YK_BOOL(error_if_exists, false);
-  YK_BOOL(paranoid_checks, false);
+  // true, unlike upstream: with false, RocksDB keeps appending to a WAL after a
+  // failed (torn) append, and the next open drops every later acknowledged write.
+  YK_BOOL(paranoid_checks, true);
   YK_BOOL(track_and_verify_wals_in_manifest, false);
   YK_UINT(write_buffer_size, 64ull << 20);
   YK_INT(max_open_files, 1000);
@@ -259,9 +303,35 @@ Status open_rocksdb(const json& config, std::unique_ptr<Backend>* out, std::stri
     st = make_directories(path, error);
     if (!ok(st)) return st;
   }
+  std::error_code ec;
+  if (!std::filesystem::is_directory(path, ec)) {
+    if (error) *error = "rocksdb: \"" + path + "\" does not exist and create_if_missing is false";
+    return Status::YOKAN_ERR_INVALID_CONFIG;
+  }
+  // Our own lock: RocksDB's LOCK is not taken by a read-only open.
+  std::unique_ptr<PathLock> lock;
+  st = PathLock::acquire(path + "/yokan.lock", path, true, &lock, error);
+  if (!ok(st)) return st;
+  const std::string log_dir = options.db_log_dir.empty() ? path : options.db_log_dir;
+  st = make_directories(log_dir, error);
+  if (!ok(st)) return st;
+  options.info_log = std::make_shared<TolerantLogger>(log_dir, options.info_log_level);
+
   rocksdb::DB* db = nullptr;
   rocksdb::Status s = rocksdb::DB::Open(options, path, &db);
-  if (!s.ok()) {
+  std::string read_only;
+  if (s.IsNoSpace()) {
+    // Too full to open for writing: serve what is there, read-only.
+    rocksdb::Status ro = rocksdb::DB::OpenForReadOnly(options, path, &db);
+    if (ro.ok()) {
+      read_only = s.ToString();
+      std::fprintf(stderr, "[mochi-yokan] rocksdb: \"%s\" opened read-only: %s\n", path.c_str(),
+                   read_only.c_str());
+    } else {
+      db = nullptr;
+    }
+  }
+  if (!db) {
     // The LOCK file is held by another DB instance (this process or another).
     bool locked = s.IsIOError() && s.ToString().find("lock") != std::string::npos;
     if (error) *error = locked ? already_open_message(path) : "rocksdb: " + s.ToString();
@@ -269,7 +339,8 @@ Status open_rocksdb(const json& config, std::unique_ptr<Backend>* out, std::stri
     if (s.IsInvalidArgument()) return Status::YOKAN_ERR_INVALID_CONFIG;  // e.g. missing db
     return map_status(s);
   }
-  *out = std::make_unique<RocksDBBackend>(std::move(completed), db, read_options, write_options);
+  *out = std::make_unique<RocksDBBackend>(std::move(completed), std::move(lock), db, read_options,
+                                          write_options, std::move(read_only));
   return Status::YOKAN_SUCCESS;
 }
 

@@ -30,17 +30,21 @@
 #include <tkrzw_dbm_hash.h>
 #include <tkrzw_dbm_tiny.h>
 #include <tkrzw_dbm_tree.h>
+#include <tkrzw_file_pos.h>
 #include <tkrzw_file_std.h>
 
+#include <atomic>
+#include <cstdio>
 #include <mutex>
 
 #include "config_reader.hpp"
 #include "file_util.hpp"
+#include "space_guard.hpp"
 
 namespace yokan {
 namespace {
 
-Status map_status(const tkrzw::Status& s) {
+Status code_of(const tkrzw::Status& s) {
   switch (s.GetCode()) {
     case tkrzw::Status::SUCCESS:
       return Status::YOKAN_SUCCESS;
@@ -61,24 +65,45 @@ Status map_status(const tkrzw::Status& s) {
     case tkrzw::Status::PRECONDITION_ERROR:
       return Status::YOKAN_ERR_OP_FORBIDDEN;  // e.g. writing a read-only database
     case tkrzw::Status::SYSTEM_ERROR:
+    case tkrzw::Status::INFEASIBLE_ERROR:  // ENOSPC and EDQUOT among others
       return Status::YOKAN_ERR_IO;
     default:
       return Status::YOKAN_ERR_OTHER;
   }
 }
 
+// A failure keeps Tkrzw's words ("INFEASIBLE_ERROR: pwrite: no enough space")
+// for the client; a missing key needs none.
+Status map_status(const tkrzw::Status& s) {
+  Status code = code_of(s);
+  if (ok(code) || code == Status::YOKAN_ERR_KEY_NOT_FOUND) return code;
+  std::string message = "tkrzw: " + tkrzw::ToString(s);
+  // Tkrzw's words for ENOSPC; say it the usual way too.
+  if (message.find("no enough space") != std::string::npos) message += " (No space left on device)";
+  return fail(code, std::move(message));
+}
+
 class TkrzwBackend final : public Backend {
  public:
   // `memory_path` is non-empty for tiny/baby: the file this class saves to.
+  // `space`: the free-space check of the file types (null for tiny/baby).
+  // `tree`: a file tree, which a failed write leaves unusable for writing.
+  // `read_only`: why writes are refused although `writable` ("" if they are not).
   TkrzwBackend(json config, bool sorted, bool writable, bool sync, std::unique_ptr<PathLock> lock,
-               std::unique_ptr<tkrzw::DBM> db, std::string memory_path)
+               std::unique_ptr<tkrzw::DBM> db, std::string memory_path,
+               std::unique_ptr<SpaceGuard> space, bool tree, std::string read_only)
       : config_(std::move(config)),
         sorted_(sorted),
         writable_(writable),
         sync_(sync && writable),
+        tree_(tree),
         lock_(std::move(lock)),
         db_(std::move(db)),
-        memory_path_(std::move(memory_path)) {}
+        memory_path_(std::move(memory_path)),
+        space_(std::move(space)),
+        broken_reason_(std::move(read_only)) {
+    broken_ = !broken_reason_.empty();
+  }
 
   ~TkrzwBackend() override {
     // Writes back tree/hash, saves tiny/baby; the file stays.
@@ -93,24 +118,28 @@ class TkrzwBackend final : public Backend {
   json config() const override { return config_; }
 
   Status put(std::string_view key, std::string_view value) override {
-    if (!writable_) return Status::YOKAN_ERR_OP_FORBIDDEN;  // writable=false
-    return guard([&] {
+    Status st = may_write(key.size() + value.size());
+    if (!ok(st)) return st;
+    return check_written(guard([&] {
       tkrzw::Status s = db_->Set(key, value, true);
       return s.IsOK() ? after_write() : map_status(s);
-    });
+    }));
   }
 
   // Tkrzw has no write batch on these classes; one sync covers the whole batch.
   Status put_batch(
       const std::vector<std::pair<std::string_view, std::string_view>>& pairs) override {
-    if (!writable_) return Status::YOKAN_ERR_OP_FORBIDDEN;  // writable=false
-    return guard([&] {
+    uint64_t bytes = 0;
+    for (const auto& [key, value] : pairs) bytes += key.size() + value.size();
+    Status st = may_write(bytes);
+    if (!ok(st)) return st;
+    return check_written(guard([&] {
       for (const auto& [key, value] : pairs) {
         tkrzw::Status s = db_->Set(key, value, true);
         if (!s.IsOK()) return map_status(s);
       }
       return after_write();
-    });
+    }));
   }
 
   Status get(std::string_view key, const ValueVisitor& visit) override {
@@ -123,12 +152,13 @@ class TkrzwBackend final : public Backend {
   }
 
   Status erase(std::string_view key) override {
-    if (!writable_) return Status::YOKAN_ERR_OP_FORBIDDEN;  // writable=false
-    return guard([&] {
+    Status st = may_write(key.size());
+    if (!ok(st)) return st;
+    return check_written(guard([&] {
       tkrzw::Status s = db_->Remove(key);
       if (s == tkrzw::Status::NOT_FOUND_ERROR) return Status::YOKAN_SUCCESS;
       return s.IsOK() ? after_write() : map_status(s);
-    });
+    }));
   }
 
   Status count(uint64_t* n) override {
@@ -181,6 +211,36 @@ class TkrzwBackend final : public Backend {
   }
 
  private:
+  // Whether a write of about `payload` bytes may go to Tkrzw now.
+  Status may_write(uint64_t payload) {
+    if (!writable_) return Status::YOKAN_ERR_OP_FORBIDDEN;  // writable=false
+    if (broken_.load(std::memory_order_acquire)) {
+      std::lock_guard<std::mutex> g(broken_mutex_);
+      return fail(Status::YOKAN_ERR_IO, broken_reason_);
+    }
+    uint64_t free = 0;
+    if (space_ && !space_->allows(payload, &free))
+      return fail(Status::YOKAN_ERR_IO, SpaceGuard::refusal("tkrzw", free, payload));
+    return Status::YOKAN_SUCCESS;
+  }
+
+  // After a write reached Tkrzw. A file tree that failed to write may have
+  // dropped a node from its cache (later reads then fail with "invalid leaf
+  // node ID") or written part of a split: no more writes are let through,
+  // reads go on, and a restart reopens the file as last synchronized.
+  Status check_written(Status s) {
+    if (ok(s) || !tree_) return s;
+    std::string message = take_failure(s);
+    std::lock_guard<std::mutex> g(broken_mutex_);
+    if (!broken_) {
+      broken_reason_ = "tkrzw: writes are refused since a write failed (" +
+                       (message.empty() ? std::string(status_message(s)) : message) +
+                       "); restart the provider once the disk has space";
+      broken_.store(true, std::memory_order_release);
+    }
+    return fail(s, std::move(message));
+  }
+
   Status after_write() {
     if (!sync_) return Status::YOKAN_SUCCESS;
     return memory_path_.empty() ? map_status(db_->Synchronize(false)) : save(false);
@@ -223,11 +283,16 @@ class TkrzwBackend final : public Backend {
   }
 
   json config_;
-  bool sorted_, writable_, sync_;
+  bool sorted_, writable_, sync_, tree_;
   std::unique_ptr<PathLock> lock_;
   std::unique_ptr<tkrzw::DBM> db_;
   std::string memory_path_;
   std::mutex save_mutex_;
+  std::unique_ptr<SpaceGuard> space_;
+  // Set once: writes are refused from then on, for the reason below.
+  std::atomic<bool> broken_{false};
+  std::mutex broken_mutex_;
+  std::string broken_reason_;
 };
 
 // Parameters shared by the file hash and the file tree (reference §3.2).
@@ -265,6 +330,12 @@ void read_hash_params(ConfigReader& r, tkrzw::HashDBM::TuningParameters& p) {
   p.min_read_size = static_cast<int32_t>(r.get_int("min_read_size", -1));
   r.get_bool("lock_mem_buckets", false);  // recorded; this Tkrzw version has no such option
   p.cache_buckets = r.get_bool("cache_buckets", false) ? 1 : -1;
+}
+
+// The directory of a file path ("." for a bare name).
+std::string make_parent(const std::string& path) {
+  std::string dir = std::filesystem::path(path).parent_path().string();
+  return dir.empty() ? "." : dir;
 }
 
 Status open_tkrzw(const json& config, std::unique_ptr<Backend>* out, std::string* error) {
@@ -307,14 +378,30 @@ Status open_tkrzw(const json& config, std::unique_ptr<Backend>* out, std::string
 
   // OPEN_NO_WAIT: fail instead of blocking if another process holds Tkrzw's lock.
   const int32_t options = tkrzw::File::OPEN_NO_WAIT;
+  // A file that was not closed cleanly (a crash) is restored at open into a
+  // new file, which Tkrzw writes through a memory map: on a disk without room
+  // for that copy the process would die of SIGBUS. Then open it read-only
+  // instead (as of its last synchronization); writes wait for a restart.
+  uintmax_t free_space = UINTMAX_MAX, file_size = 0;
+  std::error_code ec;
+  const bool on_disk = type == "tree" || type == "hash";
+  if (on_disk && writable && std::filesystem::exists(path, ec)) {
+    file_size = std::filesystem::file_size(path, ec);
+    auto space = std::filesystem::space(make_parent(path), ec);
+    if (!ec) free_space = space.available;
+    const int32_t mode = params.restore_mode & 0xffff;
+    if (free_space < file_size + file_size / 8 + (uintmax_t(1) << 20) &&
+        (mode == tkrzw::HashDBM::RESTORE_DEFAULT || mode == tkrzw::HashDBM::RESTORE_SYNC))
+      params.restore_mode = tkrzw::HashDBM::RESTORE_READ_ONLY | (params.restore_mode & ~0xffff);
+  }
   std::unique_ptr<tkrzw::DBM> db;
   tkrzw::Status s;
   if (type == "tree") {
-    auto tree = std::make_unique<tkrzw::TreeDBM>();
+    auto tree = std::make_unique<tkrzw::TreeDBM>(std::make_unique<tkrzw::PositionalParallelFile>());
     s = tree->OpenAdvanced(path, writable, options, params);
     db = std::move(tree);
   } else if (type == "hash") {
-    auto hash = std::make_unique<tkrzw::HashDBM>();
+    auto hash = std::make_unique<tkrzw::HashDBM>(std::make_unique<tkrzw::PositionalParallelFile>());
     s = hash->OpenAdvanced(path, writable, options, params);
     db = std::move(hash);
   } else {
@@ -339,9 +426,20 @@ Status open_tkrzw(const json& config, std::unique_ptr<Backend>* out, std::string
   }
   bool sorted = type == "tree" || type == "baby";
   bool in_memory = type == "tiny" || type == "baby";
-  *out =
-      std::make_unique<TkrzwBackend>(std::move(completed), sorted, writable, sync, std::move(lock),
-                                     std::move(db), in_memory ? path : std::string());
+  std::string read_only;
+  if (on_disk && writable && (!db->IsWritable() || !db->IsHealthy())) {
+    read_only = "tkrzw: \"" + path + "\" is open read-only: it needs restoring after a crash and " +
+                "the disk has too little space for that (No space left on device: " +
+                std::to_string(free_space >> 10) + " KiB free for a " +
+                std::to_string(file_size >> 10) + " KiB file); restart once there is room";
+    std::fprintf(stderr, "[mochi-yokan] %s\n", read_only.c_str());
+  }
+  std::unique_ptr<SpaceGuard> space;
+  // Room for the nodes and metadata a write flushes, beyond its payload.
+  if (on_disk) space = std::make_unique<SpaceGuard>(make_parent(path), uint64_t(1) << 20);
+  *out = std::make_unique<TkrzwBackend>(
+      std::move(completed), sorted, writable, sync, std::move(lock), std::move(db),
+      in_memory ? path : std::string(), std::move(space), type == "tree", std::move(read_only));
   return Status::YOKAN_SUCCESS;
 }
 

@@ -12,7 +12,7 @@ void ProviderImpl::handle_count(RequestPtr req) {
   Status s = backend->count(&n);
   WireWriter out;
   out.put<uint64_t>(n);
-  req->respond(s, ok(s) ? out.str() : std::string());
+  req->respond(s, ok(s) ? out.str() : why(s));
 }
 
 }  // namespace yokan

@@ -384,7 +384,7 @@ void ProviderImpl::handle_documents(RequestPtr req) {
     default:
       s = Status::YOKAN_ERR_OP_UNSUPPORTED;
   }
-  if (!ok(s)) return req->respond(s, error);
+  if (!ok(s)) return req->respond(s, error.empty() ? why(s) : error);
   req->respond(Status::YOKAN_SUCCESS, std::move(out.str()), std::move(body));
 }
 

@@ -17,7 +17,7 @@ void ProviderImpl::handle_erase(RequestPtr req) {
       if (!ok(s)) break;
     }
   }
-  req->respond(s);
+  req->respond(s, why(s));
 }
 
 }  // namespace yokan

@@ -27,7 +27,7 @@ void ProviderImpl::handle_erase_range(RequestPtr req) {
                          });
     for (size_t i = 0; ok(s) && i < doomed.size(); ++i) s = backend->erase(doomed[i]);
   }
-  req->respond(s);
+  req->respond(s, why(s));
 }
 
 }  // namespace yokan

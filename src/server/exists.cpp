@@ -12,7 +12,7 @@ void ProviderImpl::handle_exists(RequestPtr req) {
   for (size_t i = 0; i < batch.keys.size(); ++i) {
     bool found = false;
     s = backend->exists(batch.keys[i], &found);
-    if (!ok(s)) return req->respond(s);
+    if (!ok(s)) return req->respond(s, why(s));
     flags[i] = found ? 1 : 0;
   }
   req->respond(Status::YOKAN_SUCCESS, std::move(flags));

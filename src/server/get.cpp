@@ -37,7 +37,7 @@ void ProviderImpl::handle_get(RequestPtr req) {
     body.reserve(std::min<uint64_t>(room, uint64_t(1) << 20));
     s = read_values(batch, packed != 0, caps, &sizes, &body);
   } while (s == Status::YOKAN_ERR_TRY_AGAIN);  // WAIT|CONSUME lost a race: wait again
-  if (!ok(s)) return req->respond(s);
+  if (!ok(s)) return req->respond(s, why(s));
   WireWriter out;
   out.array(sizes);
   req->respond(Status::YOKAN_SUCCESS, std::move(out.str()), std::move(body));
@@ -68,7 +68,7 @@ bool ProviderImpl::respond_single(RequestPtr& req, const KeyBatch& batch, uint64
   }
   if (s == Status::YOKAN_ERR_KEY_NOT_FOUND) return false;
   if (!ok(s)) {
-    req->respond(s);
+    req->respond(s, why(s));
     return true;
   }
   if (owner && size != SIZE_TOO_SMALL)

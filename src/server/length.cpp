@@ -15,7 +15,7 @@ void ProviderImpl::handle_length(RequestPtr req) {
     if (s == Status::YOKAN_ERR_KEY_NOT_FOUND) {
       sizes[i] = KEY_NOT_FOUND;
     } else if (!ok(s)) {
-      return req->respond(s);
+      return req->respond(s, why(s));
     } else {
       sizes[i] = n;
     }

@@ -110,7 +110,7 @@ void ProviderImpl::handle_list(RequestPtr req) {
     s = visit_with(general);
   }
   if (ok(s) && !ok(filter->failed())) return req->respond(filter->failed(), filter->message());
-  if (!ok(s)) return req->respond(s);
+  if (!ok(s)) return req->respond(s, why(s));
 
   // KEEP_LAST: the last item keeps its key when the page is full or the store ended.
   if (keep_last && !ksizes.empty() && (ksizes.size() == count || !visited_after_last)) {

@@ -129,6 +129,7 @@ void ProviderImpl::register_handlers() {
     Handler serve = [weak, fn, refused](RequestPtr req) {
       auto impl = weak.lock();
       if (!impl || impl->closing) return req->respond(Status::YOKAN_ERR_INVALID_PROVIDER);
+      reset_failure();  // a message recorded by an earlier request is stale
       if (refused)
         return req->respond(Status::YOKAN_ERR_OP_UNSUPPORTED,
                             "this backend stores documents only (use collections)");

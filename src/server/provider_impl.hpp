@@ -90,6 +90,10 @@ class ProviderImpl : public std::enable_shared_from_this<ProviderImpl> {
                      std::vector<uint64_t>* sizes, Buffer* body);
 };
 
+// The reply meta of a failed backend call: the backend's own explanation of
+// `s` (see fail()), or empty for the fixed message of the code.
+inline std::string why(Status s) { return take_failure(s); }
+
 // Cuts the front of `body` into pieces of the given sizes (a batch's keys,
 // values or documents), calling `take(i, piece)` for each in order. Returns
 // how many bytes the pieces used, or SIZE_MAX if they overrun `body` or, with

@@ -33,7 +33,7 @@ void ProviderImpl::handle_put(RequestPtr req) {
   // Responding takes the transport's lock, so it never happens under write_order.
   s = apply_put(batch.mode, pairs);
   if (ok(s)) notify(pairs);  // any write that makes a key exist wakes its waiters
-  req->respond(s);
+  req->respond(s, why(s));
 }
 
 Status ProviderImpl::apply_put(
