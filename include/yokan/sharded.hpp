@@ -76,6 +76,15 @@ class ShardedDatabase {
   void fan_out(const std::vector<size_t>& shards, uint16_t rpc, int32_t mode, double timeout_ms,
                const std::function<Request(size_t)>& prepare,
                const std::function<void(size_t, Reply&)>& finish) const;
+  // fan_out() of a plain key request (exists, length, erase): each shard
+  // gets its keys of `keys`; `finish` gets each reply with the positions in
+  // `keys` of the keys it answers for.
+  void fan_out_keys(uint16_t rpc, int32_t mode, const Keys& keys, double timeout_ms,
+                    const std::function<void(const std::vector<size_t>&, Reply&)>& finish) const;
+  struct PackedValues;  // the found values of packed get replies, by key (sharded.cpp)
+  // A packed get of `keys`, `capacity` bytes per shard (get_packed, get_alloc).
+  PackedValues get_values(int32_t mode, const Keys& keys, uint64_t capacity,
+                          double timeout_ms) const;
 
   std::vector<Database> shards_;
 };

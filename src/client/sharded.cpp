@@ -218,16 +218,14 @@ std::vector<uint64_t> ShardedDatabase::get(int32_t m, const Keys& keys,
   return sizes;
 }
 
-namespace {
-
 // The values of every shard's packed reply, by key position: where each
 // found value starts in its shard's body.
-struct PackedReplies {
+struct ShardedDatabase::PackedValues {
   std::vector<Buffer> bodies;         // per shard
   std::vector<uint64_t> sizes;        // per key
   std::vector<const char*> location;  // per key, null when not sent
 
-  explicit PackedReplies(size_t shards, size_t keys)
+  explicit PackedValues(size_t shards, size_t keys)
       : bodies(shards), sizes(keys, KEY_NOT_FOUND), location(keys, nullptr) {}
 
   void take(const Split& split, size_t s, Reply& r) {
@@ -247,20 +245,36 @@ struct PackedReplies {
   }
 };
 
-}  // namespace
-
-std::vector<uint64_t> ShardedDatabase::get_packed(int32_t m, const Keys& keys, Destination out,
-                                                  double timeout_ms) const {
+ShardedDatabase::PackedValues ShardedDatabase::get_values(int32_t m, const Keys& keys,
+                                                          uint64_t capacity,
+                                                          double timeout_ms) const {
   check_keys(m, keys);
   Split split(*this, keys);
-  PackedReplies replies(size(), keys.size());
+  PackedValues values(size(), keys.size());
   fan_out(
       with_keys(split), rpc::kGet, m, timeout_ms,
       [&](size_t s) {
         return Request::with_keys(
-            std::make_unique<KeyRequest>(get_request(m, split.keys[s], true, {out.size})));
+            std::make_unique<KeyRequest>(get_request(m, split.keys[s], true, {capacity})));
       },
-      [&](size_t s, Reply& r) { replies.take(split, s, r); });
+      [&](size_t s, Reply& r) { values.take(split, s, r); });
+  return values;
+}
+
+void ShardedDatabase::fan_out_keys(
+    uint16_t rpc, int32_t m, const Keys& keys, double timeout_ms,
+    const std::function<void(const std::vector<size_t>&, Reply&)>& finish) const {
+  check_keys(m, keys);
+  Split split(*this, keys);
+  fan_out(
+      with_keys(split), rpc, m, timeout_ms,
+      [&](size_t s) { return Request::with_keys(std::make_unique<KeyRequest>(m, split.keys[s])); },
+      [&](size_t s, Reply& r) { finish(split.positions[s], r); });
+}
+
+std::vector<uint64_t> ShardedDatabase::get_packed(int32_t m, const Keys& keys, Destination out,
+                                                  double timeout_ms) const {
+  PackedValues replies = get_values(m, keys, out.size, timeout_ms);
   // Back to back in key order; as with one provider, once a value does not
   // fit, every later found value is SIZE_TOO_SMALL.
   std::vector<uint64_t>& sizes = replies.sizes;
@@ -283,16 +297,7 @@ std::vector<uint64_t> ShardedDatabase::get_packed(int32_t m, const Keys& keys, D
 
 std::vector<uint64_t> ShardedDatabase::get_alloc(int32_t m, const Keys& keys, Buffer* values,
                                                  double timeout_ms) const {
-  check_keys(m, keys);
-  Split split(*this, keys);
-  PackedReplies replies(size(), keys.size());
-  fan_out(
-      with_keys(split), rpc::kGet, m, timeout_ms,
-      [&](size_t s) {
-        return Request::with_keys(
-            std::make_unique<KeyRequest>(get_request(m, split.keys[s], true, {UINT64_MAX})));
-      },
-      [&](size_t s, Reply& r) { replies.take(split, s, r); });
+  PackedValues replies = get_values(m, keys, UINT64_MAX, timeout_ms);
   size_t total = 0;
   for (size_t i = 0; i < keys.size(); ++i)
     if (replies.location[i]) total += replies.sizes[i];
@@ -308,44 +313,27 @@ std::vector<uint64_t> ShardedDatabase::get_alloc(int32_t m, const Keys& keys, Bu
 }
 
 std::vector<bool> ShardedDatabase::exists(int32_t m, const Keys& keys, double timeout_ms) const {
-  check_keys(m, keys);
-  Split split(*this, keys);
   std::vector<bool> out(keys.size(), false);
-  fan_out(
-      with_keys(split), rpc::kExists, m, timeout_ms,
-      [&](size_t s) { return Request::with_keys(std::make_unique<KeyRequest>(m, split.keys[s])); },
-      [&](size_t s, Reply& r) {
-        const auto& pos = split.positions[s];
-        if (r.meta.size() != pos.size())
-          throw Exception(Status::YOKAN_ERR_CORRUPTION, "malformed exists reply");
-        for (size_t j = 0; j < pos.size(); ++j) out[pos[j]] = r.meta[j] != 0;
-      });
+  fan_out_keys(rpc::kExists, m, keys, timeout_ms, [&](const std::vector<size_t>& pos, Reply& r) {
+    if (r.meta.size() != pos.size())
+      throw Exception(Status::YOKAN_ERR_CORRUPTION, "malformed exists reply");
+    for (size_t j = 0; j < pos.size(); ++j) out[pos[j]] = r.meta[j] != 0;
+  });
   return out;
 }
 
 std::vector<uint64_t> ShardedDatabase::length(int32_t m, const Keys& keys,
                                               double timeout_ms) const {
-  check_keys(m, keys);
-  Split split(*this, keys);
   std::vector<uint64_t> out(keys.size(), KEY_NOT_FOUND);
-  fan_out(
-      with_keys(split), rpc::kLength, m, timeout_ms,
-      [&](size_t s) { return Request::with_keys(std::make_unique<KeyRequest>(m, split.keys[s])); },
-      [&](size_t s, Reply& r) {
-        const auto& pos = split.positions[s];
-        auto got = decode_sizes(r.meta, pos.size());
-        for (size_t j = 0; j < pos.size(); ++j) out[pos[j]] = got[j];
-      });
+  fan_out_keys(rpc::kLength, m, keys, timeout_ms, [&](const std::vector<size_t>& pos, Reply& r) {
+    auto got = decode_sizes(r.meta, pos.size());
+    for (size_t j = 0; j < pos.size(); ++j) out[pos[j]] = got[j];
+  });
   return out;
 }
 
 void ShardedDatabase::erase(int32_t m, const Keys& keys, double timeout_ms) const {
-  check_keys(m, keys);
-  Split split(*this, keys);
-  fan_out(
-      with_keys(split), rpc::kErase, m, timeout_ms,
-      [&](size_t s) { return Request::with_keys(std::make_unique<KeyRequest>(m, split.keys[s])); },
-      [](size_t, Reply&) {});
+  fan_out_keys(rpc::kErase, m, keys, timeout_ms, [](const std::vector<size_t>&, Reply&) {});
 }
 
 void ShardedDatabase::erase_range(int32_t m, std::string_view prefix, double timeout_ms) const {
