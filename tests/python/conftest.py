@@ -107,17 +107,12 @@ def map_db(engine, tmp_path):
         yield handle
 
 
-class RemoteProvider:
-    """A provider in a child process (tests/python/serve.py)."""
+class ChildServer:
+    """A server in a child process that prints its address as its first line."""
 
-    def __init__(self, protocol, config, provider_id=42):
-        env = dict(os.environ)
+    def __init__(self, argv):
         self.proc = subprocess.Popen(
-            [sys.executable, str(SERVER), protocol, json.dumps(config), str(provider_id)],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            env=env,
+            argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
         )
         line = self.proc.stdout.readline().strip()
         if not line:
@@ -126,6 +121,9 @@ class RemoteProvider:
 
     def stop(self, sig=signal.SIGTERM):
         if self.proc.poll() is None:
+            # A stopped (SIGSTOP) child must run to handle `sig`; a running
+            # one ignores SIGCONT.
+            self.proc.send_signal(signal.SIGCONT)
             self.proc.send_signal(sig)
             try:
                 self.proc.wait(timeout=20)
@@ -134,6 +132,31 @@ class RemoteProvider:
                 self.proc.wait()
         for f in (self.proc.stdout, self.proc.stderr):
             f.close()
+
+
+class RemoteProvider(ChildServer):
+    """A provider in a child process (tests/python/serve.py)."""
+
+    def __init__(self, protocol, config, provider_id=42):
+        super().__init__(
+            [sys.executable, str(SERVER), protocol, json.dumps(config), str(provider_id)]
+        )
+
+
+def wait_stopped(pid, timeout=10.0):
+    """Waits until every thread of `pid` has stopped after a SIGSTOP: kill()
+    returns before they have, and a thread spinning on the network may
+    still answer for a moment. Raises AssertionError after `timeout`."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        states = []
+        for task in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{task}/stat") as f:
+                states.append(f.read().rsplit(")", 1)[1].split()[0])
+        if all(state == "T" for state in states):
+            return
+        time.sleep(0.005)
+    raise AssertionError(f"process {pid} did not stop")
 
 
 @pytest.fixture

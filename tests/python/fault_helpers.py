@@ -6,9 +6,10 @@ import json
 import pathlib
 import signal
 import socket
-import subprocess
 import sys
 import time
+
+from conftest import ChildServer, wait_stopped
 
 SERVER = pathlib.Path(__file__).with_name("fault_server.py")
 
@@ -19,46 +20,20 @@ def free_tcp_port():
         return s.getsockname()[1]
 
 
-class Server:
+class Server(ChildServer):
     """A provider process; `prefix` (e.g. ["ip", "netns", "exec", NS]) wraps it."""
 
     def __init__(self, address, engine_config=None, prefix=()):
-        self.proc = subprocess.Popen(
-            [*prefix, sys.executable, str(SERVER), address, json.dumps(engine_config or {})],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
+        super().__init__(
+            [*prefix, sys.executable, str(SERVER), address, json.dumps(engine_config or {})]
         )
-        line = self.proc.stdout.readline().strip()
-        if not line:
-            raise RuntimeError("server did not start: " + self.proc.stderr.read())
-        self.address = line
-
-    def stop(self, sig=signal.SIGTERM):
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGCONT)
-            self.proc.send_signal(sig)
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        for f in (self.proc.stdout, self.proc.stderr):
-            f.close()
-
-
-def process_state(pid):
-    with open(f"/proc/{pid}/stat") as f:
-        return f.read().rsplit(")", 1)[1].split()[0]
 
 
 @contextlib.contextmanager
 def stopped(server):
     """The provider stopped (SIGSTOP) for the block, then resumed."""
     server.proc.send_signal(signal.SIGSTOP)
-    deadline = time.monotonic() + 10
-    while process_state(server.proc.pid) != "T" and time.monotonic() < deadline:
-        time.sleep(0.01)
+    wait_stopped(server.proc.pid)
     try:
         yield
     finally:

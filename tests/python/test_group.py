@@ -10,6 +10,7 @@ import sys
 import time
 
 import pytest
+from conftest import wait_stopped
 from mochi.yokan.backends import available_backends
 from mochi.yokan.exception import YOKAN_ERR_TIMEOUT
 from mochi.yokan.group import Group, fnv1a_64, shard_of
@@ -334,21 +335,6 @@ def test_a_dead_member_fails_only_its_calls_naming_it(group):
     assert db.get_multi(others[:50]) == [k.encode() for k in others[:50]]
     db.put(others[0], "again")
     assert db.get(others[0]) == b"again"
-
-
-def wait_stopped(pid, timeout=10.0):
-    """kill() returns before every thread of the process has stopped: a
-    thread spinning on the network may still answer for a moment."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        states = []
-        for task in os.listdir(f"/proc/{pid}/task"):
-            with open(f"/proc/{pid}/task/{task}/stat") as f:
-                states.append(f.read().rsplit(")", 1)[1].split()[0])
-        if all(state == "T" for state in states):
-            return
-        time.sleep(0.005)
-    raise AssertionError(f"process {pid} did not stop")
 
 
 def test_a_stopped_member_times_out_naming_it(group):

@@ -1,13 +1,12 @@
 """A provider in another process: same behaviour, shared-memory transport,
 large values, dead peers and timeouts."""
 
-import contextlib
-import signal
 import time
 
 import numpy as np
 import pytest
-from conftest import DOC_ONLY, PERSISTENT, backend_config, wait_until
+from conftest import DOC_ONLY, PERSISTENT, backend_config
+from fault_helpers import stopped
 from mochi.margo import Engine
 from mochi.yokan.backends import available_backends
 from mochi.yokan.client import Client
@@ -16,11 +15,6 @@ from mochi.yokan.exception import YOKAN_ERR_FROM_MERCURY, YOKAN_ERR_TIMEOUT
 from mochi.yokan.mode import Mode
 
 MiB = 1 << 20
-
-
-def process_state(pid):
-    with open(f"/proc/{pid}/stat") as f:
-        return f.read().rsplit(")", 1)[1].split()[0]
 
 
 @pytest.fixture(params=["na+sm", "tcp"])
@@ -39,17 +33,6 @@ def fails_with(code, within_s, action):
         action()
     assert err.value.code == code
     assert time.monotonic() - start < within_s
-
-
-@contextlib.contextmanager
-def stopped(server):
-    """The provider's process stopped (SIGSTOP) for the block, then resumed."""
-    server.proc.send_signal(signal.SIGSTOP)
-    assert wait_until(lambda: process_state(server.proc.pid) == "T")
-    try:
-        yield
-    finally:
-        server.proc.send_signal(signal.SIGCONT)
 
 
 def with_keys(engine, server, n):
