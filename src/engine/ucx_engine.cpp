@@ -44,6 +44,7 @@
 #include "engine/bootstrap.hpp"
 #include "engine/liveness.hpp"
 #include "engine/thread_pool.hpp"
+#include "engine/wire_format.hpp"
 #include "yokan/engine.hpp"
 
 namespace yokan {
@@ -55,17 +56,6 @@ class UcxEngine;
 
 namespace {
 
-constexpr uint16_t kAmHello = 1;
-constexpr uint16_t kAmRequest = 2;
-constexpr uint16_t kAmResponse = 3;
-constexpr uint32_t kWireMagic = 0x594b4e31;  // "YKN1"
-constexpr uint16_t kFlagMetaInBody = 1;
-// The first `reserved` bytes of the body travel in the AM header, so that one
-// large value can go as contiguous data (UCX's zero-copy rendezvous paths want
-// a contiguous buffer on both ends).
-constexpr uint16_t kFlagBodyPrefix = 2;
-constexpr size_t kMaxHeaderMeta = 4096;
-constexpr size_t kMaxBodyPrefix = 2048;
 // Bodies up to this size made of several pieces are copied into one buffer:
 // cheaper than a long scatter list for UCX to walk.
 constexpr size_t kCoalesceMax = 64 * 1024;
@@ -80,20 +70,6 @@ constexpr size_t kHoldFrom = 16 * 1024;
 // How long a timed-out call waits for its cancelled send or a response
 // already arriving before it force-closes the connection.
 constexpr std::chrono::milliseconds kGrace{200};
-
-struct WireHeader {
-  uint32_t magic;
-  uint16_t rpc;
-  uint16_t provider;
-  uint64_t seq;
-  uint64_t token;  // sender's engine token (requests, hello)
-  int32_t status;  // responses
-  uint32_t meta_len;
-  uint32_t timeout_ms;
-  uint16_t flags;
-  uint16_t reserved;  // kFlagBodyPrefix: the prefix length
-};
-static_assert(sizeof(WireHeader) == 40, "wire header layout");
 
 // A message to send: header + meta kept alive with the body until UCX is done.
 struct Outgoing {
