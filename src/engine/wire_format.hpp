@@ -10,6 +10,8 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
+#include <string_view>
 
 namespace yokan {
 
@@ -38,5 +40,24 @@ struct WireHeader {
   uint16_t reserved;  // kFlagBodyPrefix: the prefix length
 };
 static_assert(sizeof(WireHeader) == 40, "wire header layout");
+
+// Splits a received AM header into its WireHeader, meta and body prefix.
+// False for anything that is not exactly one well-formed header: wrong
+// magic, lengths that do not add up to `header_len`, or both meta-in-body and
+// a prefix.
+inline bool parse_header(const void* header, size_t header_len, WireHeader* h,
+                         std::string_view* meta, std::string_view* prefix) {
+  if (header_len < sizeof(WireHeader)) return false;
+  std::memcpy(h, header, sizeof *h);
+  if (h->magic != kWireMagic) return false;
+  size_t meta_here = (h->flags & kFlagMetaInBody) ? 0 : h->meta_len;
+  size_t prefix_len = (h->flags & kFlagBodyPrefix) ? h->reserved : 0;
+  if ((h->flags & kFlagMetaInBody) && prefix_len) return false;
+  if (header_len != sizeof(WireHeader) + meta_here + prefix_len) return false;
+  const char* p = static_cast<const char*>(header) + sizeof(WireHeader);
+  *meta = {p, meta_here};
+  *prefix = {p + meta_here, prefix_len};
+  return true;
+}
 
 }  // namespace yokan

@@ -1,0 +1,202 @@
+// UcxEngine: endpoints. See src/engine/ucx_engine.hpp.
+#include "engine/ucx_engine.hpp"
+
+namespace yokan {
+
+void UcxEngine::close_endpoint(Endpoint& ep) {
+  std::unique_lock<std::shared_mutex> g(ep.mu);
+  if (!ep.ep) return;
+  // Force-close: completes every outstanding operation on it with an error,
+  // so no caller waits on a dead peer.
+  ucp_request_param_t p{};
+  p.op_attr_mask = UCP_OP_ATTR_FIELD_FLAGS;
+  p.flags = UCP_EP_CLOSE_FLAG_FORCE;
+  ucs_status_ptr_t r = ucp_ep_close_nbx(ep.ep, &p);
+  if (r && !UCS_PTR_IS_ERR(r)) ucp_request_free(r);
+  ep.ep = nullptr;
+}
+
+void UcxEngine::fail_peer(uint64_t token) {
+  std::shared_ptr<Endpoint> peer;
+  {
+    std::lock_guard<std::mutex> g(endpoints_mu_);
+    auto it = peers_.find(token);
+    if (it == peers_.end()) return;
+    peer = it->second;
+  }
+  fail_endpoint(peer.get());
+}
+
+void UcxEngine::fail_connection(Endpoint* ep, uint64_t gen, const char* why) {
+  if (ep->gen.load() == gen) fail_endpoint(ep, why);
+}
+
+void UcxEngine::fail_endpoint(Endpoint* ep, const char* why) {
+  ep->failed.store(true);
+  std::vector<PendingCall*> failed;
+  {
+    std::lock_guard<std::mutex> g(pending_mu_);
+    for (auto it = pending_.begin(); it != pending_.end();) {
+      if (it->second->ep == ep) {
+        it->second->claimed = true;
+        failed.push_back(it->second);
+        it = pending_.erase(it);
+      } else {
+        ++it;
+      }
+    }
+  }
+  for (auto* pc : failed) {
+    pc->reply->status = Status::YOKAN_ERR_FROM_MERCURY;
+    pc->reply->error = "connection to " + ep->address + " " + why;
+    pc->complete_response();
+  }
+  close_endpoint(*ep);
+  wake_progress();
+  // A client endpoint stays in the lookup cache: its handles reconnect it in
+  // place on their next call. A server-side one is forgotten (the client
+  // says HELLO again when it reconnects).
+  std::lock_guard<std::mutex> g(endpoints_mu_);
+  auto p = peers_.find(ep->peer_token);
+  if (p != peers_.end() && p->second.get() == ep) {
+    retired_.push_back(p->second);
+    peers_.erase(p);
+  }
+}
+
+std::shared_ptr<Endpoint> UcxEngine::create_endpoint(const std::string& worker_address,
+                                                     const std::string& label) {
+  auto ep = std::make_shared<Endpoint>();
+  ep->address = label;
+  // No UCX peer-failure mode: in UCX 1.13 it excludes the shared-memory
+  // transports. Peer death is detected through the bootstrap connection.
+  ucp_ep_params_t ep_params{};
+  ep_params.field_mask = UCP_EP_PARAM_FIELD_REMOTE_ADDRESS | UCP_EP_PARAM_FIELD_ERR_HANDLING_MODE;
+  ep_params.address = reinterpret_cast<const ucp_address_t*>(worker_address.data());
+  ep_params.err_mode = UCP_ERR_HANDLING_MODE_NONE;
+  ucs_status_t s = ucp_ep_create(worker_, &ep_params, &ep->ep);
+  if (s != UCS_OK)
+    throw Exception(Status::YOKAN_ERR_FROM_MERCURY,
+                    std::string("cannot connect to ") + label + ": " + ucs_status_string(s));
+  return ep;
+}
+
+void UcxEngine::connect_endpoint(const std::shared_ptr<Endpoint>& ep, double budget_ms) {
+  const std::string& address = ep->address;
+  auto start = Clock::now();
+  std::string remote_worker;
+  int liveness_fd = -1;
+  if (address == address_ && listen_) {
+    remote_worker = worker_address_;
+  } else {
+    ParsedAddress where = parse_address(address);
+    std::tie(remote_worker, liveness_fd) =
+        bootstrap_connect(where, token_, static_cast<int>(std::min(budget_ms, 5000.0)));
+    set_liveness_timers(liveness_fd, liveness_ms_);
+  }
+  std::shared_ptr<Endpoint> fresh;
+  try {
+    fresh = create_endpoint(remote_worker, address);
+  } catch (...) {
+    if (liveness_fd >= 0) close(liveness_fd);
+    throw;
+  }
+  uint64_t gen;
+  {
+    std::unique_lock<std::shared_mutex> g(ep->mu);
+    ep->ep = fresh->ep;  // `fresh` only built the UCX endpoint
+    fresh->ep = nullptr;
+    gen = ep->gen.fetch_add(1) + 1;
+  }
+  Endpoint* raw = ep.get();
+  if (liveness_fd >= 0)
+    watcher_->add(liveness_fd, [this, ep, gen] { fail_connection(ep.get(), gen, "lost"); });
+  // HELLO: give the server our worker address so that it can answer us.
+  std::string meta(8, '\0');
+  std::memcpy(meta.data(), &token_, 8);
+  meta += worker_address_;
+  Reply reply;
+  CallOptions opts;
+  double spent = std::chrono::duration<double, std::milli>(Clock::now() - start).count();
+  opts.timeout_ms = std::max(100.0, budget_ms - spent);
+  Status s = send_and_wait(kAmHello, ep, 0, 0, meta, {}, opts, &reply);
+  if (!ok(s) || !ok(reply.status)) {
+    fail_connection(raw, gen, "failed");
+    std::string why =
+        !reply.error.empty() ? reply.error : std::string(status_message(ok(s) ? reply.status : s));
+    throw Exception(Status::YOKAN_ERR_FROM_MERCURY, "no answer from " + address + " (" + why + ")");
+  }
+  ep->failed.store(false);
+}
+
+EndpointPtr UcxEngine::lookup(const std::string& address) {
+  if (finalized_) throw Exception(Status::YOKAN_ERR_INVALID_MID, "the engine was finalized");
+  std::shared_ptr<Endpoint> ep;
+  {
+    std::lock_guard<std::mutex> g(endpoints_mu_);
+    auto it = lookups_.find(address);
+    if (it != lookups_.end()) ep = it->second;
+  }
+  if (ep) {
+    if (!ep->failed) return ep;
+    Reply r;
+    Status s = reconnect(ep, connect_ms_, &r);
+    if (!ok(s)) throw Exception(s, r.error);
+    return ep;
+  }
+  parse_address(address);  // throws on a malformed address
+  ep = std::make_shared<Endpoint>();
+  ep->address = address;
+  ep->failed = true;  // not connected yet
+  {
+    std::lock_guard<std::mutex> g(ep->connect_mu);
+    connect_endpoint(ep, connect_ms_);
+  }
+  std::lock_guard<std::mutex> g(endpoints_mu_);
+  auto [it, inserted] = lookups_.emplace(address, ep);
+  if (!inserted) {
+    if (it->second->failed) {
+      retired_.push_back(it->second);
+      it->second = ep;
+    } else {
+      retired_.push_back(ep);  // another thread won the race; keep theirs
+    }
+  }
+  return it->second;
+}
+
+Status UcxEngine::reconnect(const EndpointPtr& ep, double timeout_ms, Reply* reply) {
+  if (finalized_) return Status::YOKAN_ERR_INVALID_MID;
+  if (!ep->failed) return Status::YOKAN_SUCCESS;
+  double budget = timeout_ms > 0 && timeout_ms < connect_ms_ ? timeout_ms : connect_ms_;
+  std::lock_guard<std::mutex> g(ep->connect_mu);
+  if (!ep->failed) return Status::YOKAN_SUCCESS;  // another caller did it
+  if (ep->address.empty() || ep->peer_token != 0) {
+    reply->error = "connection to " + ep->address + " lost";
+    return Status::YOKAN_ERR_FROM_MERCURY;
+  }
+  try {
+    connect_endpoint(ep, budget);
+  } catch (const Exception& e) {
+    reply->error =
+        std::string("connection to ") + ep->address + " lost; reconnecting failed: " + e.what();
+    return e.code() == Status::YOKAN_ERR_INVALID_MID ? e.code() : Status::YOKAN_ERR_FROM_MERCURY;
+  }
+  return Status::YOKAN_SUCCESS;
+}
+
+std::string UcxEngine::endpoint_info(const EndpointPtr& ep) {
+  std::shared_lock<std::shared_mutex> g(ep->mu);
+  if (!ep->ep) return "closed";
+  char* text = nullptr;
+  size_t size = 0;
+  FILE* f = open_memstream(&text, &size);
+  if (!f) return {};
+  ucp_ep_print_info(ep->ep, f);
+  fclose(f);
+  std::string out(text, size);
+  free(text);
+  return out;
+}
+
+}  // namespace yokan

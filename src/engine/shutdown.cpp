@@ -1,0 +1,61 @@
+// UcxEngine: shutdown. See src/engine/ucx_engine.hpp.
+#include "engine/ucx_engine.hpp"
+
+namespace yokan {
+
+void UcxEngine::finalize() {
+  if (finalized_.exchange(true)) return;
+  std::map<uint64_t, std::function<void()>> hooks;
+  {
+    std::lock_guard<std::mutex> g(finalize_mu_);
+    hooks.swap(finalize_hooks_);
+  }
+  for (auto& [token, fn] : hooks) fn();
+  bootstrap_.reset();
+  watcher_.reset();  // closes the liveness connections: peers see us go
+  pool_->stop();
+  // Fail every call still waiting.
+  std::vector<PendingCall*> waiting;
+  {
+    std::lock_guard<std::mutex> g(pending_mu_);
+    for (auto& [seq, pc] : pending_) {
+      pc->claimed = true;
+      waiting.push_back(pc);
+    }
+    pending_.clear();
+  }
+  for (auto* pc : waiting) {
+    pc->reply->status = Status::YOKAN_ERR_INVALID_MID;
+    pc->complete_response();
+  }
+  { std::lock_guard<std::mutex> g(finalize_mu_); }
+  finalize_cv_.notify_all();
+}
+
+void UcxEngine::teardown() {
+  if (torn_down_) return;
+  torn_down_ = true;
+  std::vector<std::shared_ptr<Endpoint>> all;
+  {
+    std::lock_guard<std::mutex> g(endpoints_mu_);
+    for (auto& [k, v] : lookups_) all.push_back(v);
+    for (auto& [k, v] : peers_) all.push_back(v);
+    for (auto& v : retired_) all.push_back(v);
+    lookups_.clear();
+    peers_.clear();
+    retired_.clear();
+  }
+  // Close endpoints while the progress thread still runs, then stop it.
+  watcher_.reset();  // no more liveness callbacks
+  for (auto& ep : all) close_endpoint(*ep);
+  stop_progress_ = true;
+  ucp_worker_signal(worker_);
+  park_cv_.notify_all();
+  if (progress_thread_.joinable()) progress_thread_.join();
+  for (int i = 0; i < 100; ++i) progress();
+  release_held();
+  ucp_worker_destroy(worker_);
+  ucp_cleanup(context_);
+}
+
+}  // namespace yokan

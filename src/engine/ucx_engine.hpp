@@ -1,0 +1,440 @@
+// The Engine over UCX UCP active messages: the UcxEngine class and the
+// state its parts share. Its definition is split by concern over
+// src/engine/{engine_setup,progress,sending,incoming_requests,
+// incoming_responses,endpoints,calls,shutdown}.cpp.
+//
+// Message flow. Every message is one active message: a fixed WireHeader plus
+// the caller's "meta" bytes as the AM header (or, when the meta is large, at the
+// front of the body), and the body as the AM data. UCX picks eager or
+// rendezvous for the body by size; a rendezvous body is received straight into
+// its destination (for responses: the caller's own buffers when it supplied a
+// scatter function).
+//
+// Connections. A client resolves an address through the bootstrap socket,
+// creates a UCX endpoint from the server's worker address and sends HELLO with
+// its own worker address and a random token. The server creates its own
+// endpoint back to the client (with an error handler, so a dead client is
+// noticed) and answers every later request from that token on it. UCX reply
+// endpoints are not used because their lifetime after a peer failure is not
+// ours to control.
+//
+// Threads. One progress thread polls the worker (spinning briefly, then
+// sleeping on the worker's event fd); handlers run on a thread pool; callers
+// spin on the worker themselves for a short while before sleeping, so a fast
+// response needs no thread hand-off on the client side.
+#pragma once
+
+#include <sched.h>
+#include <sys/epoll.h>
+#include <ucp/api/ucp.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <map>
+#include <mutex>
+#include <nlohmann/json.hpp>
+#include <random>
+#include <shared_mutex>
+#include <system_error>
+#include <thread>
+#include <tuple>
+#include <unordered_map>
+
+#include "common/segments.hpp"
+#include "engine/bootstrap.hpp"
+#include "engine/liveness.hpp"
+#include "engine/thread_pool.hpp"
+#include "engine/wire_format.hpp"
+#include "yokan/engine.hpp"
+
+namespace yokan {
+
+using json = nlohmann::json;
+using Clock = std::chrono::steady_clock;
+
+class UcxEngine;
+
+// Bodies up to this size made of several pieces are copied into one buffer:
+// cheaper than a long scatter list for UCX to walk.
+inline constexpr size_t kCoalesceMax = 64 * 1024;
+// ... and so are larger bodies whose pieces average less than this: copying
+// them costs less than UCX walking a scatter list of that many entries.
+inline constexpr size_t kCoalescePiece = 4096;
+// Eager request bodies from this size on are handed to the handler in UCX's
+// receive buffer rather than copied out (they arrived in several fragments,
+// so UCX assembled them in memory of its own).
+inline constexpr size_t kHoldFrom = 16 * 1024;
+
+// How long a timed-out call waits for its cancelled send or a response
+// already arriving before it force-closes the connection.
+inline constexpr std::chrono::milliseconds kGrace{200};
+
+// A UCX endpoint plus what we know of its peer. `mu` is held shared while
+// sending and exclusively to close the UCX endpoint when the peer is gone.
+class Endpoint {
+ public:
+  std::shared_mutex mu;
+  ucp_ep_h ep = nullptr;  // null once closed
+  std::string address;
+  std::atomic<bool> failed{false};
+  uint64_t peer_token = 0;  // server side: the client this endpoint answers
+  // Client side: serialises reconnection; `gen` counts connections, so that
+  // the liveness callback of an old connection cannot fail a new one.
+  std::mutex connect_mu;
+  std::atomic<uint64_t> gen{0};
+};
+
+struct PendingCall {
+  Reply* reply = nullptr;
+  const Scatter* scatter = nullptr;
+  Endpoint* ep = nullptr;
+  std::vector<ucp_dt_iov_t> iov;  // rendezvous destinations
+  std::string meta_storage;
+  bool meta_in_body = false;
+  bool claimed = false;  // a response arrived (guarded by the pending-map mutex)
+  std::atomic<bool> send_done{false};
+  std::atomic<bool> response_done{false};
+  Status send_status = Status::YOKAN_SUCCESS;
+  std::mutex m;
+  std::condition_variable cv;
+
+  // The last touch of the call by a completer. The caller may see the flag
+  // (it spins on the atomics without the mutex) and leave at once, taking
+  // the PendingCall (its stack) with it; so the notify happens under the
+  // mutex, and the caller takes the mutex once before leaving (finish()).
+  void complete_response() {
+    std::lock_guard<std::mutex> g(m);
+    response_done.store(true, std::memory_order_release);
+    cv.notify_all();
+  }
+  void complete_send(Status s) {
+    std::lock_guard<std::mutex> g(m);
+    send_status = s;
+    send_done.store(true, std::memory_order_release);
+    cv.notify_all();
+  }
+  // Waits for a completer still inside complete_*().
+  void finish() { std::lock_guard<std::mutex> g(m); }
+};
+
+// What a call holds from its send until its response is in or it is given
+// up: the send's buffers, the UCX request, the pending-map entry's target.
+struct CallState {
+  PendingCall pc;
+  std::string head;
+  std::vector<ucp_dt_iov_t> iov;
+  std::unique_ptr<char[]> staging;
+  ucs_status_ptr_t req = nullptr;
+  uint64_t seq = 0;
+  double timeout_ms = 0;
+  uint64_t gen = 0;        // the connection of pc.ep the request went out on
+  bool in_flight = false;  // sent, and neither awaited nor abandoned yet
+};
+
+class UcxEngine;
+
+class IncomingRequest final : public Request {
+ public:
+  IncomingRequest(UcxEngine* engine, const WireHeader& h, std::shared_ptr<Endpoint> peer)
+      : engine_(engine), header_(h), peer_(std::move(peer)) {}
+  ~IncomingRequest() override {
+    if (!responded_) respond(Status::YOKAN_ERR_OTHER);
+  }
+  uint16_t rpc() const override { return header_.rpc; }
+  uint16_t provider_id() const override { return header_.provider; }
+  uint32_t timeout_ms() const override { return header_.timeout_ms; }
+  std::string_view meta() const override {
+    if (meta_in_body_) return body_.view().substr(0, header_.meta_len);
+    return meta_;
+  }
+  std::string_view body() const override {
+    return meta_in_body_ ? body_.view().substr(header_.meta_len) : body_.view();
+  }
+  void respond(Status status, std::string meta = {}, Buffer body = {}) override;
+  bool abandoned() const override { return !peer_ || peer_->failed.load(); }
+
+  std::string meta_;
+  Buffer body_;
+  bool meta_in_body_ = false;
+
+ private:
+  UcxEngine* engine_;
+  WireHeader header_;
+  std::shared_ptr<Endpoint> peer_;
+  bool responded_ = false;
+};
+
+class UcxEngine final : public Engine, public std::enable_shared_from_this<UcxEngine> {
+ public:
+  UcxEngine(const std::string& address, bool listen, const std::string& config_text);
+  ~UcxEngine() override {
+    finalize();
+    teardown();
+  }
+
+  std::string self_address() const override { return address_; }
+  bool listening() const override { return listen_; }
+  std::string protocol() const override { return protocol_; }
+  std::string config() const override { return config_.dump(); }
+  EndpointPtr lookup(const std::string& address) override;
+  std::string endpoint_address(const EndpointPtr& ep) const override { return ep->address; }
+  std::string endpoint_info(const EndpointPtr& ep) override;
+
+  bool register_handler(uint16_t provider_id, uint16_t rpc, Handler handler,
+                        bool run_inline) override {
+    std::unique_lock<std::shared_mutex> g(handlers_mu_);
+    return handlers_
+        .emplace((uint32_t(provider_id) << 16) | rpc, Registered{std::move(handler), run_inline})
+        .second;
+  }
+  void post(std::function<void()> job) override { pool_->post(std::move(job)); }
+  bool provider_registered(uint16_t provider_id) const override {
+    std::shared_lock<std::shared_mutex> g(handlers_mu_);
+    auto it = handlers_.lower_bound(uint32_t(provider_id) << 16);
+    return it != handlers_.end() && (it->first >> 16) == provider_id;
+  }
+  void deregister_provider(uint16_t provider_id) override {
+    std::unique_lock<std::shared_mutex> g(handlers_mu_);
+    auto it = handlers_.lower_bound(uint32_t(provider_id) << 16);
+    while (it != handlers_.end() && (it->first >> 16) == provider_id) it = handlers_.erase(it);
+  }
+  void on_finalize(uint64_t token, std::function<void()> fn) override {
+    std::lock_guard<std::mutex> g(finalize_mu_);
+    finalize_hooks_[token] = std::move(fn);
+  }
+  void cancel_on_finalize(uint64_t token) override {
+    std::lock_guard<std::mutex> g(finalize_mu_);
+    finalize_hooks_.erase(token);
+  }
+  void on_idle(uint64_t token, std::function<bool()> task) override {
+    std::lock_guard<std::mutex> g(idle_mu_);
+    idle_tasks_[token] = std::move(task);
+    idle_count_.store(idle_tasks_.size(), std::memory_order_release);
+  }
+  void cancel_on_idle(uint64_t token) override {
+    std::lock_guard<std::mutex> g(idle_mu_);  // waits for a running task
+    idle_tasks_.erase(token);
+    idle_count_.store(idle_tasks_.size(), std::memory_order_release);
+  }
+
+  Status call(const EndpointPtr& ep, uint16_t provider_id, uint16_t rpc, std::string_view meta,
+              const std::vector<Segment>& body, const CallOptions& options, Reply* reply) override {
+    if (ep && ep->failed.load(std::memory_order_relaxed)) {
+      Status s = reconnect(ep, options.timeout_ms, reply);
+      if (!ok(s)) return s;
+    }
+    return send_and_wait(kAmRequest, ep, provider_id, rpc, meta, body, options, reply);
+  }
+  // Reconnects a client endpoint whose connection failed (once per call);
+  // on failure fills reply->error.
+  Status reconnect(const EndpointPtr& ep, double timeout_ms, Reply* reply);
+  std::unique_ptr<CallInFlight> start_call(const EndpointPtr& ep, uint16_t provider_id,
+                                           uint16_t rpc, std::string meta,
+                                           const CallOptions& options, Status* status) override {
+    return start_call(ep, provider_id, rpc, std::move(meta), {}, options, status);
+  }
+  std::unique_ptr<CallInFlight> start_call(const EndpointPtr& ep, uint16_t provider_id,
+                                           uint16_t rpc, std::string meta,
+                                           const std::vector<Segment>& body,
+                                           const CallOptions& options, Status* status) override;
+  // send_and_wait in three parts. start_call sends (on success the call is
+  // in flight and `meta`, `body`, `reply` and `cs` must outlive it); exactly
+  // one of await_call (waits for the response) or abandon_call (gives it up)
+  // then ends it.
+  Status start_call(CallState& cs, uint16_t am_id, const EndpointPtr& ep, uint16_t provider_id,
+                    uint16_t rpc, std::string_view meta, const std::vector<Segment>& body,
+                    const CallOptions& options, Reply* reply);
+  Status await_call(CallState& cs);
+  void abandon_call(CallState& cs);
+
+ private:
+  // For a call whose response no one will wait for (timed out, abandoned):
+  // takes it out of the pending map and returns true, or returns false if a
+  // response has claimed it already (then it is being completed).
+  bool take_back(CallState& cs);
+  // Cancels the call's send if it is still going and waits until it ended:
+  // the send's buffers belong to the call.
+  // After its deadline a cancelled rendezvous send may never end while the
+  // peer is stopped: past a short grace the connection is force-closed
+  // (which ends its operations) and the next call reconnects.
+  void end_send(CallState& cs);
+  // Waits until `ready()`, moving the worker on each wake (the call's
+  // completions wake it, and every millisecond in case nothing signals).
+  template <typename Ready>
+  void nap_until(PendingCall& pc, Ready ready) {
+    std::unique_lock<std::mutex> lk(pc.m);
+    while (!ready()) {
+      lk.unlock();
+      progress_if_idle();
+      lk.lock();
+      pc.cv.wait_for(lk, std::chrono::milliseconds(1));
+    }
+  }
+
+ public:
+  void finalize() override;
+  bool finalized() const override { return finalized_.load(); }
+  bool wait_for_finalize(double timeout_ms) override {
+    std::unique_lock<std::mutex> lk(finalize_mu_);
+    auto done = [this] { return finalized_.load(); };
+    if (timeout_ms < 0) {
+      finalize_cv_.wait(lk, done);
+      return true;
+    }
+    return finalize_cv_.wait_for(lk, std::chrono::duration<double, std::milli>(timeout_ms), done);
+  }
+
+  // True on the progress thread or a handler thread of this engine.
+  bool runs_here() const {
+    return std::this_thread::get_id() == progress_thread_.get_id() || (pool_ && pool_->runs_here());
+  }
+
+  // --- used by callbacks ---
+  void send_message(Endpoint& ep, uint16_t am_id, WireHeader h, std::string meta, Buffer body);
+  void dispatch(std::unique_ptr<IncomingRequest> req);
+  ucp_worker_h worker() const { return worker_; }
+  void wake_progress() {
+    if (sleeping_.load(std::memory_order_acquire)) ucp_worker_signal(worker_);
+  }
+
+ private:
+  static ucs_status_t on_hello(void* arg, const void* header, size_t header_len, void* data,
+                               size_t len, const ucp_am_recv_param_t* param);
+  static ucs_status_t on_request(void* arg, const void* header, size_t header_len, void* data,
+                                 size_t len, const ucp_am_recv_param_t* param);
+  static ucs_status_t on_response(void* arg, const void* header, size_t header_len, void* data,
+                                  size_t len, const ucp_am_recv_param_t* param);
+
+  ucs_status_t handle_incoming(const void* header, size_t header_len, void* data, size_t len,
+                               const ucp_am_recv_param_t* param, bool hello);
+  void handle_hello(const WireHeader& h, std::string_view meta);
+  // Sends one message as active message `am_id` and waits for its response.
+  Status send_and_wait(uint16_t am_id, const EndpointPtr& ep, uint16_t provider_id, uint16_t rpc,
+                       std::string_view meta, const std::vector<Segment>& body,
+                       const CallOptions& options, Reply* reply);
+  std::shared_ptr<Endpoint> create_endpoint(const std::string& worker_address,
+                                            const std::string& label);
+  void fail_endpoint(Endpoint* ep, const char* why = "lost");
+  // fail_endpoint() if `ep` is still on connection `gen`.
+  void fail_connection(Endpoint* ep, uint64_t gen, const char* why);
+  // Connects `ep` (closed) to its address: bootstrap, UCX endpoint, HELLO.
+  // Throws yokan::Exception naming the address and the cause.
+  void connect_endpoint(const std::shared_ptr<Endpoint>& ep, double budget_ms);
+  void fail_peer(uint64_t token);
+  static void close_endpoint(Endpoint& ep);
+  void progress_loop();
+  bool run_idle_tasks();  // true if one has more to do
+  // ucp_worker_progress, counted, so that a napping caller can stay out of
+  // the way of a thread that is already moving data (see progress_if_idle).
+  unsigned progress() {
+    progressing_.fetch_add(1, std::memory_order_acq_rel);
+    unsigned n = ucp_worker_progress(worker_);
+    progressing_.fetch_sub(1, std::memory_order_acq_rel);
+    if (releases_pending_.load(std::memory_order_acquire)) release_held();
+    return n;
+  }
+  // A pass only if no other thread is in one: that thread completes our
+  // operations too, and waiting for its lock would spin, for whole time
+  // slices when it shares our CPU, while it needs that CPU to finish.
+  void progress_if_idle() {
+    if (progressing_.load(std::memory_order_acquire) == 0) progress();
+  }
+  void teardown();
+
+  // Large eager request bodies stay in UCX's receive buffer while their
+  // handler runs (handle_incoming) and are given back here, after a
+  // ucp_worker_progress pass: never from inside the callback that received
+  // them, which would return them before UCX has handed them over.
+ public:
+  void release_later(void* data) {
+    std::lock_guard<std::mutex> g(release_mu_);
+    to_release_.push_back(data);
+    releases_pending_.store(true, std::memory_order_release);
+  }
+
+ private:
+  void release_held() {
+    std::vector<void*> batch;
+    {
+      std::lock_guard<std::mutex> g(release_mu_);
+      batch.swap(to_release_);
+      releases_pending_.store(false, std::memory_order_release);
+    }
+    for (void* data : batch) ucp_am_data_release(worker_, data);
+  }
+  std::mutex release_mu_;
+  std::vector<void*> to_release_;
+  std::atomic<bool> releases_pending_{false};
+
+  json config_;
+  std::string protocol_;
+  std::string address_;
+  bool listen_;
+  uint64_t token_;
+  size_t max_message_size_;
+  double spin_us_;       // progress thread: busy-poll this long before sleeping
+  double call_spin_us_;  // a waiting caller: progress itself this long before napping
+  double liveness_ms_;   // bootstrap socket keepalive budget (0 = kernel defaults)
+  double connect_ms_;    // bound of one lookup / reconnection
+  ucp_context_h context_ = nullptr;
+  ucp_worker_h worker_ = nullptr;
+  std::string worker_address_;
+  int efd_ = -1;
+  std::unique_ptr<FdWatcher> watcher_;
+  std::unique_ptr<BootstrapServer> bootstrap_;
+  std::unique_ptr<ThreadPool> pool_;
+  std::thread progress_thread_;
+  std::atomic<bool> stop_progress_{false};
+  std::atomic<bool> sleeping_{false};
+  std::atomic<int> progressing_{0};  // threads inside ucp_worker_progress
+  // Callers of a client engine busy-polling the worker for their reply; the
+  // progress thread parks meanwhile (see progress_loop).
+  std::atomic<int> spinning_callers_{0};
+  std::mutex park_mu_;
+  std::condition_variable park_cv_;
+
+ public:
+  // Operations under way (calls, sends, receives). While any is, the progress
+  // thread naps briefly instead of sleeping long: not every UCX transport
+  // (self, cma) signals the worker's event fd when an operation advances.
+  std::atomic<int> inflight_{0};
+  void begin_op() {
+    inflight_.fetch_add(1, std::memory_order_acq_rel);
+    wake_progress();
+  }
+  void end_op() { inflight_.fetch_sub(1, std::memory_order_acq_rel); }
+
+ private:
+  struct Registered {
+    Handler handler;
+    bool run_inline;
+  };
+  mutable std::shared_mutex handlers_mu_;
+  std::map<uint32_t, Registered> handlers_;
+
+  std::mutex pending_mu_;
+  std::unordered_map<uint64_t, PendingCall*> pending_;
+  std::atomic<uint64_t> next_seq_{1};
+
+  std::mutex endpoints_mu_;
+  std::map<std::string, std::shared_ptr<Endpoint>> lookups_;       // client side
+  std::unordered_map<uint64_t, std::shared_ptr<Endpoint>> peers_;  // server side, by token
+  std::vector<std::shared_ptr<Endpoint>> retired_;                 // failed, closed at teardown
+
+  std::mutex finalize_mu_;
+  std::condition_variable finalize_cv_;
+  std::map<uint64_t, std::function<void()>> finalize_hooks_;
+  // Held while the idle tasks run (cancel_on_idle waits on it).
+  std::mutex idle_mu_;
+  std::map<uint64_t, std::function<bool()>> idle_tasks_;
+  std::atomic<size_t> idle_count_{0};
+  std::atomic<bool> finalized_{false};
+  bool torn_down_ = false;
+};
+
+}  // namespace yokan
