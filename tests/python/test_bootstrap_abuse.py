@@ -12,6 +12,7 @@ from auth_helpers import AuthServer
 from mochi.margo import Engine, client
 from mochi.yokan import exception
 from mochi.yokan.client import Client
+from ucx_raw import AM_HELLO, AM_REQUEST, RawPeer, wire_header
 
 MAGIC = struct.pack("!I", 0x594B4232)  # "YKB2"
 
@@ -28,6 +29,14 @@ def server():
     yield start
     for s in started:
         s.stop()
+
+
+def stop(s):
+    """Stops a server and returns what it wrote to stderr."""
+    s.proc.send_signal(signal.SIGTERM)
+    log = s.proc.stderr.read()
+    s.proc.wait(timeout=20)
+    return log
 
 
 def port_of(address):
@@ -126,9 +135,7 @@ def test_failed_handshakes_are_logged_rate_limited(server):
             except (TimeoutError, ConnectionResetError):
                 pass
     use(s.address)
-    s.proc.send_signal(signal.SIGTERM)
-    log = s.proc.stderr.read()
-    s.proc.wait(timeout=20)
+    log = stop(s)
     lines = [ln for ln in log.splitlines() if "not a mochi-yokan handshake" in ln]
     assert 1 <= len(lines) <= 20, log[-2000:]
 
@@ -185,3 +192,56 @@ def test_max_clients_full_gives_a_clear_error(server):
     finally:
         for e in engines:
             e.finalize()
+
+
+def test_raw_hellos_never_kill_the_provider(server):
+    """HELLO active messages sent straight to the server's UCX worker, with
+    the meta that used to reach ucp_ep_create (a worker address whose version
+    nibble is 8 made UCX assert and abort the provider)."""
+    s = server("tcp", {})
+    peer = RawPeer()
+    try:
+        known = 0x5EED
+        status, server_worker = raw_handshake(port_of(s.address), peer.address(), token=known)
+        assert status == 0, server_worker
+        peer.connect(server_worker)
+        for token in (known, 0xBAD, 0):
+            for b in range(0, 256, 16):
+                bad = bytes([(b & 0xF0) | 8]) + bytes(63)
+                meta = struct.pack("=Q", token) + bad
+                assert peer.send(AM_HELLO, wire_header(token=token, meta_len=len(meta)) + meta)
+            # Malformed headers too: short, wrong magic, lengths that do not add up.
+            assert peer.send(AM_HELLO, b"\x08" * 12)
+            assert peer.send(AM_HELLO, wire_header(token=token, meta_len=1000))
+        peer.progress(0.5)
+        assert s.proc.poll() is None
+        use(s.address)
+    finally:
+        peer.close()
+    assert s.proc.poll() is None
+    # They did arrive, and were dropped (and said so, rate-limited).
+    assert "dropped a HELLO from a peer that did not complete the handshake" in stop(s)
+
+
+def test_requests_of_a_token_that_did_not_handshake_never_reach_a_provider(server):
+    s = server("tcp", {})
+    with Engine("tcp", mode=client) as e:
+        db = Client(e).make_database_handle(s.address, 42)
+        db.put(b"keep", b"me")
+        peer = RawPeer()
+        try:
+            status, server_worker = raw_handshake(port_of(s.address), peer.address(), token=0x5EED)
+            assert status == 0
+            peer.connect(server_worker)
+            # An erase of everything (prefix "" matches all keys) under a
+            # token nobody registered, with every RPC id a provider might use.
+            for rpc in range(64):
+                h = wire_header(rpc=rpc, provider=42, token=0xBAD, meta_len=16)
+                assert peer.send(AM_REQUEST, h + bytes(16))
+            peer.progress(0.5)
+        finally:
+            peer.close()
+        assert db.count() == 1
+        assert db.get(b"keep") == b"me"
+        del db
+    assert "dropped a request from an unknown peer" in stop(s)
