@@ -14,6 +14,7 @@ from auth_helpers import AuthServer
 from mochi.margo import Engine, client
 from mochi.yokan import exception
 from mochi.yokan.client import Client
+from test_daemon import Daemon, provider_entry, run_daemon, write_config
 
 SECRET = "s3cr3t-" + uuid.uuid4().hex
 
@@ -304,3 +305,47 @@ def test_na_sm_refuses_another_uid(server):
     db.put(b"k", b"v")
     del db
     engine.finalize()
+
+
+def test_yokan_server_passes_the_auth_section_to_its_engine(tmp_path):
+    token = tmp_path / "token"
+    token.write_text(SECRET + "\n")
+    token.chmod(0o600)
+    config = write_config(
+        tmp_path,
+        {
+            "engine": {"auth": {"token_file": str(token)}},
+            "providers": [provider_entry("kv", 42, {"database": {"type": "map"}})],
+        },
+    )
+    daemon = Daemon(tmp_path, config)
+    try:
+        address = daemon.wait_ready()
+        with pytest.raises(exception.Exception) as info:
+            connect(address, {})
+        assert info.value.code == exception.YOKAN_ERR_PERMISSION
+        engine, db = connect(address, {"auth": {"token_file": str(token)}})
+        db.put(b"k", b"v")
+        assert db.get(b"k") == b"v"
+        del db
+        engine.finalize()
+    finally:
+        code, _, err = daemon.stop()
+    assert code == 0, err
+    assert SECRET not in err
+
+
+def test_yokan_server_refuses_a_world_readable_token_file(tmp_path):
+    token = tmp_path / "token"
+    token.write_text(SECRET)
+    token.chmod(0o644)
+    config = write_config(
+        tmp_path,
+        {
+            "engine": {"auth": {"token_file": str(token)}},
+            "providers": [provider_entry("kv", 42, {"database": {"type": "map"}})],
+        },
+    )
+    r = run_daemon(tmp_path, config)
+    assert r.returncode != 0
+    assert "chmod 600" in r.stderr
