@@ -245,3 +245,37 @@ def test_requests_of_a_token_that_did_not_handshake_never_reach_a_provider(serve
         assert db.get(b"keep") == b"me"
         del db
     assert "dropped a request from an unknown peer" in stop(s)
+
+
+def closed_by_server(sock, timeout):
+    """True if the server closes `sock` (reads EOF or a reset) within `timeout`."""
+    sock.settimeout(timeout)
+    try:
+        while sock.recv(4096):
+            pass
+        return True
+    except ConnectionResetError:
+        return True
+    except TimeoutError:
+        return False
+
+
+def test_an_idle_connection_is_dropped_at_its_deadline(server):
+    s = server("tcp", {"handshake_timeout_ms": 300})
+    with socket.create_connection(("127.0.0.1", port_of(s.address)), timeout=5) as idle:
+        start = time.monotonic()
+        assert closed_by_server(idle, 10)
+        print(f"idle connection dropped after {(time.monotonic() - start) * 1000:.0f} ms")
+
+
+def test_when_handshakes_are_full_the_oldest_makes_room(server):
+    s = server("tcp", {"max_handshakes": 8, "handshake_timeout_ms": 60000})
+    socks = hold_idle_sockets(port_of(s.address), 100)
+    try:
+        use(s.address)  # a real client still gets in
+        # The oldest idle ones were dropped to make room; the newest are held.
+        assert closed_by_server(socks[0], 10)
+        assert not closed_by_server(socks[-1], 0.2)
+    finally:
+        for c in socks:
+            c.close()
