@@ -11,8 +11,14 @@ set -euo pipefail
 
 shared="${SLURM_SUBMIT_DIR}/yokan-${SLURM_JOB_ID}"   # on the parallel file system
 mkdir -p "$shared"
+# A fresh secret per job, readable only by this user (the server refuses a
+# token file that group or others can read). The server listens on a network
+# interface, so protected mode requires it; the application's engines use it
+# too: Engine("tcp", config={"auth": {"token_file": os.environ["YOKAN_TOKEN_FILE"]}}).
+(umask 077 && openssl rand -hex 32 > "$shared/token")
 cat > "$shared/yokan.json" <<JSON
-{"providers": [{"name": "state", "type": "yokan", "provider_id": 1,
+{"engine": {"auth": {"token_file": "$shared/token"}},
+ "providers": [{"name": "state", "type": "yokan", "provider_id": 1,
   "config": {"database": {"type": "map"}}}]}
 JSON
 
@@ -27,8 +33,9 @@ server=$!
 for _ in $(seq 600); do [ -s "$shared/address" ] && break; sleep 0.1; done
 [ -s "$shared/address" ] || { echo "yokan-server did not start" >&2; exit 1; }
 
-# The application: every task reads the address from $shared.
-YOKAN_ADDRESS=$(cat "$shared/address") srun --overlap python3 "$@"
+# The application: every task reads the address (and the token file) from $shared.
+YOKAN_ADDRESS=$(cat "$shared/address") YOKAN_TOKEN_FILE="$shared/token" \
+  srun --overlap python3 "$@"
 
 kill -TERM "$server"   # clean stop: backends flushed
 wait "$server"

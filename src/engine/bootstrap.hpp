@@ -6,10 +6,13 @@
 #include <atomic>
 #include <functional>
 #include <map>
+#include <memory>
 #include <mutex>
 #include <string>
 #include <thread>
 #include <utility>
+
+#include "engine/log_limiter.hpp"
 
 namespace yokan {
 
@@ -51,36 +54,69 @@ class FdWatcher {
   std::thread thread_;
 };
 
+// What the handshake needs to know on either side.
+struct HandshakeConfig {
+  std::string secret;            // empty: no authentication
+  int timeout_ms = 5000;         // deadline for one whole handshake
+  size_t max_clients = 1024;     // connected clients (sessions); more are refused
+  size_t max_handshakes = 1024;  // handshakes in progress; the oldest makes room
+};
+
+// The bootstrap server: an event-driven handshake
+// (docs/design/bootstrap-and-auth.md). One thread polls every connection;
+// each has its own deadline, so idle or slow peers never delay others. Only a
+// peer that completes the handshake (and proves the secret when one is set)
+// learns the worker address and gets its own worker address passed to
+// `admit`. Diagnostics a peer can trigger are logged rate-limited.
 class BootstrapServer {
  public:
-  // tcp: listens on host:port (port 0 = any free port). na+sm: abstract unix
-  // socket. Each client sends its token, receives `payload` and keeps the
-  // connection open; `on_client(fd, token)` takes the connection.
-  BootstrapServer(const ParsedAddress& where, std::string payload,
+  // `admit(token, worker_address)` validates and registers a client; it
+  // returns "" on success or a message sent to the client. `on_client(fd,
+  // token)` then takes the connection, kept open as a liveness signal, and
+  // must decrement `sessions()` when it closes; `on_client(-1, token)` says
+  // that an admitted client's connection failed before it was handed over
+  // (forget the token). Both run on the bootstrap thread.
+  BootstrapServer(const ParsedAddress& where, std::string payload, HandshakeConfig config,
+                  std::function<std::string(uint64_t token, const std::string& address)> admit,
                   std::function<void(int fd, uint64_t token)> on_client);
   ~BootstrapServer();
   BootstrapServer(const BootstrapServer&) = delete;
   BootstrapServer& operator=(const BootstrapServer&) = delete;
 
-  // The address string peers use, e.g. "tcp://127.0.0.1:40123".
+  // The number of connected clients; shared so that it outlives the server.
+  std::shared_ptr<std::atomic<long>> sessions() const { return sessions_; }
+
+  // The address string peers use, e.g. "tcp://127.0.0.1:40123" (a wildcard
+  // listen shows a routable address of this host, never 0.0.0.0).
   const std::string& address() const { return address_; }
 
  private:
+  struct Conn;
   void serve();
+  bool advance(Conn& c);  // false: the connection is finished (closed or handed over)
 
   int listen_fd_ = -1;
+  bool unix_ = false;
   int stop_pipe_[2] = {-1, -1};
   std::string payload_;
   std::string address_;
+  HandshakeConfig config_;
+  std::function<std::string(uint64_t, const std::string&)> admit_;
   std::function<void(int, uint64_t)> on_client_;
+  std::shared_ptr<std::atomic<long>> sessions_ = std::make_shared<std::atomic<long>>(0);
+  LogLimiter log_;
   std::thread thread_;
 };
 
-// Connects to a bootstrap server, sends `token` and returns the payload (the
-// worker address) and the connection, which the caller keeps open for as long
-// as it talks to that peer. Throws yokan::Exception(YOKAN_ERR_FROM_MERCURY)
+// Connects to a bootstrap server, runs the handshake (proving `secret` when
+// set, and checking that the server proves it too), registers
+// `my_worker_address` under `token`, and returns the server's worker address
+// and the connection, which the caller keeps open for as long as it talks to
+// that peer. Throws yokan::Exception: YOKAN_ERR_PERMISSION when the tokens do
+// not match, YOKAN_ERR_BUSY when the server is full, YOKAN_ERR_FROM_MERCURY
 // when nobody answers in time.
 std::pair<std::string, int> bootstrap_connect(const ParsedAddress& where, uint64_t token,
-                                              int timeout_ms);
+                                              const std::string& my_worker_address,
+                                              const std::string& secret, int timeout_ms);
 
 }  // namespace yokan

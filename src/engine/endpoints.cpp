@@ -88,10 +88,13 @@ void UcxEngine::connect_endpoint(const std::shared_ptr<Endpoint>& ep, double bud
   int liveness_fd = -1;
   if (address == address_ && listen_) {
     remote_worker = worker_address_;
+    std::string err = admit_peer(token_, worker_address_);  // our own, trusted
+    if (!err.empty()) throw Exception(Status::YOKAN_ERR_FROM_MERCURY, err);
   } else {
     ParsedAddress where = parse_address(address);
     std::tie(remote_worker, liveness_fd) =
-        bootstrap_connect(where, token_, static_cast<int>(std::min(budget_ms, 5000.0)));
+        bootstrap_connect(where, token_, worker_address_, handshake_.secret,
+                          static_cast<int>(std::min(budget_ms, 5000.0)));
     set_liveness_timers(liveness_fd, liveness_ms_);
   }
   std::shared_ptr<Endpoint> fresh;
@@ -111,10 +114,10 @@ void UcxEngine::connect_endpoint(const std::shared_ptr<Endpoint>& ep, double bud
   Endpoint* raw = ep.get();
   if (liveness_fd >= 0)
     watcher_->add(liveness_fd, [this, ep, gen] { fail_connection(ep.get(), gen, "lost"); });
-  // HELLO: give the server our worker address so that it can answer us.
+  // HELLO: the server filed us during the handshake; this confirms that the
+  // UCX path works both ways.
   std::string meta(8, '\0');
   std::memcpy(meta.data(), &token_, 8);
-  meta += worker_address_;
   Reply reply;
   CallOptions opts;
   double spent = std::chrono::duration<double, std::milli>(Clock::now() - start).count();
@@ -180,7 +183,11 @@ Status UcxEngine::reconnect(const EndpointPtr& ep, double timeout_ms, Reply* rep
   } catch (const Exception& e) {
     reply->error =
         std::string("connection to ") + ep->address + " lost; reconnecting failed: " + e.what();
-    return e.code() == Status::YOKAN_ERR_INVALID_MID ? e.code() : Status::YOKAN_ERR_FROM_MERCURY;
+    Status c = e.code();
+    return c == Status::YOKAN_ERR_INVALID_MID || c == Status::YOKAN_ERR_PERMISSION ||
+                   c == Status::YOKAN_ERR_BUSY
+               ? c
+               : Status::YOKAN_ERR_FROM_MERCURY;
   }
   return Status::YOKAN_SUCCESS;
 }

@@ -1,4 +1,6 @@
 // UcxEngine: construction. See src/engine/ucx_engine.hpp.
+#include <arpa/inet.h>
+
 #include "engine/ucx_engine.hpp"
 
 namespace yokan {
@@ -21,6 +23,50 @@ uint64_t random_token() {
 }
 
 }  // namespace
+
+bool UcxEngine::parse_auth_config() {
+  auto limit = [&](const char* key, double def, double max) {
+    if (!config_.contains(key)) config_[key] = def;
+    const json& v = config_[key];
+    if (!v.is_number() || v.get<double>() < 1 || v.get<double>() > max)
+      throw Exception(Status::YOKAN_ERR_INVALID_CONFIG, std::string("engine config: \"") + key +
+                                                            "\" must be a number from 1 to " +
+                                                            std::to_string(long(max)));
+    return v.get<double>();
+  };
+  handshake_.timeout_ms = static_cast<int>(limit("handshake_timeout_ms", 5000, 600000));
+  handshake_.max_clients = static_cast<size_t>(limit("max_clients", 1024, 1 << 20));
+  handshake_.max_handshakes = static_cast<size_t>(limit("max_handshakes", 1024, 1 << 16));
+  if (!config_.contains("auth")) return false;
+  json& a = config_["auth"];
+  if (!a.is_object())
+    throw Exception(Status::YOKAN_ERR_INVALID_CONFIG, "engine config: \"auth\" must be an object");
+  for (auto& [k, v] : a.items())
+    if (k != "token" && k != "token_file" && k != "allow_anonymous")
+      throw Exception(Status::YOKAN_ERR_INVALID_CONFIG,
+                      "engine config: unknown key auth." + k +
+                          " (expected token, token_file or allow_anonymous)");
+  if (a.contains("token") && a.contains("token_file"))
+    throw Exception(Status::YOKAN_ERR_INVALID_CONFIG,
+                    "engine config: give auth.token or auth.token_file, not both");
+  if (a.contains("token")) {
+    if (!a["token"].is_string() || a["token"].get<std::string>().empty())
+      throw Exception(Status::YOKAN_ERR_INVALID_CONFIG,
+                      "engine config: auth.token must be a non-empty string");
+    handshake_.secret = a["token"].get<std::string>();
+    a["token"] = "<hidden>";  // config() must not show the secret
+  } else if (a.contains("token_file")) {
+    if (!a["token_file"].is_string())
+      throw Exception(Status::YOKAN_ERR_INVALID_CONFIG,
+                      "engine config: auth.token_file must be a path");
+    handshake_.secret = auth::read_token_file(a["token_file"].get<std::string>());
+  }
+  if (!a.contains("allow_anonymous")) return false;
+  if (!a["allow_anonymous"].is_boolean())
+    throw Exception(Status::YOKAN_ERR_INVALID_CONFIG,
+                    "engine config: auth.allow_anonymous must be true or false");
+  return a["allow_anonymous"].get<bool>();
+}
 
 UcxEngine::UcxEngine(const std::string& address, bool listen, const std::string& config_text)
     : listen_(listen), token_(random_token()) {
@@ -56,6 +102,7 @@ UcxEngine::UcxEngine(const std::string& address, bool listen, const std::string&
   call_spin_us_ = num("call_spin_us", 2000);
   max_message_size_ = static_cast<size_t>(num("max_message_size", double(4ull << 30)));
   if (threads == 0) threads = 1;
+  bool allow_anonymous = parse_auth_config();
 
   // Which UCX transports and which network device, from the address.
   std::string host = "127.0.0.1";
@@ -94,6 +141,17 @@ UcxEngine::UcxEngine(const std::string& address, bool listen, const std::string&
                         "no local network interface has address " + host);
     }
     tls = protocol_ == "verbs" ? "rc,ud,sm,self" : "tcp,sm,self";
+    // Protected mode (like Redis): beyond loopback, other hosts can reach us,
+    // so listening there needs a token unless the operator opts out.
+    in_addr ip{};
+    bool loopback = inet_pton(AF_INET, host.c_str(), &ip) == 1 && (ntohl(ip.s_addr) >> 24) == 127;
+    if (listen_ && !loopback && handshake_.secret.empty() && !allow_anonymous)
+      throw Exception(Status::YOKAN_ERR_INVALID_CONFIG,
+                      "protected mode: refusing to listen on " + host +
+                          " (not loopback) without authentication; give every engine "
+                          "{\"auth\": {\"token_file\": PATH}} (or {\"auth\": {\"token\": ...}}), "
+                          "or set {\"auth\": {\"allow_anonymous\": true}} to accept anyone who "
+                          "can reach this address");
   } else if (protocol_ == "na+sm" || protocol_ == "sm" || protocol_ == "ucx+sm") {
     sm_only = true;
     tls = "sm,self";
@@ -186,10 +244,24 @@ UcxEngine::UcxEngine(const std::string& address, bool listen, const std::string&
     where.host = host;
     where.port = port;
     if (sm_only) where.sm_name = "self";
-    bootstrap_ =
-        std::make_unique<BootstrapServer>(where, worker_address_, [this](int fd, uint64_t token) {
+    bootstrap_ = std::make_unique<BootstrapServer>(
+        where, worker_address_, handshake_,
+        [this](uint64_t token, const std::string& addr) { return admit_peer(token, addr); },
+        [this](int fd, uint64_t token) {
+          if (fd < 0) return fail_peer(token);
           set_liveness_timers(fd, liveness_ms_);
-          watcher_->add(fd, [this, token] { fail_peer(token); });
+          // The close fails this session's endpoint only: the same client
+          // may already have reconnected under the same token.
+          std::weak_ptr<Endpoint> session;
+          {
+            std::lock_guard<std::mutex> g(endpoints_mu_);
+            auto it = peers_.find(token);
+            if (it != peers_.end()) session = it->second;
+          }
+          watcher_->add(fd, [this, session, sessions = bootstrap_->sessions()] {
+            if (auto ep = session.lock()) fail_endpoint(ep.get());
+            --*sessions;
+          });
         });
     address_ = bootstrap_->address();
   } else {

@@ -4,6 +4,11 @@
 namespace yokan {
 
 namespace {
+// Bounds of a UCX worker address we accept from a peer: ours are a few
+// hundred bytes; anything outside this is not one.
+constexpr size_t kMinWorkerAddress = 16;
+constexpr size_t kMaxWorkerAddress = 8192;
+
 struct RecvCtx {
   UcxEngine* engine;
   std::unique_ptr<IncomingRequest> req;
@@ -37,14 +42,22 @@ ucs_status_t UcxEngine::handle_incoming(const void* header, size_t header_len, v
   std::string_view meta, prefix;
   bool rndv = param->recv_attr & UCP_AM_RECV_ATTR_FLAG_RNDV;
   if (!parse_header(header, header_len, &h, &meta, &prefix)) {
-    std::fprintf(stderr, "[mochi-yokan] dropped a malformed message (%zu header bytes)\n",
-                 header_len);
+    drop_log_.log("dropped a malformed message (%zu header bytes)", header_len);
     return UCS_OK;
   }
   if (hello) {
-    if (rndv || (h.flags & kFlagMetaInBody)) return UCS_OK;
-    std::string m(meta);
-    pool_->post([this, h, m] { handle_hello(h, m); });
+    // Only a client that completed the bootstrap handshake has a peer entry
+    // (admit_peer); nothing in a HELLO is handed to UCX.
+    bool known;
+    {
+      std::lock_guard<std::mutex> g(endpoints_mu_);
+      known = peers_.count(h.token) != 0;
+    }
+    if (!known || rndv) {
+      drop_log_.log("dropped a HELLO from a peer that did not complete the handshake");
+      return UCS_OK;
+    }
+    pool_->post([this, h] { handle_hello(h); });
     return UCS_OK;
   }
   std::shared_ptr<Endpoint> peer;
@@ -54,7 +67,9 @@ ucs_status_t UcxEngine::handle_incoming(const void* header, size_t header_len, v
     if (it != peers_.end()) peer = it->second;
   }
   if (!peer) {
-    std::fprintf(stderr, "[mochi-yokan] dropped a request from an unknown peer\n");
+    // Authentication is per connection: a token that did not pass the
+    // handshake has no peer entry, so its requests never reach a provider.
+    drop_log_.log("dropped a request from an unknown peer");
     return UCS_OK;
   }
   auto req = std::make_unique<IncomingRequest>(this, h, peer);
@@ -111,26 +126,47 @@ ucs_status_t UcxEngine::handle_incoming(const void* header, size_t header_len, v
   return UCS_OK;
 }
 
-void UcxEngine::handle_hello(const WireHeader& h, std::string_view meta) {
-  // meta = [client token u64][client worker address]
-  if (meta.size() <= 8) return;
-  std::string address(meta.substr(8));
+std::string UcxEngine::admit_peer(uint64_t token, const std::string& worker_address) {
+  // The address is still untrusted input, even from a peer that proved the
+  // token: UCX unpacks it without a length and asserts (aborting the process)
+  // on an unknown format version. So: sane bounds, and the same header byte
+  // (format version nibble and flags) as the address of our own worker, made
+  // by the same UCX build (docs/design/bootstrap-and-auth.md).
+  if (worker_address.size() < kMinWorkerAddress || worker_address.size() > kMaxWorkerAddress ||
+      worker_address_.empty() || worker_address[0] != worker_address_[0]) {
+    drop_log_.log("refused a client with a malformed worker address (%zu bytes)",
+                  worker_address.size());
+    return "malformed worker address";
+  }
+  // A truncated address would make UCX read past its end: keep a zeroed tail.
+  std::string padded = worker_address;
+  padded.append(256, '\0');
+  std::shared_ptr<Endpoint> peer;
+  try {
+    peer = create_endpoint(padded, "client");
+  } catch (const Exception& e) {
+    drop_log_.log("refused a client: %s", e.what());
+    return e.what();
+  }
+  peer->peer_token = token;
+  std::lock_guard<std::mutex> g(endpoints_mu_);
+  auto it = peers_.find(token);
+  if (it != peers_.end()) {
+    it->second->failed.store(true);
+    retired_.push_back(it->second);
+  }
+  peers_[token] = peer;
+  return {};
+}
+
+void UcxEngine::handle_hello(const WireHeader& h) {
   std::shared_ptr<Endpoint> peer;
   {
     std::lock_guard<std::mutex> g(endpoints_mu_);
     auto it = peers_.find(h.token);
     if (it != peers_.end() && !it->second->failed) peer = it->second;
   }
-  if (!peer) {
-    try {
-      peer = create_endpoint(address, "client");
-    } catch (const Exception&) {
-      return;
-    }
-    peer->peer_token = h.token;
-    std::lock_guard<std::mutex> g(endpoints_mu_);
-    peers_[h.token] = peer;
-  }
+  if (!peer) return;
   WireHeader r{};
   r.seq = h.seq;
   r.status = static_cast<int32_t>(Status::YOKAN_SUCCESS);

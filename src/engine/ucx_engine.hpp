@@ -10,11 +10,13 @@
 // its destination (for responses: the caller's own buffers when it supplied a
 // scatter function).
 //
-// Connections. A client resolves an address through the bootstrap socket,
-// creates a UCX endpoint from the server's worker address and sends HELLO with
-// its own worker address and a random token. The server creates its own
-// endpoint back to the client (with an error handler, so a dead client is
-// noticed) and answers every later request from that token on it. UCX reply
+// Connections. A client resolves an address through the bootstrap socket:
+// the handshake there (authenticated when the engine has a token, see
+// docs/design/bootstrap-and-auth.md) trades its random token and worker
+// address for the server's worker address. The server checks that address,
+// creates its own endpoint back to the client and files it under the token;
+// the client then creates its endpoint and sends HELLO, which only confirms
+// the path. Requests are dispatched only for tokens filed that way. UCX reply
 // endpoints are not used because their lifetime after a peer failure is not
 // ours to control.
 //
@@ -46,8 +48,10 @@
 #include <unordered_map>
 
 #include "common/segments.hpp"
+#include "engine/auth.hpp"
 #include "engine/bootstrap.hpp"
 #include "engine/liveness.hpp"
+#include "engine/log_limiter.hpp"
 #include "engine/thread_pool.hpp"
 #include "engine/wire_format.hpp"
 #include "yokan/engine.hpp"
@@ -312,7 +316,13 @@ class UcxEngine final : public Engine, public std::enable_shared_from_this<UcxEn
 
   ucs_status_t handle_incoming(const void* header, size_t header_len, void* data, size_t len,
                                const ucp_am_recv_param_t* param, bool hello);
-  void handle_hello(const WireHeader& h, std::string_view meta);
+  void handle_hello(const WireHeader& h);
+  // Bootstrap thread: checks a client's worker address and files an
+  // endpoint to it under `token`. Returns "" or why it was refused.
+  std::string admit_peer(uint64_t token, const std::string& worker_address);
+  // Reads "auth", "handshake_timeout_ms", "max_clients" and "max_handshakes"
+  // into handshake_; returns auth.allow_anonymous. Throws on bad values.
+  bool parse_auth_config();
   // Sends one message as active message `am_id` and waits for its response.
   Status send_and_wait(uint16_t am_id, const EndpointPtr& ep, uint16_t provider_id, uint16_t rpc,
                        std::string_view meta, const std::vector<Segment>& body,
@@ -387,6 +397,8 @@ class UcxEngine final : public Engine, public std::enable_shared_from_this<UcxEn
   int efd_ = -1;
   std::unique_ptr<FdWatcher> watcher_;
   std::unique_ptr<BootstrapServer> bootstrap_;
+  HandshakeConfig handshake_;  // auth secret, handshake deadline, client caps
+  LogLimiter drop_log_;        // diagnostics a peer can trigger at will
   std::unique_ptr<ThreadPool> pool_;
   std::thread progress_thread_;
   std::atomic<bool> stop_progress_{false};

@@ -69,11 +69,15 @@ class Engine:
 
     ``config`` (dict or JSON string) accepts ``num_rpc_threads``,
     ``rndv_threshold`` (bytes above which values use rendezvous/RDMA),
-    ``spin_us``, ``max_message_size`` and ``ucx`` (raw UCX settings).
+    ``spin_us``, ``max_message_size``, ``ucx`` (raw UCX settings), ``auth``
+    (``{"token": ...}`` or ``{"token_file": PATH}``, and ``allow_anonymous``),
+    ``max_clients``, ``max_handshakes`` and ``handshake_timeout_ms`` (see the
+    README's "Authentication and protected mode").
 
     Raises ``TypeError`` for an ``addr`` or ``config`` of the wrong type,
     :class:`mochi.yokan.exception.Exception` with ``YOKAN_ERR_INVALID_CONFIG``
-    for a malformed config, and ``RuntimeError`` if the engine cannot start.
+    for a malformed config (and in protected mode: a non-loopback listen
+    without ``auth``), and ``RuntimeError`` if the engine cannot start.
     """
 
     def __init__(

@@ -72,6 +72,8 @@ class MochiYokan(CMakePackage):
     depends_on("nlohmann-json@3:")
     # B-tree and hash set of the in-memory backends (linked privately).
     depends_on("abseil-cpp@20220623:")
+    # libcrypto: HMAC-SHA256 and random nonces of the authenticated handshake.
+    depends_on("openssl")
 
     # The C++ tests (YOKAN_BUILD_TESTS, run by `spack install --test=root`) use GoogleTest.
     depends_on("googletest", type="test")
