@@ -82,7 +82,7 @@ def test_the_extractor_sees_indented_blocks(tmp_path):
 def test_python_blocks_of_each_page_run(page, tmp_path):
     blocks = code_blocks(page)
     python = [(src, line) for lang, src, line in blocks if lang == "python"]
-    for lang, src, line in blocks:
+    for lang, src, _line in blocks:
         if lang == "json":
             json.loads(src)  # a config shown to users must be valid JSON
     if not python:
