@@ -1,5 +1,6 @@
-"""pip build: drives the CMake build and installs the compiled module (and the
-shared core library) inside the mochi.yokan package.
+"""pip build: drives the CMake build and installs the compiled modules
+(_common, _mode, _client, _server) and the shared core library they all link
+inside the mochi.yokan package.
 
 Environment knobs: CMAKE_ARGS (extra -D options, e.g. -DENABLE_ROCKSDB=OFF),
 CMAKE_BUILD_PARALLEL_LEVEL (default: the number of CPUs).
@@ -18,13 +19,23 @@ from setuptools.command.build_ext import build_ext
 ROOT = Path(__file__).resolve().parent
 
 
+# The compiled modules (bindings/CMakeLists.txt builds them all at once).
+NATIVE_MODULES = ["_common", "_mode", "_client", "_server"]
+
+
 class CMakeExtension(Extension):
     def __init__(self, name):
         super().__init__(name, sources=[])
 
 
 class CMakeBuild(build_ext):
+    _built = False
+
     def build_extension(self, ext):
+        # One CMake build produces every compiled module: run it for the first.
+        if self._built:
+            return
+        self._built = True
         out_dir = Path(self.get_ext_fullpath(ext.name)).resolve().parent  # .../mochi/yokan
         prefix = out_dir.parent.parent  # the directory that holds 'mochi'
         build_dir = Path(self.build_temp).resolve() / "cmake"
@@ -64,9 +75,9 @@ def _has_ninja():
 setup(
     packages=["mochi.yokan", "mochi.margo"],
     package_dir={"": "python"},
-    # PEP 561: the markers and the stub of the compiled module ship with the code.
+    # PEP 561: the markers and the stubs of the compiled modules ship with the code.
     package_data={"mochi.yokan": ["py.typed", "*.pyi"], "mochi.margo": ["py.typed"]},
-    ext_modules=[CMakeExtension("mochi.yokan._yokan")],
+    ext_modules=[CMakeExtension(f"mochi.yokan.{m}") for m in NATIVE_MODULES],
     cmdclass={"build_ext": CMakeBuild},
     zip_safe=False,
 )

@@ -1,5 +1,6 @@
-// Shared pieces of the binding: byte views over Python objects, exception
-// classes, and the registration functions of each binding file.
+// Shared pieces of the compiled modules (_common, _mode, _client, _server):
+// byte views over Python objects, the error translator, and the registration
+// function of each binding file. Each class is bound in exactly one module.
 #pragma once
 
 #include <pybind11/pybind11.h>
@@ -50,6 +51,11 @@ py::list python_sizes(const std::vector<uint64_t>& sizes);
 // the item is absent (KEY_NOT_FOUND). YOKAN_ERR_CORRUPTION if `data` is
 // shorter than the sizes add up to.
 py::list split_bytes(std::string_view data, const std::vector<uint64_t>& sizes);
+
+// Registers, for the calling module only, the translation of yokan::Exception
+// (ServerError -> mochi.yokan.exception.ServerException, any other ->
+// ClientException, with the code). Call it in every module that can throw.
+void register_error_translator();
 
 void bind_engine(py::module_& m);
 void bind_server(py::module_& m);

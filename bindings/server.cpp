@@ -1,4 +1,7 @@
+// mochi.yokan._server: the Provider and what this build can host (backends,
+// Lua filters). The Engine comes from mochi.yokan._common.
 #include "py_common.hpp"
+#include "yokan/backend.hpp"
 #include "yokan/provider.hpp"
 
 namespace yokan::python {
@@ -20,3 +23,14 @@ void bind_server(py::module_& m) {
 }
 
 }  // namespace yokan::python
+
+PYBIND11_MODULE(_server, m) {
+  using namespace yokan;
+  using namespace yokan::python;
+  m.doc() = "mochi-yokan native server (provider, backends)";
+  py::module_::import("mochi.yokan._common");  // registers Engine first
+  m.def("available_backends", &available_backends);
+  m.attr("has_lua") = built_with_lua();
+  register_error_translator();
+  bind_server(m);
+}

@@ -19,6 +19,8 @@ cmake -S "$root" -B "$stage/build" -G Ninja -DCMAKE_INSTALL_PREFIX="$stage" \
   -Dpybind11_DIR="$(python3 -m pybind11 --cmakedir)" \
   -DYOKAN_WHEEL=ON -DENABLE_PYTHON=ON -DCMAKE_BUILD_TYPE=Release "$@" >"$stage/cmake.log"
 cmake --build "$stage/build" -j "$(nproc)"
+# Compiled modules left by an older layout of the bindings would still import.
+rm -f "$stage"/mochi/yokan/_*.so
 cmake --install "$stage/build" >/dev/null
 for pkg in yokan margo; do
   mkdir -p "$stage/mochi/$pkg"

@@ -15,7 +15,7 @@ from conftest import (
     serving,
 )
 from mochi.margo import Engine
-from mochi.yokan import _yokan
+from mochi.yokan import _server
 from mochi.yokan.backends import available_backends
 from mochi.yokan.client import Client
 from mochi.yokan.client import Exception as ClientError
@@ -35,7 +35,7 @@ from mochi.yokan.mode import Mode
 from mochi.yokan.server import Provider
 
 UPDATE_NEW = 32768
-needs_lua = pytest.mark.skipif(not _yokan.has_lua, reason="built without Lua")
+needs_lua = pytest.mark.skipif(not _server.has_lua, reason="built without Lua")
 
 
 @pytest.fixture(params=COLLECTION_BACKENDS)
@@ -530,7 +530,7 @@ def test_collection_through_remote_provider(remote):
         seen = []
         c.iter(lambda i, id_, doc: seen.append(json.loads(bytes(doc))["k"]))
         assert seen == list(range(5))
-        if _yokan.has_lua:
+        if _server.has_lua:
             assert c.find({"k": {"$in": [1, 3]}}) == [(1, {"k": 1}), (3, {"k": 3})]
         del c, db
 

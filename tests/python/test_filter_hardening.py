@@ -13,13 +13,13 @@ import time
 import pytest
 from conftest import KV_BACKENDS, PERSISTENT, SORTED, VALUELESS, backend_config
 from mochi.margo import Engine
-from mochi.yokan import _yokan
+from mochi.yokan import _server
 from mochi.yokan.client import Client
 from mochi.yokan.client import Exception as ClientError
 from mochi.yokan.exception import YOKAN_ERR_INVALID_FILTER
 from mochi.yokan.mode import Mode
 
-pytestmark = pytest.mark.skipif(not _yokan.has_lua, reason="built without Lua")
+pytestmark = pytest.mark.skipif(not _server.has_lua, reason="built without Lua")
 
 BUDGET_S = 1.0  # the provider's default Lua time budget per request
 MARGIN_S = 10.0  # generous: the machine is shared; the requirement is budget + 1 s

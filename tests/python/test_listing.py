@@ -255,7 +255,7 @@ def test_erase_range(any_db):
     assert db.count() == 0
 
 
-LUA = pytest.importorskip("mochi.yokan._yokan").has_lua
+LUA = pytest.importorskip("mochi.yokan._server").has_lua
 
 
 @pytest.mark.skipif(not LUA, reason="built without Lua")

@@ -1,5 +1,5 @@
 """The installed package carries real type information (PEP 561): the
-``py.typed`` markers and the stub of the compiled module are installed, the
+``py.typed`` markers and the stubs of the compiled modules are installed, the
 package passes ``mypy --strict``, and a user's script is checked against it:
 correct use passes, an obvious type error is rejected."""
 
@@ -9,12 +9,13 @@ import site
 import subprocess
 import sys
 import textwrap
+import types
 from pathlib import Path
 
 import mochi.margo
 import mochi.yokan
 import pytest
-from mochi.yokan import _yokan
+from mochi.yokan import _client, _common, _mode, _server
 from mochi.yokan.mode import Mode
 
 pytest.importorskip("mypy", reason="mypy is not installed (pip install mypy)")
@@ -23,6 +24,8 @@ YOKAN_DIR = Path(list(mochi.yokan.__path__)[0])
 MARGO_DIR = Path(list(mochi.margo.__path__)[0])
 # The directory that holds the installed 'mochi' (site-packages, or a staging tree).
 ROOT = YOKAN_DIR.parent.parent
+# The compiled modules, each with its own stub.
+NATIVE = {"_common": _common, "_mode": _mode, "_client": _client, "_server": _server}
 
 
 def _mypy(tmp_path, *args):
@@ -51,16 +54,15 @@ def _mypy(tmp_path, *args):
     return proc.returncode, proc.stdout + proc.stderr
 
 
-def test_markers_and_stub_are_installed():
+def test_markers_and_stubs_are_installed():
     assert (YOKAN_DIR / "py.typed").is_file()
     assert (MARGO_DIR / "py.typed").is_file()
-    assert (YOKAN_DIR / "_yokan.pyi").is_file()
+    for name in NATIVE:
+        assert (YOKAN_DIR / f"{name}.pyi").is_file(), name
 
 
-def test_stub_names_what_the_compiled_module_exports():
-    """Every public class and function of the native module is in the stub,
-    with every method; a stub that drifts from the bindings fails here."""
-    tree = ast.parse((YOKAN_DIR / "_yokan.pyi").read_text())
+def _stub_names(path):
+    tree = ast.parse(path.read_text())
     stub = {}
     for node in tree.body:
         if isinstance(node, ast.ClassDef):
@@ -69,16 +71,27 @@ def test_stub_names_what_the_compiled_module_exports():
             stub[node.name] = set()
         elif isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
             stub[node.target.id] = set()
-    for name in dir(_yokan):
-        if name.startswith("__"):
+    return stub
+
+
+@pytest.mark.parametrize("name", sorted(NATIVE))
+def test_stub_names_what_the_compiled_module_exports(name):
+    """Every public class and function of each native module is in its stub,
+    with every method; a stub that drifts from the bindings fails here."""
+    module = NATIVE[name]
+    stub = _stub_names(YOKAN_DIR / f"{name}.pyi")
+    for attr in dir(module):
+        if attr.startswith("__"):
             continue
-        assert name in stub, f"_yokan.{name} is missing from _yokan.pyi"
-        obj = getattr(_yokan, name)
+        obj = getattr(module, attr)
+        if isinstance(obj, types.ModuleType):
+            continue
+        assert attr in stub, f"{name}.{attr} is missing from {name}.pyi"
         if isinstance(obj, type):
             methods = {m for m in vars(obj) if not m.startswith("_")}
-            assert methods <= stub[name], f"_yokan.{name}: {methods - stub[name]} not in the stub"
-    for name in stub:
-        assert hasattr(_yokan, name), f"_yokan.pyi declares {name}, which the module lacks"
+            assert methods <= stub[attr], f"{name}.{attr}: {methods - stub[attr]} not in the stub"
+    for attr in stub:
+        assert hasattr(module, attr), f"{name}.pyi declares {attr}, which the module lacks"
 
 
 def test_mode_members_seen_by_type_checkers_match_the_native_table():
@@ -90,8 +103,8 @@ def test_mode_members_seen_by_type_checkers_match_the_native_table():
             for item in node.body:
                 if isinstance(item, ast.Assign) and isinstance(item.value, ast.Constant):
                     declared[item.targets[0].id] = item.value.value
-    assert declared == dict(_yokan.modes)
-    assert {m: int(getattr(Mode, m)) for m in declared} == dict(_yokan.modes)
+    assert declared == dict(_mode.modes)
+    assert {m: int(getattr(Mode, m)) for m in declared} == dict(_mode.modes)
 
 
 def test_package_passes_mypy_strict(tmp_path):

@@ -5,6 +5,10 @@ or ``"tcp://IFACE"`` exposes it elsewhere; ``Engine("na+sm")`` is same-host
 shared memory only. UCX is pinned to the network device of the listen address.
 ``str(engine.addr())`` is what another process passes to ``lookup()`` or to
 ``Client.make_database_handle()``.
+
+This is the subset of py-mochi-margo that mochi-yokan needs (no ``register``,
+bulk transfers, ``on_finalize`` or logging); py-mochi-margo also installs
+``mochi.margo``, so the two packages cannot share one environment.
 """
 
 from __future__ import annotations
@@ -12,7 +16,7 @@ from __future__ import annotations
 import json as _json
 from typing import Any, Dict, Literal, Union
 
-from mochi.yokan import _yokan
+from mochi.yokan import _common
 
 client = 0
 server = 1
@@ -97,7 +101,7 @@ class Engine:
         if not isinstance(addr, str):
             raise TypeError("addr must be a string such as 'tcp' or 'na+sm'")
         try:
-            self._native = _yokan.Engine(_protocol_address(addr), mode == server, config)
+            self._native = _common.Engine(_protocol_address(addr), mode == server, config)
         except Exception as e:  # noqa: BLE001 - re-raised with margo's wording
             code = getattr(e, "code", None)
             if code == 7:  # malformed config: keep the Yokan error
@@ -108,12 +112,12 @@ class Engine:
     # -- identity ---------------------------------------------------------
 
     @property
-    def mid(self) -> _yokan.Engine:
+    def mid(self) -> _common.Engine:
         """Returns what Yokan's Provider and Client take (the native engine);
         never raises."""
         return self._native
 
-    def get_internal_mid(self) -> _yokan.Engine:
+    def get_internal_mid(self) -> _common.Engine:
         """Returns the native engine (as :attr:`mid`); never raises."""
         return self._native
 

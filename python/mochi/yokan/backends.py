@@ -9,8 +9,8 @@ useful to measure the transport): a name a provider accepts is listed.
 
 from typing import List
 
-from mochi.yokan import _yokan
+from mochi.yokan import _server
 
-available_backends: List[str] = list(_yokan.available_backends())
+available_backends: List[str] = list(_server.available_backends())
 
 __all__ = ["available_backends"]

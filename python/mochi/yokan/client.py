@@ -23,7 +23,7 @@ from typing import (
     cast,
 )
 
-from mochi.yokan import _yokan
+from mochi.yokan import _client, _mode
 from mochi.yokan._types import Buffer, Data
 from mochi.yokan.collection import Collection
 from mochi.yokan.exception import (
@@ -39,7 +39,7 @@ __all__ = ["Client", "Database", "Exception"]
 #: ``callback(index, key, value)`` of :meth:`Database.iter` / ``fetch*``.
 KeyCallback = Callable[[int, Any, Optional[memoryview]], Any]
 
-_MODES = dict(_yokan.modes)
+_MODES = dict(_mode.modes)
 _INCLUSIVE = _MODES["INCLUSIVE"]
 _NO_PREFIX = _MODES["NO_PREFIX"]
 _SUFFIX = _MODES["SUFFIX"]
@@ -83,7 +83,7 @@ class Client:
         or when it is not an engine."""
         engine = _engine_or_mid(engine, mid)
         self._engine = engine
-        self._native = _yokan.Client(_native_engine(engine))
+        self._native = _client.Client(_native_engine(engine))
 
     def make_database_handle(self, address: Any, provider_id: int, check: bool = True) -> Database:
         """Returns a :class:`Database` for the provider ``provider_id`` at ``address``.
@@ -109,7 +109,7 @@ class Client:
 class Database:
     """A handle on one provider's database. Safe to share between threads."""
 
-    def __init__(self, native: _yokan.Database, client: Optional[Client] = None) -> None:
+    def __init__(self, native: _client.Database, client: Optional[Client] = None) -> None:
         self._db = native
         self._client = client  # keeps the engine alive
 

@@ -25,7 +25,7 @@ from typing import (
     Union,
 )
 
-from mochi.yokan import _yokan
+from mochi.yokan import _client, _mode
 from mochi.yokan._types import Buffer, Data
 from mochi.yokan.exception import (
     YOKAN_ERR_BUFFER_SIZE,
@@ -44,7 +44,7 @@ Document = Union[Data, Dict[str, Any], List[Any]]
 #: ``callback(index, id, doc)`` of :meth:`Collection.iter` / ``fetch*``.
 DocCallback = Callable[[int, int, Optional[memoryview]], Any]
 
-_MODES = dict(_yokan.modes)
+_MODES = dict(_mode.modes)
 _LUA_FILTER = _MODES["LUA_FILTER"]
 
 _UINT64_MAX = 2**64 - 1
@@ -88,7 +88,7 @@ class Collection:
             raise TypeError("a collection name is a str")
         self._name = name
         self._database = database
-        self._native = _yokan.Collection(database._db, name)
+        self._native = _client.Collection(database._db, name)
 
     @property
     def name(self) -> str:

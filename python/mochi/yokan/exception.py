@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Optional, Union
 
-from mochi.yokan import _yokan
+from mochi.yokan import _common
 
 _builtin_exception = Exception
 
@@ -24,7 +24,7 @@ class Exception(RuntimeError):  # noqa: A001 - the name is the upstream API
             code = message
             message = _MESSAGES.get(code, "Unknown error")
         super().__init__(message)
-        self._code = int(code) if code is not None else _yokan.errors["YOKAN_ERR_OTHER"][0]
+        self._code = int(code) if code is not None else _common.errors["YOKAN_ERR_OTHER"][0]
 
     @property
     def code(self) -> int:
@@ -84,10 +84,9 @@ YOKAN_ERR_MID_NOT_LISTENING: int
 YOKAN_STOP_ITERATION: int
 YOKAN_ERR_OTHER: int
 
-_NAMES = {value: name for name, (value, _msg) in _yokan.errors.items()}
-_MESSAGES = {value: msg for _name, (value, msg) in _yokan.errors.items()}
-globals().update({name: value for name, (value, _msg) in _yokan.errors.items()})
+_NAMES = {value: name for name, (value, _msg) in _common.errors.items()}
+_MESSAGES = {value: msg for _name, (value, msg) in _common.errors.items()}
+globals().update({name: value for name, (value, _msg) in _common.errors.items()})
 
-_yokan._register_exceptions(ClientException, ServerException)
 
-__all__ = ["Exception", "ClientException", "ServerException"] + sorted(_yokan.errors.keys())
+__all__ = ["Exception", "ClientException", "ServerException"] + sorted(_common.errors.keys())

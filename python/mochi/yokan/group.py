@@ -44,7 +44,7 @@ from typing import (
     cast,
 )
 
-from mochi.yokan import _yokan
+from mochi.yokan import _client
 from mochi.yokan._types import Buffer, Data
 from mochi.yokan.client import Client, Database
 from mochi.yokan.collection import Collection
@@ -58,13 +58,13 @@ __all__ = ["Group", "Member", "ShardedDatabase", "shard_of", "fnv1a_64"]
 def shard_of(key: Any, shards: int) -> int:
     """Returns the shard (0 .. ``shards`` - 1) that ``key`` (str or
     bytes-like) routes to. Raises ``ValueError`` for ``shards`` < 1."""
-    return _yokan.shard_of(key, shards)
+    return _client.shard_of(key, shards)
 
 
 def fnv1a_64(key: Any) -> int:
     """Returns the 64-bit FNV-1a hash of the key's bytes (routing's first
     step). Raises ``TypeError`` for a key that is neither str nor bytes-like."""
-    return _yokan.fnv1a_64(key)
+    return _client.fnv1a_64(key)
 
 
 class Member:
@@ -189,7 +189,7 @@ class ShardedDatabase(Database):
     """
 
     def __init__(self, shards: Sequence[Database], group: Optional[Group] = None) -> None:
-        native = _yokan.ShardedDatabase([s._db for s in shards])
+        native = _client.ShardedDatabase([s._db for s in shards])
         # The batch calls of Database run unchanged on the sharded native
         # object, which binds the same key/value methods.
         super().__init__(cast(Any, native), None)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import enum
 from typing import TYPE_CHECKING, Tuple
 
-from mochi.yokan import _yokan
+from mochi.yokan import _mode
 
 if TYPE_CHECKING:
     # What type checkers see; at run time the members come from the native
@@ -39,7 +39,7 @@ if TYPE_CHECKING:
         NO_RDMA = 16384
 
 else:
-    Mode = enum.IntFlag("Mode", [(name, value) for name, value in _yokan.modes])
+    Mode = enum.IntFlag("Mode", [(name, value) for name, value in _mode.modes])
     Mode.__doc__ = "Yokan mode flags; combine with ``|``."
 
 YOKAN_MODE_DEFAULT: int
@@ -59,7 +59,7 @@ YOKAN_MODE_IGNORE_DOCS: int
 YOKAN_MODE_FILTER_VALUE: int
 YOKAN_MODE_LIB_FILTER: int
 YOKAN_MODE_NO_RDMA: int
-globals().update({f"YOKAN_MODE_{name}": value for name, value in _yokan.modes})
+globals().update({f"YOKAN_MODE_{name}": value for name, value in _mode.modes})
 
 # Flag pairs the client rejects with YOKAN_ERR_MODE before sending anything.
 INCOMPATIBLE_PAIRS: Tuple[Tuple[Mode, Mode], ...] = (
@@ -70,4 +70,4 @@ INCOMPATIBLE_PAIRS: Tuple[Tuple[Mode, Mode], ...] = (
     (Mode.LUA_FILTER, Mode.LIB_FILTER),
 )
 
-__all__ = ["Mode", "INCOMPATIBLE_PAIRS"] + [f"YOKAN_MODE_{n}" for n, _ in _yokan.modes]
+__all__ = ["Mode", "INCOMPATIBLE_PAIRS"] + [f"YOKAN_MODE_{n}" for n, _ in _mode.modes]

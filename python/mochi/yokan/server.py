@@ -5,20 +5,20 @@ from __future__ import annotations
 import json
 from typing import Any, Dict, Literal, Optional, Union
 
-from mochi.yokan import _yokan
+from mochi.yokan import _common, _server
 from mochi.yokan.exception import ServerException as Exception  # noqa: A004
 
 __all__ = ["Provider", "Exception"]
 
 
-def _native_engine(engine: Any) -> _yokan.Engine:
+def _native_engine(engine: Any) -> _common.Engine:
     """Accepts a mochi.margo.Engine, anything with a ``mid``, or the native engine."""
-    if isinstance(engine, _yokan.Engine):
+    if isinstance(engine, _common.Engine):
         return engine
     mid = getattr(engine, "mid", None)
     if callable(mid):
         mid = mid()
-    if isinstance(mid, _yokan.Engine):
+    if isinstance(mid, _common.Engine):
         return mid
     raise TypeError(f"engine must be a mochi.margo.Engine, not {type(engine).__name__}")
 
@@ -62,7 +62,9 @@ class Provider:
             raise TypeError("config must be a JSON string or a dict")
         if not isinstance(provider_id, int) or not 0 <= provider_id <= 0xFFFF:
             raise Exception("provider_id must be an integer in [0, 65535]", 3)
-        self._native: _yokan.Provider = _yokan.Provider(_native_engine(engine), provider_id, config)
+        self._native: _server.Provider = _server.Provider(
+            _native_engine(engine), provider_id, config
+        )
 
     @property
     def provider_id(self) -> int:

@@ -1,51 +1,18 @@
-"""Type stub of the compiled module (bindings/*.cpp). Private: the public API
-is the Python modules of mochi.yokan, which wrap it.
+"""Type stub of mochi.yokan._client (bindings/client*.cpp,
+bindings/collection.cpp). Private: the public API is mochi.yokan.client,
+mochi.yokan.collection and mochi.yokan.group, which wrap it.
 
 Arguments the bindings take as ``object`` (keys, values, buffers, batches)
 are any ``str`` or buffer-protocol object, or a sequence of them, or a packed
 ``(buffer, sizes)`` pair; they are typed ``Any`` here because the bindings
 decide at run time which form they were given."""
 
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, List, Optional, Tuple
+
+from mochi.yokan._common import Engine
 
 KEY_NOT_FOUND: int
 SIZE_TOO_SMALL: int
-has_lua: bool
-modes: List[Tuple[str, int]]
-errors: Dict[str, Tuple[int, str]]
-
-def available_backends() -> List[str]: ...
-def mode_is_compatible(mode: int, /) -> bool: ...
-def _register_exceptions(client: type, server: type, /) -> None: ...
-
-class Engine:
-    def __init__(self, address: str, listen: bool = True, config: str = "") -> None: ...
-    @property
-    def finalized(self) -> bool: ...
-    @property
-    def listening(self) -> bool: ...
-    @property
-    def protocol(self) -> str: ...
-    def config(self) -> str: ...
-    def finalize(self) -> None: ...
-    def lookup(self, address: str) -> None: ...
-    def raw_call(
-        self,
-        address: str,
-        provider_id: int,
-        rpc: int,
-        meta: bytes,
-        body: bytes,
-        timeout_ms: float = 5000.0,
-    ) -> Tuple[int, bytes]: ...
-    def self_address(self) -> str: ...
-    def wait_for_finalize(self, timeout_ms: float = -1.0) -> bool: ...
-
-class Provider:
-    def __init__(self, engine: Engine, provider_id: int, config: str) -> None: ...
-    @property
-    def provider_id(self) -> int: ...
-    def config(self) -> str: ...
 
 class PendingList:
     def wait(self) -> Tuple[List[bytes], List[Optional[bytes]]]: ...

@@ -1,7 +1,6 @@
-// The compiled module mochi.yokan._yokan. Each class is bound once here; the
-// Python conveniences live in python/mochi/yokan/*.py.
+// Byte views over Python objects and the Python-side size conventions, shared
+// by the Database and Collection bindings of mochi.yokan._client.
 #include "py_common.hpp"
-#include "yokan/backend.hpp"
 
 namespace yokan::python {
 
@@ -103,72 +102,4 @@ std::vector<std::string_view> ByteViews::read_list(py::handle seq, const char* w
   return out;
 }
 
-namespace {
-py::object client_exception_class;
-py::object server_exception_class;
-
-std::string full_message(const Exception& e) {
-  std::string base = status_message(e.code());
-  std::string what = e.what();
-  return what == base ? base : base + ": " + what;
-}
-
-void raise(const py::object& cls, const Exception& e) {
-  if (!cls) {
-    PyErr_SetString(PyExc_RuntimeError, full_message(e).c_str());
-    return;
-  }
-  py::object exc = cls(full_message(e), static_cast<int>(e.code()));
-  PyErr_SetObject(cls.ptr(), exc.ptr());
-}
-}  // namespace
-
 }  // namespace yokan::python
-
-PYBIND11_MODULE(_yokan, m) {
-  using namespace yokan;
-  using namespace yokan::python;
-  m.doc() = "mochi-yokan native core (engine, provider, client)";
-
-  py::dict errors;
-#define YOKAN_ERROR(name, value, message) errors[#name] = py::make_tuple(value, message);
-#include "yokan/errors.def"
-#undef YOKAN_ERROR
-  m.attr("errors") = errors;
-  py::list modes;
-#define YOKAN_MODE(name, value, exported) \
-  if (exported) modes.append(py::make_tuple(#name, value));
-#include "yokan/modes.def"
-#undef YOKAN_MODE
-  m.attr("modes") = modes;
-  m.attr("KEY_NOT_FOUND") = KEY_NOT_FOUND;
-  m.attr("SIZE_TOO_SMALL") = SIZE_TOO_SMALL;
-  m.def("available_backends", &available_backends);
-  m.def("mode_is_compatible", &mode_is_compatible);
-  m.attr("has_lua") = built_with_lua();
-
-  m.def("_register_exceptions", [](py::object client_cls, py::object server_cls) {
-    client_exception_class = client_cls;
-    server_exception_class = server_cls;
-  });
-  py::register_exception_translator([](std::exception_ptr p) {
-    try {
-      if (p) std::rethrow_exception(p);
-    } catch (const ServerError& e) {
-      raise(server_exception_class, e);
-    } catch (const Exception& e) {
-      raise(client_exception_class, e);
-    }
-  });
-  // Drop the class references before the interpreter tears down.
-  auto atexit = py::module_::import("atexit");
-  atexit.attr("register")(py::cpp_function([] {
-    client_exception_class = py::object();
-    server_exception_class = py::object();
-  }));
-
-  bind_engine(m);
-  bind_server(m);
-  bind_client(m);
-  bind_collection(m);
-}
