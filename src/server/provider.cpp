@@ -14,6 +14,31 @@ namespace yokan {
 
 namespace {
 
+// Checks the optional "buffer_cache" section as upstream does and fills its
+// defaults. The engine manages its own buffers, so the values have no effect
+// here; they are still checked so that a config valid here is valid upstream
+// and a typo is reported rather than silently kept.
+void check_buffer_cache(json& config) {
+  if (!config.contains("buffer_cache")) {
+    config["buffer_cache"] = {{"type", "lru"}};
+    return;
+  }
+  json& bc = config["buffer_cache"];
+  auto bad = [](const std::string& what) {
+    throw Exception(Status::YOKAN_ERR_INVALID_CONFIG, "\"buffer_cache" + what);
+  };
+  if (!bc.is_object()) bad("\" must be an object");
+  if (!bc.contains("type")) bc["type"] = "lru";
+  const json& type = bc["type"];
+  if (!type.is_string() ||
+      (type != "lru" && type != "keep_all" && type != "dummy" && type != "external"))
+    bad(".type\" must be one of \"lru\", \"keep_all\", \"dummy\", \"external\"");
+  if (bc.contains("margin") && (!bc["margin"].is_number() || bc["margin"].get<double>() < 0))
+    bad(".margin\" must be a number >= 0");
+  if (bc.contains("capacity") && !bc["capacity"].is_number_unsigned())
+    bad(".capacity\" must be an unsigned integer");
+}
+
 // Parses the provider config and creates its backend. Throws yokan::Exception.
 std::unique_ptr<Backend> open_database(json& config) {
   if (!config.is_object())
@@ -30,6 +55,7 @@ std::unique_ptr<Backend> open_database(json& config) {
   if (!db.contains("config")) db["config"] = json::object();
   if (!db["config"].is_object())
     throw Exception(Status::YOKAN_ERR_INVALID_CONFIG, "\"database.config\" must be an object");
+  check_buffer_cache(config);
   std::unique_ptr<Backend> backend;
   std::string error;
   std::string type = db["type"].get<std::string>();

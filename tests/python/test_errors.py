@@ -167,6 +167,12 @@ def test_packed_sizes_list_emptied_by_index(db):
         json.dumps({"database": {"type": "map", "config": {"prefault_max_bytes": "16M"}}}),
         json.dumps({"database": {"type": "rocksdb", "config": {}}}),
         "[]",
+        json.dumps({"database": {"type": "map"}, "buffer_cache": 5}),
+        json.dumps({"database": {"type": "map"}, "buffer_cache": {"type": "bogus"}}),
+        json.dumps({"database": {"type": "map"}, "buffer_cache": {"margin": -0.5}}),
+        json.dumps({"database": {"type": "map"}, "buffer_cache": {"margin": "big"}}),
+        json.dumps({"database": {"type": "map"}, "buffer_cache": {"capacity": -1}}),
+        json.dumps({"database": {"type": "map"}, "buffer_cache": {"capacity": 1.5}}),
     ],
 )
 def test_bad_provider_config(engine, config):
@@ -175,6 +181,26 @@ def test_bad_provider_config(engine, config):
     assert e.value.code == yexc.YOKAN_ERR_INVALID_CONFIG
     # the id is still free afterwards
     Provider(engine=engine, provider_id=7, config='{"database": {"type": "map"}}')
+
+
+@pytest.mark.parametrize("cache_type", ["lru", "keep_all", "dummy", "external"])
+def test_buffer_cache_section_is_checked_and_kept(engine, cache_type):
+    section = {"type": cache_type, "margin": 0.25, "capacity": 8}
+    config = {"database": {"type": "map"}, "buffer_cache": section}
+    p = Provider(engine=engine, provider_id=7, config=json.dumps(config))
+    assert p.config["buffer_cache"] == section
+
+
+def test_buffer_cache_defaults_to_lru(engine):
+    p = Provider(engine=engine, provider_id=7, config='{"database": {"type": "map"}}')
+    assert p.config["buffer_cache"] == {"type": "lru"}
+
+
+def test_buffer_cache_error_names_the_key(engine):
+    config = {"database": {"type": "map"}, "buffer_cache": {"type": "fifo"}}
+    with pytest.raises(ServerError) as e:
+        Provider(engine=engine, provider_id=7, config=json.dumps(config))
+    assert "buffer_cache.type" in str(e.value)
 
 
 def test_config_error_names_the_key(engine):
