@@ -1,4 +1,5 @@
 // UcxEngine: endpoints. See src/engine/ucx_engine.hpp.
+#include "engine/net_place.hpp"
 #include "engine/ucx_engine.hpp"
 
 namespace yokan {
@@ -85,13 +86,31 @@ void UcxEngine::connect_endpoint(const std::shared_ptr<Endpoint>& ep, double bud
   const std::string& address = ep->address;
   auto start = Clock::now();
   std::string remote_worker;
+  const std::string* own_worker = &worker_address_;
   int liveness_fd = -1;
   if (address == address_ && listen_) {
     remote_worker = worker_address_;
   } else {
     ParsedAddress where = parse_address(address);
-    std::tie(remote_worker, liveness_fd) =
+    std::string card_bytes;
+    std::tie(card_bytes, liveness_fd) =
         bootstrap_connect(where, token_, static_cast<int>(std::min(budget_ms, 5000.0)));
+    auto card = decode_card(card_bytes);
+    if (!card) {
+      close(liveness_fd);
+      throw Exception(Status::YOKAN_ERR_FROM_MERCURY,
+                      "no valid answer from " + address + " (malformed engine card)");
+    }
+    // A peer elsewhere (another host, another network namespace) gets and
+    // gives network-only worker addresses, so that UCX cannot pick shared
+    // memory for it: both ends need a transport for UCX to use it.
+    bool same_place = !place_.empty() && card->place == place_;
+    if (same_place || card->worker_net.empty() || worker_net_address_.empty()) {
+      remote_worker = card->worker;
+    } else {
+      remote_worker = card->worker_net;
+      own_worker = &worker_net_address_;
+    }
     set_liveness_timers(liveness_fd, liveness_ms_);
   }
   std::shared_ptr<Endpoint> fresh;
@@ -114,7 +133,7 @@ void UcxEngine::connect_endpoint(const std::shared_ptr<Endpoint>& ep, double bud
   // HELLO: give the server our worker address so that it can answer us.
   std::string meta(8, '\0');
   std::memcpy(meta.data(), &token_, 8);
-  meta += worker_address_;
+  meta += *own_worker;
   Reply reply;
   CallOptions opts;
   double spent = std::chrono::duration<double, std::milli>(Clock::now() - start).count();

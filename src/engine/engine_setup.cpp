@@ -1,4 +1,5 @@
 // UcxEngine: construction. See src/engine/ucx_engine.hpp.
+#include "engine/net_place.hpp"
 #include "engine/ucx_engine.hpp"
 
 namespace yokan {
@@ -68,6 +69,7 @@ UcxEngine::UcxEngine(const std::string& address, bool listen, const std::string&
   bool sm_only = false;
   if (protocol_ == "tcp" || protocol_ == "ofi+tcp" || protocol_ == "ucx+tcp" ||
       protocol_ == "verbs") {
+    bool explicit_host = false;
     if (!rest.empty()) {
       auto colon = rest.rfind(':');
       std::string h = colon == std::string::npos ? rest : rest.substr(0, colon);
@@ -81,17 +83,27 @@ UcxEngine::UcxEngine(const std::string& address, bool listen, const std::string&
           throw Exception(Status::YOKAN_ERR_INVALID_ARGS, "invalid port in \"" + address + "\"");
       }
       if (!h.empty()) {
+        explicit_host = true;
         std::string ip = address_of_interface(h);  // "tcp://IFACE"
         host = ip.empty() ? h : ip;
       }
     }
-    if (host == "0.0.0.0") {
-      device = "all";
+    if (!listen_ && (!explicit_host || host == "127.0.0.1")) {
+      // A client with no address of its own is not pinned: the providers
+      // it will look up may sit behind any interface, and each answers on
+      // a connection back to an address of the client's that it can route
+      // to (README, "Across hosts"). It listens on nothing of its own.
+      device.clear();
+    } else if (host == "0.0.0.0") {
+      device.clear();  // all
     } else {
       device = interface_of(host);
       if (device.empty())
         throw Exception(Status::YOKAN_ERR_INVALID_ARGS,
                         "no local network interface has address " + host);
+      // UCX names RDMA devices "mlx5_0:1", not by their network interface.
+      // No RDMA device behind it: UCX chooses among all of them.
+      if (protocol_ == "verbs") device = rdma_devices_of(device);
     }
     tls = protocol_ == "verbs" ? "rc,ud,sm,self" : "tcp,sm,self";
   } else if (protocol_ == "na+sm" || protocol_ == "sm" || protocol_ == "ucx+sm") {
@@ -107,8 +119,16 @@ UcxEngine::UcxEngine(const std::string& address, bool listen, const std::string&
   if (ucp_config_read(nullptr, nullptr, &ucfg) != UCS_OK)
     throw Exception(Status::YOKAN_ERR_FROM_MERCURY, "cannot read UCX configuration");
   try {
-    set_ucx(ucfg, "TLS", tls);
-    set_ucx(ucfg, "NET_DEVICES", device);
+    // Precedence: the engine config's "ucx" (below) > the environment
+    // (UCX_TLS, UCX_NET_DEVICES, read by ucp_config_read) > ours.
+    if (const char* env = std::getenv("UCX_TLS"))
+      tls = env;
+    else
+      set_ucx(ucfg, "TLS", tls);
+    if (const char* env = std::getenv("UCX_NET_DEVICES"))
+      device = env;
+    else if (!device.empty())
+      set_ucx(ucfg, "NET_DEVICES", device);
     set_ucx(ucfg, "RNDV_THRESH", std::to_string(rndv));
     // UCX's newer protocol selection picks zero-copy shared-memory paths for
     // large active messages that the default one (in 1.13) does not: 3-8x the
@@ -130,6 +150,8 @@ UcxEngine::UcxEngine(const std::string& address, bool listen, const std::string&
           throw Exception(Status::YOKAN_ERR_INVALID_CONFIG,
                           "engine config: ucx." + k + " must be a string");
         set_ucx(ucfg, k.c_str(), v.get<std::string>());
+        if (k == "TLS") tls = v.get<std::string>();
+        if (k == "NET_DEVICES") device = v.get<std::string>();
       }
     }
   } catch (...) {
@@ -137,7 +159,7 @@ UcxEngine::UcxEngine(const std::string& address, bool listen, const std::string&
     throw;
   }
   config_["transports"] = tls;
-  config_["net_device"] = device;
+  config_["net_device"] = device.empty() ? "all" : device;
 
   ucp_params_t params{};
   params.field_mask = UCP_PARAM_FIELD_FEATURES | UCP_PARAM_FIELD_MT_WORKERS_SHARED;
@@ -163,6 +185,16 @@ UcxEngine::UcxEngine(const std::string& address, bool listen, const std::string&
   ucp_worker_get_address(worker_, &addr, &addr_len);
   worker_address_.assign(reinterpret_cast<const char*>(addr), addr_len);
   ucp_worker_release_address(worker_, addr);
+  // The same without shared memory, for peers in another network namespace
+  // or on another host (see connect_endpoint).
+  ucp_worker_attr_t wattr{};
+  wattr.field_mask = UCP_WORKER_ATTR_FIELD_ADDRESS | UCP_WORKER_ATTR_FIELD_ADDRESS_FLAGS;
+  wattr.address_flags = UCP_WORKER_ADDRESS_FLAG_NET_ONLY;
+  if (!sm_only && ucp_worker_query(worker_, &wattr) == UCS_OK) {
+    worker_net_address_.assign(reinterpret_cast<const char*>(wattr.address), wattr.address_length);
+    ucp_worker_release_address(worker_, wattr.address);
+  }
+  place_ = network_place();
   ucp_worker_get_efd(worker_, &efd_);
 
   auto set_handler = [this](uint16_t id, ucp_am_recv_callback_t cb) {
@@ -186,8 +218,9 @@ UcxEngine::UcxEngine(const std::string& address, bool listen, const std::string&
     where.host = host;
     where.port = port;
     if (sm_only) where.sm_name = "self";
-    bootstrap_ =
-        std::make_unique<BootstrapServer>(where, worker_address_, [this](int fd, uint64_t token) {
+    bootstrap_ = std::make_unique<BootstrapServer>(
+        where, encode_card({worker_address_, worker_net_address_, place_}),
+        [this](int fd, uint64_t token) {
           set_liveness_timers(fd, liveness_ms_);
           watcher_->add(fd, [this, token] { fail_peer(token); });
         });

@@ -384,6 +384,11 @@ class UcxEngine final : public Engine, public std::enable_shared_from_this<UcxEn
   ucp_context_h context_ = nullptr;
   ucp_worker_h worker_ = nullptr;
   std::string worker_address_;
+  // Without shared-memory transports: what peers in another network place
+  // get (another host, or another network namespace of this one, where
+  // UCX's shared memory would be chosen and hang). "" for na+sm engines.
+  std::string worker_net_address_;
+  std::string place_;  // network_place(): boot id and network namespace
   int efd_ = -1;
   std::unique_ptr<FdWatcher> watcher_;
   std::unique_ptr<BootstrapServer> bootstrap_;
