@@ -222,7 +222,12 @@ UcxEngine::UcxEngine(const std::string& address, bool listen, const std::string&
         where, encode_card({worker_address_, worker_net_address_, place_}),
         [this](int fd, uint64_t token) {
           set_liveness_timers(fd, liveness_ms_);
-          watcher_->add(fd, [this, token] { fail_peer(token); });
+          std::string who = record_peers_.load() ? peer_of_socket(fd) : std::string();
+          note_peer(true, who);
+          watcher_->add(fd, [this, token, who] {
+            note_peer(false, who);
+            fail_peer(token);
+          });
         });
     address_ = bootstrap_->address();
   } else {

@@ -1,5 +1,8 @@
 #include "engine/net_place.hpp"
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 
 #include <cstdint>
@@ -88,6 +91,24 @@ std::string network_place() {
   struct stat st {};
   if (boot.empty() || stat("/proc/self/ns/net", &st) != 0) return {};
   return boot + "/" + std::to_string(st.st_dev) + ":" + std::to_string(st.st_ino);
+}
+
+std::string peer_of_socket(int fd) {
+  sockaddr_storage sa{};
+  socklen_t len = sizeof sa;
+  if (getpeername(fd, reinterpret_cast<sockaddr*>(&sa), &len) != 0) return "unknown";
+  char ip[INET6_ADDRSTRLEN] = {};
+  if (sa.ss_family == AF_INET) {
+    auto* in = reinterpret_cast<sockaddr_in*>(&sa);
+    inet_ntop(AF_INET, &in->sin_addr, ip, sizeof ip);
+    return std::string(ip) + ":" + std::to_string(ntohs(in->sin_port));
+  }
+  if (sa.ss_family == AF_INET6) {
+    auto* in = reinterpret_cast<sockaddr_in6*>(&sa);
+    inet_ntop(AF_INET6, &in->sin6_addr, ip, sizeof ip);
+    return "[" + std::string(ip) + "]:" + std::to_string(ntohs(in->sin6_port));
+  }
+  return sa.ss_family == AF_UNIX ? "local" : "unknown";
 }
 
 std::string encode_card(const PeerCard& card) {

@@ -30,6 +30,10 @@ std::string network_place();
 // What a listening engine hands a connecting peer through its bootstrap
 // socket: its full UCX worker address (shared memory included), its
 // network-only worker address, and its network place.
+// "IP:PORT" of the peer of connected socket `fd`, "local" for a unix
+// socket, "unknown" if the kernel cannot say. Throws nothing.
+std::string peer_of_socket(int fd);
+
 struct PeerCard {
   std::string worker;      // for peers in the same place
   std::string worker_net;  // for every other peer ("" when it has none)

@@ -35,6 +35,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <deque>
 #include <map>
 #include <mutex>
 #include <nlohmann/json.hpp>
@@ -193,6 +194,14 @@ class UcxEngine final : public Engine, public std::enable_shared_from_this<UcxEn
         .second;
   }
   void post(std::function<void()> job) override { pool_->post(std::move(job)); }
+  void record_peer_events(bool on) override { record_peers_.store(on); }
+  std::vector<PeerEvent> take_peer_events() override {
+    std::lock_guard<std::mutex> g(peer_events_mu_);
+    std::vector<PeerEvent> out(std::make_move_iterator(peer_events_.begin()),
+                               std::make_move_iterator(peer_events_.end()));
+    peer_events_.clear();
+    return out;
+  }
   bool provider_registered(uint16_t provider_id) const override {
     std::shared_lock<std::shared_mutex> g(handlers_mu_);
     auto it = handlers_.lower_bound(uint32_t(provider_id) << 16);
@@ -430,6 +439,17 @@ class UcxEngine final : public Engine, public std::enable_shared_from_this<UcxEn
   std::map<std::string, std::shared_ptr<Endpoint>> lookups_;       // client side
   std::unordered_map<uint64_t, std::shared_ptr<Endpoint>> peers_;  // server side, by token
   std::vector<std::shared_ptr<Endpoint>> retired_;                 // failed, closed at teardown
+
+  // Client connections opening and closing (bootstrap accept / close).
+  void note_peer(bool connected, const std::string& peer) {
+    if (!record_peers_.load(std::memory_order_relaxed)) return;
+    std::lock_guard<std::mutex> g(peer_events_mu_);
+    if (peer_events_.size() >= kMaxPeerEvents) peer_events_.pop_front();
+    peer_events_.push_back({connected, peer});
+  }
+  std::atomic<bool> record_peers_{false};
+  std::mutex peer_events_mu_;
+  std::deque<PeerEvent> peer_events_;
 
   std::mutex finalize_mu_;
   std::condition_variable finalize_cv_;
