@@ -11,8 +11,14 @@
 // scatter function).
 //
 // Connections. A client resolves an address through the bootstrap socket,
-// creates a UCX endpoint from the server's worker address and sends HELLO with
-// its own worker address and a random token. The server creates its own
+// which answers with the server's card (net_place.hpp): its worker address,
+// the same without shared-memory transports, and its network place (boot id
+// + network namespace). The client creates a UCX endpoint from the server's
+// worker address and sends HELLO with its own worker address and a random
+// token; with a peer in another place, both are the network-only addresses,
+// so that UCX cannot choose shared memory (whose wake-up signal cannot cross
+// network namespaces). A client engine is not pinned to a device, so that the
+// server can connect back to it through whatever interface routes there. The server creates its own
 // endpoint back to the client (with an error handler, so a dead client is
 // noticed) and answers every later request from that token on it. UCX reply
 // endpoints are not used because their lifetime after a peer failure is not
