@@ -104,9 +104,19 @@ void UcxEngine::connect_endpoint(const std::shared_ptr<Endpoint>& ep, double bud
     // A peer elsewhere (another host, another network namespace) gets and
     // gives network-only worker addresses, so that UCX cannot pick shared
     // memory for it: both ends need a transport for UCX to use it.
-    bool same_place = !place_.empty() && card->place == place_;
-    if (same_place || card->worker_net.empty() || worker_net_address_.empty()) {
+    // (A place that /proc could not tell is taken as ours, as before.)
+    bool same_place = place_.empty() || card->place.empty() || card->place == place_;
+    if (same_place) {
       remote_worker = card->worker;
+    } else if (card->worker_net.empty() || worker_net_address_.empty()) {
+      // Shared memory would be all that is left, and it does not cross
+      // network namespaces: refuse rather than hang.
+      close(liveness_fd);
+      throw Exception(Status::YOKAN_ERR_FROM_MERCURY,
+                      "cannot reach " + address + ": it is in another network namespace or on " +
+                          "another host, and " +
+                          (worker_net_address_.empty() ? "this engine" : "that engine") +
+                          " has only shared-memory transports");
     } else {
       remote_worker = card->worker_net;
       own_worker = &worker_net_address_;
