@@ -101,6 +101,34 @@ def test_a_client_in_the_same_namespace_still_uses_shared_memory(tmp_path):
     assert "tcp/" not in used, report["transports"]
 
 
+SM_CLIENT = """
+import sys
+from mochi.margo import Engine, client
+from mochi.yokan.client import Client
+with Engine("na+sm", mode=client) as e:
+    try:
+        Client(e).make_database_handle(sys.argv[1], 1)
+    except Exception as err:
+        print(err)
+"""
+
+
+def test_a_shared_memory_client_is_refused_across_namespaces_not_hung(tmp_path):
+    with star(1) as net:
+        server, address = start_server(net, net.servers[0], net.server_ip(0), tmp_path)
+        try:
+            done = subprocess.run(
+                net.argv(net.client, [sys.executable, "-c", SM_CLIENT, address]),
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
+        finally:
+            stop_server(server)
+    assert done.returncode == 0, done.stderr
+    assert "another network namespace" in done.stdout and address in done.stdout, done.stdout
+
+
 # -- the user's UCX settings --------------------------------------------------
 
 PROBE = """

@@ -64,7 +64,7 @@ def test_a_group_across_namespaces(tmp_path):
                 net.argv(net.client, [sys.executable, str(CLIENT), str(group_file)]),
                 capture_output=True,
                 text=True,
-                timeout=240,
+                timeout=150,
                 cwd=HERE,
             )
             assert done.returncode == 0, done.stdout + done.stderr
