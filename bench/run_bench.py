@@ -224,7 +224,7 @@ class YokanDaemon:
         stop(self.proc)
 
 
-# Rows of section 4: (label, number of yokan-server processes, providers each).
+# Rows of section 6: (label, number of yokan-server processes, providers each).
 SHARD_LAYOUTS = [
     ("1 provider (plain handle)", 1, 1),
     ("4 shards: 1 server x 4 providers", 1, 4),
@@ -233,7 +233,7 @@ SHARD_LAYOUTS = [
 
 
 def run_shards(params, srv_cpu, cli_cpu, log):
-    """Section 4: batches through a ShardedDatabase of 4 providers against a
+    """Section 6: batches through a ShardedDatabase of 4 providers against a
     plain handle on one provider; every server on CPU srv_cpu, the client on
     cli_cpu, tcp engines on loopback (same-host: shared memory)."""
     import tempfile
@@ -268,9 +268,9 @@ def run_shards(params, srv_cpu, cli_cpu, log):
 
 
 def render_shards(shards):
-    """Section 4 as text: keys/s per layout and its ratio to the plain handle."""
+    """Section 6 as text: keys/s per layout and its ratio to the plain handle."""
     base_label = SHARD_LAYOUTS[0][0]
-    lines = ["4. batches of 1000 over 4 shards vs one provider (keys/s; ratio to 1 provider)"]
+    lines = ["6. batches of 1000 over 4 shards vs one provider (keys/s; ratio to 1 provider)"]
     for op, metric, what in (
         ("put_multi/get_multi", "put_keys_s", "put_multi new keys"),
         ("put_multi/get_multi", "overwrite_keys_s", "put_multi overwrite"),
@@ -707,7 +707,7 @@ def main(argv=None):
     ap.add_argument(
         "--shards-only",
         action="store_true",
-        help="run only section 4 (batches over 4 shards vs one provider)",
+        help="run only section 6 (batches over 4 shards vs one provider)",
     )
     args = ap.parse_args(argv)
     params = dict(QUICK if args.quick else NORMAL)
