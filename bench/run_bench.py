@@ -256,15 +256,37 @@ def run_shards(params, srv_cpu, cli_cpu, log):
                 else:
                     spec = {"kind": "yokan", "protocol": "tcp", "shards": pairs}
                 log(f"shards: {label}")
+                before = sum(process_cpu_s(d.proc.pid) for d in daemons)
                 res[label] = run_worker(
                     {"mode": "run", "target": spec, "workloads": ["batch"], "params": params},
                     [cli_cpu],
                     params["worker_timeout_s"],
                 )
+                batch = res[label].get("batch")
+                if batch and not batch.get("truncated"):
+                    # CPU time per key moved, client and servers: unlike
+                    # keys/s it does not move with the load of other
+                    # processes on the machine (waiting is not counted,
+                    # but the client's spinning on its reply is).
+                    variants = [k for k, v in batch.items() if isinstance(v, dict) and "runs" in v]
+                    nbatches = params["batch_warmup"] + params["runs"] * params["batches_per_run"]
+                    keys = 3 * 1000 * nbatches * len(variants)
+                    server_s = sum(process_cpu_s(d.proc.pid) for d in daemons) - before
+                    batch["cpu_ns_per_key"] = {
+                        "client": 1e9 * batch["cpu_s"] / keys,
+                        "servers": 1e9 * server_s / keys,
+                    }
             finally:
                 for d in daemons:
                     d.close()
     return res
+
+
+def process_cpu_s(pid):
+    """User + system CPU seconds of process `pid` so far (all its threads)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def render_shards(shards):
@@ -285,6 +307,16 @@ def render_shards(shards):
             r = f" ({v / base:.2f}x)" if v and base and label != base_label else ""
             cells.append(f"{label}: {fmt_num(v, 'keys/s')}{r}")
         lines.append(f"  {what:<22} " + "; ".join(cells))
+    cells = []
+    for label, _, _ in SHARD_LAYOUTS:
+        c = dig(shards, label, "batch", "cpu_ns_per_key")
+        if c:
+            cells.append(f"{label}: {c['client']:.0f} + {c['servers']:.0f}")
+    if cells:
+        lines.append(
+            "  CPU ns per key, client + servers (all batch rows; load-independent): "
+            + "; ".join(cells)
+        )
     for label, r in shards.items():
         if isinstance(r, dict) and "error" in r:
             lines.append(f"  ERROR {label}: {r['error']}")
