@@ -36,6 +36,7 @@ def run_workloads(spec):
     try:
         for w in targets:
             t = time.perf_counter()
+            c = time.process_time()
             if w == "single":
                 result[w] = workloads.single_ops(
                     target, p["single_count"], p["runs"], p["single_warmup"], p["loop_budget_s"]
@@ -55,6 +56,7 @@ def run_workloads(spec):
             else:
                 raise ValueError(f"unknown workload {w!r}")
             result[w]["wall_s"] = time.perf_counter() - t
+            result[w]["cpu_s"] = time.process_time() - c
     finally:
         target.close()
     return result

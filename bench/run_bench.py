@@ -186,6 +186,143 @@ class YokanServer:
         stop(self.proc)
 
 
+class YokanDaemon:
+    """A yokan-server (tcp, loopback) serving `n` map providers, ids
+    PROVIDER_ID .. PROVIDER_ID + n - 1."""
+
+    def __init__(self, n, cpus, workdir):
+        config = os.path.join(workdir, f"yokan-server-{n}-{len(os.listdir(workdir))}.json")
+        with open(config, "w") as f:
+            json.dump(
+                {
+                    "providers": [
+                        {
+                            "name": f"shard{i}",
+                            "provider_id": PROVIDER_ID + i,
+                            "config": {"database": {"type": "map"}},
+                        }
+                        for i in range(n)
+                    ]
+                },
+                f,
+            )
+        self.ids = [PROVIDER_ID + i for i in range(n)]
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "mochi.yokan.server", "tcp", "-c", config],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            preexec_fn=pinned(cpus),
+        )
+        line = readline_timeout(self.proc.stdout, 30)
+        if not line or not line.startswith("yokan-server running at "):
+            stop(self.proc)
+            raise RuntimeError(f"yokan-server did not start: {self.proc.stderr.read()[-500:]}")
+        self.address = line.split(" at ", 1)[1].strip()
+
+    def close(self):
+        stop(self.proc)
+
+
+# Rows of section 6: (label, number of yokan-server processes, providers each).
+SHARD_LAYOUTS = [
+    ("1 provider (plain handle)", 1, 1),
+    ("4 shards: 1 server x 4 providers", 1, 4),
+    ("4 shards: 4 servers x 1 provider", 4, 1),
+]
+
+
+def run_shards(params, srv_cpu, cli_cpu, log):
+    """Section 6: batches through a ShardedDatabase of 4 providers against a
+    plain handle on one provider; every server on CPU srv_cpu, the client on
+    cli_cpu, tcp engines on loopback (same-host: shared memory)."""
+    import tempfile
+
+    res = {}
+    with tempfile.TemporaryDirectory(prefix="yokan-bench-") as workdir:
+        for label, servers, per in SHARD_LAYOUTS:
+            daemons = []
+            try:
+                for _ in range(servers):
+                    daemons.append(YokanDaemon(per, [srv_cpu], workdir))
+                pairs = [(d.address, pid) for d in daemons for pid in d.ids]
+                if len(pairs) == 1:
+                    spec = {
+                        "kind": "yokan",
+                        "protocol": "tcp",
+                        "address": pairs[0][0],
+                        "provider_id": pairs[0][1],
+                    }
+                else:
+                    spec = {"kind": "yokan", "protocol": "tcp", "shards": pairs}
+                log(f"shards: {label}")
+                before = sum(process_cpu_s(d.proc.pid) for d in daemons)
+                res[label] = run_worker(
+                    {"mode": "run", "target": spec, "workloads": ["batch"], "params": params},
+                    [cli_cpu],
+                    params["worker_timeout_s"],
+                )
+                batch = res[label].get("batch")
+                if batch and not batch.get("truncated"):
+                    # CPU time per key moved, client and servers: unlike
+                    # keys/s it does not move with the load of other
+                    # processes on the machine (waiting is not counted,
+                    # but the client's spinning on its reply is).
+                    variants = [k for k, v in batch.items() if isinstance(v, dict) and "runs" in v]
+                    nbatches = params["batch_warmup"] + params["runs"] * params["batches_per_run"]
+                    keys = 3 * 1000 * nbatches * len(variants)
+                    server_s = sum(process_cpu_s(d.proc.pid) for d in daemons) - before
+                    batch["cpu_ns_per_key"] = {
+                        "client": 1e9 * batch["cpu_s"] / keys,
+                        "servers": 1e9 * server_s / keys,
+                    }
+            finally:
+                for d in daemons:
+                    d.close()
+    return res
+
+
+def process_cpu_s(pid):
+    """User + system CPU seconds of process `pid` so far (all its threads)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def render_shards(shards):
+    """Section 6 as text: keys/s per layout and its ratio to the plain handle."""
+    base_label = SHARD_LAYOUTS[0][0]
+    lines = ["6. batches of 1000 over 4 shards vs one provider (keys/s; ratio to 1 provider)"]
+    for op, metric, what in (
+        ("put_multi/get_multi", "put_keys_s", "put_multi new keys"),
+        ("put_multi/get_multi", "overwrite_keys_s", "put_multi overwrite"),
+        ("put_multi/get_multi", "get_keys_s", "get_multi"),
+        ("put_packed/get_packed", "put_keys_s", "put_packed new keys"),
+        ("put_packed/get_packed", "get_keys_s", "get_packed"),
+    ):
+        base = dig(shards, base_label, "batch", op, metric)
+        cells = []
+        for label, _, _ in SHARD_LAYOUTS:
+            v = dig(shards, label, "batch", op, metric)
+            r = f" ({v / base:.2f}x)" if v and base and label != base_label else ""
+            cells.append(f"{label}: {fmt_num(v, 'keys/s')}{r}")
+        lines.append(f"  {what:<22} " + "; ".join(cells))
+    cells = []
+    for label, _, _ in SHARD_LAYOUTS:
+        c = dig(shards, label, "batch", "cpu_ns_per_key")
+        if c:
+            cells.append(f"{label}: {c['client']:.0f} + {c['servers']:.0f}")
+    if cells:
+        lines.append(
+            "  CPU ns per key, client + servers (all batch rows; load-independent): "
+            + "; ".join(cells)
+        )
+    for label, r in shards.items():
+        if isinstance(r, dict) and "error" in r:
+            lines.append(f"  ERROR {label}: {r['error']}")
+    return "\n".join(lines)
+
+
 def run_worker(spec, cpus, timeout_s):
     """One client_worker.py in run mode; its JSON result or {"error": ...}."""
     try:
@@ -599,6 +736,11 @@ def main(argv=None):
         help="where to write the JSON results (default: bench/results/latest.json)",
     )
     ap.add_argument("--no-tcp", action="store_true", help="skip the Yokan tcp configuration")
+    ap.add_argument(
+        "--shards-only",
+        action="store_true",
+        help="run only section 6 (batches over 4 shards vs one provider)",
+    )
     args = ap.parse_args(argv)
     params = dict(QUICK if args.quick else NORMAL)
     t_start = time.monotonic()
@@ -615,6 +757,20 @@ def main(argv=None):
     }
     if len(cpus) < 2:
         print("warning: only one CPU available; cross-CPU rows run on one CPU", flush=True)
+
+    if args.shards_only:
+
+        def say(msg):
+            print(f"[{time.monotonic() - t_start:6.1f}s] {msg}", flush=True)
+
+        shards = run_shards(params, srv_cpu, cli_cpu, say)
+        print()
+        print(f"Server(s) CPU{srv_cpu}, client CPU{cli_cpu}; medians of {params['runs']} runs")
+        print(render_shards(shards))
+        os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
+        with open(args.json, "w") as f:
+            json.dump({"meta": environment(), "params": params, "shards": shards}, f, indent=1)
+        return 1 if any("error" in v for v in shards.values()) else 0
 
     from mochi.yokan.client import Database
 
@@ -734,6 +890,8 @@ def main(argv=None):
         finally:
             server.close()
 
+    res["shards"] = run_shards(params, srv_cpu, cli_cpu, log)
+
     # Yokan in-process (provider and client share one na+sm engine).
     inproc = {"kind": "yokan", "protocol": "na+sm"}
     work("inproc_cross", inproc, full, both)
@@ -780,6 +938,8 @@ def main(argv=None):
     )
     print()
     print(render_table(rows))
+    print()
+    print(render_shards(res["shards"]))
     print()
     print("Physical limits (same run):")
 

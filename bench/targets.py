@@ -90,13 +90,14 @@ class YokanTarget:
         provider_id=42,
         engine_config=None,
         backend_config='{"database": {"type": "map"}}',
+        shards=None,
     ):
         from mochi.margo import Engine
         from mochi.yokan.client import Client
 
         config = json.dumps(engine_config) if engine_config else ""
         self._provider = None
-        if address is None:
+        if address is None and not shards:
             # In-process: this engine listens and serves the provider too.
             from mochi.yokan.server import Provider
 
@@ -108,7 +109,14 @@ class YokanTarget:
         else:
             self._engine = Engine(protocol, mode=0, config=config)
         self._client = Client(self._engine)
-        self._db = self._client.make_database_handle(address, provider_id)
+        if shards:
+            # A database sharded over (address, provider id) pairs, as a
+            # group's ShardedDatabase routes and fans out.
+            from mochi.yokan.group import ShardedDatabase
+
+            self._db = ShardedDatabase([self._client.make_database_handle(a, p) for a, p in shards])
+        else:
+            self._db = self._client.make_database_handle(address, provider_id)
 
     # -- single operations ------------------------------------------------
 
@@ -198,5 +206,6 @@ def make_target(spec):
             address=spec.get("address"),
             provider_id=spec.get("provider_id", 42),
             engine_config=spec.get("engine_config"),
+            shards=spec.get("shards"),
         )
     raise ValueError(f"unknown target kind {kind!r}")

@@ -40,6 +40,16 @@ void bind_engine(py::module_& m) {
           },
           py::arg("address"), py::arg("provider_id"), py::arg("rpc"), py::arg("meta"),
           py::arg("body"), py::arg("timeout_ms") = 5000.0)
+      // Client connections opening/closing, for yokan-server's log:
+      // take_peer_events() -> [(connected, "IP:PORT"), ...], oldest first.
+      .def("record_peer_events", &Engine::record_peer_events, py::arg("on") = true)
+      .def("take_peer_events",
+           [](Engine& e) {
+             py::list out;
+             for (auto& ev : e.take_peer_events())
+               out.append(py::make_tuple(ev.connected, ev.peer));
+             return out;
+           })
       .def("finalize", &Engine::finalize, py::call_guard<py::gil_scoped_release>())
       .def_property_readonly("finalized", &Engine::finalized)
       .def("wait_for_finalize", &Engine::wait_for_finalize, py::arg("timeout_ms") = -1.0,

@@ -178,6 +178,23 @@ class Engine {
                                                    const std::vector<Segment>& body,
                                                    const CallOptions& options, Status* status) = 0;
 
+  // A client's connection to this (listening) engine opening or closing, for
+  // a service's log. `peer` is the client's "IP:PORT" ("local" for a
+  // shared-memory address). One connection per client engine and provider
+  // engine; a reconnection opens a new one.
+  struct PeerEvent {
+    bool connected;
+    std::string peer;
+  };
+  // Recording is off until record_peer_events(true); it costs nothing per
+  // request (events come from the bootstrap socket, not from calls).
+  // take_peer_events() returns and forgets what was recorded, oldest first;
+  // at most kMaxPeerEvents are kept between two takes (older ones dropped).
+  // Thread-safe; throw nothing.
+  static constexpr size_t kMaxPeerEvents = 4096;
+  virtual void record_peer_events(bool on) { (void)on; }
+  virtual std::vector<PeerEvent> take_peer_events() { return {}; }
+
   virtual void finalize() = 0;
   virtual bool finalized() const = 0;
   // Waits until finalize() is called; returns false if `timeout_ms` (>= 0) passed first.

@@ -417,7 +417,7 @@ bool BootstrapServer::advance(Conn& c) {
         c.state = Conn::SendResult;
       } else if (len == 0 || len > kMaxPayload || c.token == 0) {
         log_.log("refused a client on %s: malformed handshake", address_.c_str());
-        c.out = result(Status::YOKAN_ERR_INVALID_ARGS, "malformed handshake");
+        c.out = result(Status::YOKAN_ERR_INVALID_ARGS, address_ + " refused: malformed handshake");
         c.state = Conn::SendResult;
       } else {
         c.state = Conn::ReadAddress;
@@ -428,7 +428,7 @@ bool BootstrapServer::advance(Conn& c) {
       std::string err = admit_ ? admit_(c.token, c.in) : std::string();
       c.admitted = err.empty();
       c.out = c.admitted ? result(Status::YOKAN_SUCCESS, payload_)
-                         : result(Status::YOKAN_ERR_INVALID_ARGS, err);
+                         : result(Status::YOKAN_ERR_INVALID_ARGS, address_ + " refused: " + err);
       c.state = Conn::SendResult;
       c.in.clear();
     } else {
@@ -558,8 +558,8 @@ void BootstrapServer::serve() {
 }
 
 std::pair<std::string, int> bootstrap_connect(const ParsedAddress& where, uint64_t token,
-                                              const std::string& my_worker_address,
-                                              const std::string& secret, int timeout_ms) {
+                                              const std::string& my_card, const std::string& secret,
+                                              int timeout_ms) {
   auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
   int fd = -1;
   bool sm = !where.sm_name.empty();
@@ -644,8 +644,8 @@ std::pair<std::string, int> bootstrap_connect(const ParsedAddress& where, uint64
     proof.append(auth::kMacSize, '\0');
   }
   put_u64(proof, token);
-  put_u32(proof, static_cast<uint32_t>(my_worker_address.size()));
-  proof += my_worker_address;
+  put_u32(proof, static_cast<uint32_t>(my_card.size()));
+  proof += my_card;
   char rh[kResultSize];
   if (!io_exact(fd, proof.data(), proof.size(), true, deadline)) no_answer();
   if (!io_exact(fd, rh, sizeof rh, false, deadline) || get_u32(rh) != kMagic2 ||

@@ -66,18 +66,19 @@ struct HandshakeConfig {
 // (docs/design/bootstrap-and-auth.md). One thread polls every connection;
 // each has its own deadline, so idle or slow peers never delay others. Only a
 // peer that completes the handshake (and proves the secret when one is set)
-// learns the worker address and gets its own worker address passed to
-// `admit`. Diagnostics a peer can trigger are logged rate-limited.
+// learns the server's card (`payload`: worker addresses and network place,
+// net_place.hpp) and gets its own card passed to `admit`. Diagnostics a peer can trigger are logged
+// rate-limited.
 class BootstrapServer {
  public:
-  // `admit(token, worker_address)` validates and registers a client; it
+  // `admit(token, card)` validates and registers a client; it
   // returns "" on success or a message sent to the client. `on_client(fd,
   // token)` then takes the connection, kept open as a liveness signal, and
   // must decrement `sessions()` when it closes; `on_client(-1, token)` says
   // that an admitted client's connection failed before it was handed over
   // (forget the token). Both run on the bootstrap thread.
   BootstrapServer(const ParsedAddress& where, std::string payload, HandshakeConfig config,
-                  std::function<std::string(uint64_t token, const std::string& address)> admit,
+                  std::function<std::string(uint64_t token, const std::string& card)> admit,
                   std::function<void(int fd, uint64_t token)> on_client);
   ~BootstrapServer();
   BootstrapServer(const BootstrapServer&) = delete;
@@ -110,13 +111,13 @@ class BootstrapServer {
 
 // Connects to a bootstrap server, runs the handshake (proving `secret` when
 // set, and checking that the server proves it too), registers
-// `my_worker_address` under `token`, and returns the server's worker address
+// `my_card` (net_place.hpp) under `token`, and returns the server's card
 // and the connection, which the caller keeps open for as long as it talks to
 // that peer. Throws yokan::Exception: YOKAN_ERR_PERMISSION when the tokens do
 // not match, YOKAN_ERR_BUSY when the server is full, YOKAN_ERR_FROM_MERCURY
 // when nobody answers in time.
 std::pair<std::string, int> bootstrap_connect(const ParsedAddress& where, uint64_t token,
-                                              const std::string& my_worker_address,
-                                              const std::string& secret, int timeout_ms);
+                                              const std::string& my_card, const std::string& secret,
+                                              int timeout_ms);
 
 }  // namespace yokan

@@ -1,4 +1,5 @@
 // UcxEngine: endpoints. See src/engine/ucx_engine.hpp.
+#include "engine/net_place.hpp"
 #include "engine/ucx_engine.hpp"
 
 namespace yokan {
@@ -81,6 +82,29 @@ std::shared_ptr<Endpoint> UcxEngine::create_endpoint(const std::string& worker_a
   return ep;
 }
 
+std::string UcxEngine::choose_worker(const PeerCard& theirs, const std::string& who,
+                                     std::string* worker, bool* net_only) const {
+  // A peer elsewhere (another host, another network namespace) gets and
+  // gives network-only worker addresses, so that UCX cannot pick shared
+  // memory for it: both ends need a transport for UCX to use it. Both ends
+  // decide the same way from the same two places. (A place that /proc could
+  // not tell is taken as ours.)
+  bool same_place = place_.empty() || theirs.place.empty() || theirs.place == place_;
+  if (net_only) *net_only = !same_place;
+  if (same_place) {
+    *worker = theirs.worker;
+    return {};
+  }
+  if (theirs.worker_net.empty() || worker_net_address_.empty())
+    // Shared memory would be all that is left, and it does not cross
+    // network namespaces: refuse rather than hang.
+    return "cannot reach " + who + ": it is in another network namespace or on another host, and " +
+           (worker_net_address_.empty() ? "this engine" : "that engine") +
+           " has only shared-memory transports";
+  *worker = theirs.worker_net;
+  return {};
+}
+
 void UcxEngine::connect_endpoint(const std::shared_ptr<Endpoint>& ep, double budget_ms) {
   const std::string& address = ep->address;
   auto start = Clock::now();
@@ -88,13 +112,20 @@ void UcxEngine::connect_endpoint(const std::shared_ptr<Endpoint>& ep, double bud
   int liveness_fd = -1;
   if (address == address_ && listen_) {
     remote_worker = worker_address_;
-    std::string err = admit_peer(token_, worker_address_);  // our own, trusted
+    std::string err = admit_peer(token_, own_card_);  // our own, trusted
     if (!err.empty()) throw Exception(Status::YOKAN_ERR_FROM_MERCURY, err);
   } else {
     ParsedAddress where = parse_address(address);
-    std::tie(remote_worker, liveness_fd) =
-        bootstrap_connect(where, token_, worker_address_, handshake_.secret,
-                          static_cast<int>(std::min(budget_ms, 5000.0)));
+    std::string card_bytes;
+    std::tie(card_bytes, liveness_fd) = bootstrap_connect(
+        where, token_, own_card_, handshake_.secret, static_cast<int>(std::min(budget_ms, 5000.0)));
+    auto card = decode_card(card_bytes);
+    std::string err = card ? choose_worker(*card, address, &remote_worker, nullptr)
+                           : "no valid answer from " + address + " (malformed engine card)";
+    if (!err.empty()) {
+      close(liveness_fd);
+      throw Exception(Status::YOKAN_ERR_FROM_MERCURY, err);
+    }
     set_liveness_timers(liveness_fd, liveness_ms_);
   }
   std::shared_ptr<Endpoint> fresh;

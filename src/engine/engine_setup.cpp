@@ -1,6 +1,7 @@
 // UcxEngine: construction. See src/engine/ucx_engine.hpp.
 #include <arpa/inet.h>
 
+#include "engine/net_place.hpp"
 #include "engine/ucx_engine.hpp"
 
 namespace yokan {
@@ -115,6 +116,7 @@ UcxEngine::UcxEngine(const std::string& address, bool listen, const std::string&
   bool sm_only = false;
   if (protocol_ == "tcp" || protocol_ == "ofi+tcp" || protocol_ == "ucx+tcp" ||
       protocol_ == "verbs") {
+    bool explicit_host = false;
     if (!rest.empty()) {
       auto colon = rest.rfind(':');
       std::string h = colon == std::string::npos ? rest : rest.substr(0, colon);
@@ -128,17 +130,27 @@ UcxEngine::UcxEngine(const std::string& address, bool listen, const std::string&
           throw Exception(Status::YOKAN_ERR_INVALID_ARGS, "invalid port in \"" + address + "\"");
       }
       if (!h.empty()) {
+        explicit_host = true;
         std::string ip = address_of_interface(h);  // "tcp://IFACE"
         host = ip.empty() ? h : ip;
       }
     }
-    if (host == "0.0.0.0") {
-      device = "all";
+    if (!listen_ && (!explicit_host || host == "127.0.0.1")) {
+      // A client with no address of its own is not pinned: the providers
+      // it will look up may sit behind any interface, and each answers on
+      // a connection back to an address of the client's that it can route
+      // to (README, "Across hosts"). It listens on nothing of its own.
+      device.clear();
+    } else if (host == "0.0.0.0") {
+      device.clear();  // all
     } else {
       device = interface_of(host);
       if (device.empty())
         throw Exception(Status::YOKAN_ERR_INVALID_ARGS,
                         "no local network interface has address " + host);
+      // UCX names RDMA devices "mlx5_0:1", not by their network interface.
+      // No RDMA device behind it: UCX chooses among all of them.
+      if (protocol_ == "verbs") device = rdma_devices_of(device);
     }
     tls = protocol_ == "verbs" ? "rc,ud,sm,self" : "tcp,sm,self";
     // Protected mode (like Redis): beyond loopback, other hosts can reach us,
@@ -165,8 +177,16 @@ UcxEngine::UcxEngine(const std::string& address, bool listen, const std::string&
   if (ucp_config_read(nullptr, nullptr, &ucfg) != UCS_OK)
     throw Exception(Status::YOKAN_ERR_FROM_MERCURY, "cannot read UCX configuration");
   try {
-    set_ucx(ucfg, "TLS", tls);
-    set_ucx(ucfg, "NET_DEVICES", device);
+    // Precedence: the engine config's "ucx" (below) > the environment
+    // (UCX_TLS, UCX_NET_DEVICES, read by ucp_config_read) > ours.
+    if (const char* env = std::getenv("UCX_TLS"))
+      tls = env;
+    else
+      set_ucx(ucfg, "TLS", tls);
+    if (const char* env = std::getenv("UCX_NET_DEVICES"))
+      device = env;
+    else if (!device.empty())
+      set_ucx(ucfg, "NET_DEVICES", device);
     set_ucx(ucfg, "RNDV_THRESH", std::to_string(rndv));
     // UCX's newer protocol selection picks zero-copy shared-memory paths for
     // large active messages that the default one (in 1.13) does not: 3-8x the
@@ -188,6 +208,8 @@ UcxEngine::UcxEngine(const std::string& address, bool listen, const std::string&
           throw Exception(Status::YOKAN_ERR_INVALID_CONFIG,
                           "engine config: ucx." + k + " must be a string");
         set_ucx(ucfg, k.c_str(), v.get<std::string>());
+        if (k == "TLS") tls = v.get<std::string>();
+        if (k == "NET_DEVICES") device = v.get<std::string>();
       }
     }
   } catch (...) {
@@ -195,7 +217,7 @@ UcxEngine::UcxEngine(const std::string& address, bool listen, const std::string&
     throw;
   }
   config_["transports"] = tls;
-  config_["net_device"] = device;
+  config_["net_device"] = device.empty() ? "all" : device;
 
   ucp_params_t params{};
   params.field_mask = UCP_PARAM_FIELD_FEATURES | UCP_PARAM_FIELD_MT_WORKERS_SHARED;
@@ -221,6 +243,17 @@ UcxEngine::UcxEngine(const std::string& address, bool listen, const std::string&
   ucp_worker_get_address(worker_, &addr, &addr_len);
   worker_address_.assign(reinterpret_cast<const char*>(addr), addr_len);
   ucp_worker_release_address(worker_, addr);
+  // The same without shared memory, for peers in another network namespace
+  // or on another host (see connect_endpoint).
+  ucp_worker_attr_t wattr{};
+  wattr.field_mask = UCP_WORKER_ATTR_FIELD_ADDRESS | UCP_WORKER_ATTR_FIELD_ADDRESS_FLAGS;
+  wattr.address_flags = UCP_WORKER_ADDRESS_FLAG_NET_ONLY;
+  if (!sm_only && ucp_worker_query(worker_, &wattr) == UCS_OK) {
+    worker_net_address_.assign(reinterpret_cast<const char*>(wattr.address), wattr.address_length);
+    ucp_worker_release_address(worker_, wattr.address);
+  }
+  place_ = network_place();
+  own_card_ = encode_card({worker_address_, worker_net_address_, place_});
   ucp_worker_get_efd(worker_, &efd_);
 
   auto set_handler = [this](uint16_t id, ucp_am_recv_callback_t cb) {
@@ -245,11 +278,13 @@ UcxEngine::UcxEngine(const std::string& address, bool listen, const std::string&
     where.port = port;
     if (sm_only) where.sm_name = "self";
     bootstrap_ = std::make_unique<BootstrapServer>(
-        where, worker_address_, handshake_,
-        [this](uint64_t token, const std::string& addr) { return admit_peer(token, addr); },
+        where, own_card_, handshake_,
+        [this](uint64_t token, const std::string& card) { return admit_peer(token, card); },
         [this](int fd, uint64_t token) {
           if (fd < 0) return fail_peer(token);
           set_liveness_timers(fd, liveness_ms_);
+          std::string who = record_peers_.load() ? peer_of_socket(fd) : std::string();
+          note_peer(true, who);
           // The close fails this session's endpoint only: the same client
           // may already have reconnected under the same token.
           std::weak_ptr<Endpoint> session;
@@ -258,7 +293,8 @@ UcxEngine::UcxEngine(const std::string& address, bool listen, const std::string&
             auto it = peers_.find(token);
             if (it != peers_.end()) session = it->second;
           }
-          watcher_->add(fd, [this, session, sessions = bootstrap_->sessions()] {
+          watcher_->add(fd, [this, session, who, sessions = bootstrap_->sessions()] {
+            note_peer(false, who);
             if (auto ep = session.lock()) fail_endpoint(ep.get());
             --*sessions;
           });

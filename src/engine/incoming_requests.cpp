@@ -1,4 +1,5 @@
 // UcxEngine: receiving requests (server side). See src/engine/ucx_engine.hpp.
+#include "engine/net_place.hpp"
 #include "engine/ucx_engine.hpp"
 
 namespace yokan {
@@ -126,28 +127,36 @@ ucs_status_t UcxEngine::handle_incoming(const void* header, size_t header_len, v
   return UCS_OK;
 }
 
-std::string UcxEngine::admit_peer(uint64_t token, const std::string& worker_address) {
+std::string UcxEngine::admit_peer(uint64_t token, const std::string& card_bytes) {
+  auto card = decode_card(card_bytes);
+  if (!card) {
+    drop_log_.log("refused a client with a malformed engine card (%zu bytes)", card_bytes.size());
+    return "malformed engine card";
+  }
+  std::string worker_address;
+  bool net_only = false;
+  std::string err = choose_worker(*card, "the client", &worker_address, &net_only);
+  if (!err.empty()) {
+    drop_log_.log("refused a client: %s", err.c_str());
+    return err;
+  }
   // The address is still untrusted input, even from a peer that proved the
   // token: UCX unpacks it without a length and asserts (aborting the process)
   // on an unknown format version. So: sane bounds, and the same header byte
-  // (format version nibble and flags) as the address of our own worker, made
-  // by the same UCX build (docs/design/bootstrap-and-auth.md).
+  // (format version nibble and flags) as the matching address of our own
+  // worker, made by the same UCX build (docs/design/bootstrap-and-auth.md).
+  const std::string& ours = net_only ? worker_net_address_ : worker_address_;
   if (worker_address.size() < kMinWorkerAddress || worker_address.size() > kMaxWorkerAddress ||
-      worker_address_.empty() || worker_address[0] != worker_address_[0]) {
+      ours.empty() || worker_address[0] != ours[0]) {
     drop_log_.log("refused a client with a malformed worker address (%zu bytes)",
                   worker_address.size());
     return "malformed worker address";
   }
+  auto peer = std::make_shared<Endpoint>();
+  peer->address = "client";
   // A truncated address would make UCX read past its end: keep a zeroed tail.
-  std::string padded = worker_address;
-  padded.append(256, '\0');
-  std::shared_ptr<Endpoint> peer;
-  try {
-    peer = create_endpoint(padded, "client");
-  } catch (const Exception& e) {
-    drop_log_.log("refused a client: %s", e.what());
-    return e.what();
-  }
+  peer->worker_address = worker_address;
+  peer->worker_address.append(256, '\0');
   peer->peer_token = token;
   std::lock_guard<std::mutex> g(endpoints_mu_);
   auto it = peers_.find(token);
@@ -167,6 +176,21 @@ void UcxEngine::handle_hello(const WireHeader& h) {
     if (it != peers_.end() && !it->second->failed) peer = it->second;
   }
   if (!peer) return;
+  {
+    std::unique_lock<std::shared_mutex> g(peer->mu);
+    if (!peer->ep && !peer->worker_address.empty()) {
+      try {
+        std::shared_ptr<Endpoint> made = create_endpoint(peer->worker_address, "client");
+        peer->ep = made->ep;
+        made->ep = nullptr;
+      } catch (const Exception& e) {
+        drop_log_.log("cannot answer a client: %s", e.what());
+        peer->worker_address.clear();  // never retried: the client reconnects
+        return;
+      }
+      peer->worker_address.clear();
+    }
+  }
   WireHeader r{};
   r.seq = h.seq;
   r.status = static_cast<int32_t>(Status::YOKAN_SUCCESS);

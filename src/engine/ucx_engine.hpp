@@ -12,11 +12,18 @@
 //
 // Connections. A client resolves an address through the bootstrap socket:
 // the handshake there (authenticated when the engine has a token, see
-// docs/design/bootstrap-and-auth.md) trades its random token and worker
-// address for the server's worker address. The server checks that address,
-// creates its own endpoint back to the client and files it under the token;
-// the client then creates its endpoint and sends HELLO, which only confirms
-// the path. Requests are dispatched only for tokens filed that way. UCX reply
+// docs/design/bootstrap-and-auth.md) trades the client's random token and
+// card for the server's card (net_place.hpp): a worker address, the same
+// without shared-memory transports, and the network place (boot id + network
+// namespace). Each side picks from the other's card: the full address for a
+// peer in the same place, else the network-only one, so that UCX cannot
+// choose shared memory, whose wake-up signal cannot cross network
+// namespaces. The server checks the address it picked, creates its own
+// endpoint back to the client and files it under the token; the client then
+// creates its endpoint and sends HELLO, which only confirms the path.
+// Requests are dispatched only for tokens filed that way. A client engine is
+// not pinned to a device, so that the server can connect back to it through
+// whatever interface routes there. UCX reply
 // endpoints are not used because their lifetime after a peer failure is not
 // ours to control.
 //
@@ -37,6 +44,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <deque>
 #include <map>
 #include <mutex>
 #include <nlohmann/json.hpp>
@@ -52,6 +60,7 @@
 #include "engine/bootstrap.hpp"
 #include "engine/liveness.hpp"
 #include "engine/log_limiter.hpp"
+#include "engine/net_place.hpp"
 #include "engine/thread_pool.hpp"
 #include "engine/wire_format.hpp"
 #include "yokan/engine.hpp"
@@ -87,6 +96,11 @@ class Endpoint {
   std::string address;
   std::atomic<bool> failed{false};
   uint64_t peer_token = 0;  // server side: the client this endpoint answers
+  // Server side: the client's checked worker address from the handshake.
+  // The UCX endpoint is made from it at the client's HELLO, not before: the
+  // client's own connection to us exists by then, and UCX reuses it (made
+  // first, ours could pick an interface of the client we cannot route to).
+  std::string worker_address;
   // Client side: serialises reconnection; `gen` counts connections, so that
   // the liveness callback of an old connection cannot fail a new one.
   std::mutex connect_mu;
@@ -197,6 +211,14 @@ class UcxEngine final : public Engine, public std::enable_shared_from_this<UcxEn
         .second;
   }
   void post(std::function<void()> job) override { pool_->post(std::move(job)); }
+  void record_peer_events(bool on) override { record_peers_.store(on); }
+  std::vector<PeerEvent> take_peer_events() override {
+    std::lock_guard<std::mutex> g(peer_events_mu_);
+    std::vector<PeerEvent> out(std::make_move_iterator(peer_events_.begin()),
+                               std::make_move_iterator(peer_events_.end()));
+    peer_events_.clear();
+    return out;
+  }
   bool provider_registered(uint16_t provider_id) const override {
     std::shared_lock<std::shared_mutex> g(handlers_mu_);
     auto it = handlers_.lower_bound(uint32_t(provider_id) << 16);
@@ -317,9 +339,15 @@ class UcxEngine final : public Engine, public std::enable_shared_from_this<UcxEn
   ucs_status_t handle_incoming(const void* header, size_t header_len, void* data, size_t len,
                                const ucp_am_recv_param_t* param, bool hello);
   void handle_hello(const WireHeader& h);
-  // Bootstrap thread: checks a client's worker address and files an
-  // endpoint to it under `token`. Returns "" or why it was refused.
-  std::string admit_peer(uint64_t token, const std::string& worker_address);
+  // Bootstrap thread: picks a worker address from a client's card, checks it
+  // and files an endpoint to it under `token`. Returns "" or why it was
+  // refused.
+  std::string admit_peer(uint64_t token, const std::string& card_bytes);
+  // Picks the worker address of `theirs` to connect to (the full one in our
+  // network place, else the network-only one); sets *net_only accordingly
+  // when given. Returns "" or why the peer (named `who`) cannot be reached.
+  std::string choose_worker(const PeerCard& theirs, const std::string& who, std::string* worker,
+                            bool* net_only) const;
   // Reads "auth", "handshake_timeout_ms", "max_clients" and "max_handshakes"
   // into handshake_; returns auth.allow_anonymous. Throws on bad values.
   bool parse_auth_config();
@@ -394,6 +422,12 @@ class UcxEngine final : public Engine, public std::enable_shared_from_this<UcxEn
   ucp_context_h context_ = nullptr;
   ucp_worker_h worker_ = nullptr;
   std::string worker_address_;
+  // Without shared-memory transports: what peers in another network place
+  // get (another host, or another network namespace of this one, where
+  // UCX's shared memory would be chosen and hang). "" for na+sm engines.
+  std::string worker_net_address_;
+  std::string place_;     // network_place(): boot id and network namespace
+  std::string own_card_;  // encode_card() of the three above: what peers get
   int efd_ = -1;
   std::unique_ptr<FdWatcher> watcher_;
   std::unique_ptr<BootstrapServer> bootstrap_;
@@ -437,6 +471,17 @@ class UcxEngine final : public Engine, public std::enable_shared_from_this<UcxEn
   std::map<std::string, std::shared_ptr<Endpoint>> lookups_;       // client side
   std::unordered_map<uint64_t, std::shared_ptr<Endpoint>> peers_;  // server side, by token
   std::vector<std::shared_ptr<Endpoint>> retired_;                 // failed, closed at teardown
+
+  // Client connections opening and closing (bootstrap accept / close).
+  void note_peer(bool connected, const std::string& peer) {
+    if (!record_peers_.load(std::memory_order_relaxed)) return;
+    std::lock_guard<std::mutex> g(peer_events_mu_);
+    if (peer_events_.size() >= kMaxPeerEvents) peer_events_.pop_front();
+    peer_events_.push_back({connected, peer});
+  }
+  std::atomic<bool> record_peers_{false};
+  std::mutex peer_events_mu_;
+  std::deque<PeerEvent> peer_events_;
 
   std::mutex finalize_mu_;
   std::condition_variable finalize_cv_;

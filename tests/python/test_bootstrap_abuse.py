@@ -52,14 +52,30 @@ def use(address, protocol="tcp", config=None):
         del db
 
 
-def raw_handshake(port, worker_address, token=0x1234, timeout=5.0):
+def card(worker, worker_net=b"", place=b""):
+    """An engine card (src/engine/net_place.cpp): "YKC1", then the worker
+    address, the network-only worker address and the network place, each
+    after its length (u32, host order). No place means "same as yours"."""
+    return b"YKC1" + b"".join(struct.pack("=I", len(p)) + p for p in (worker, worker_net, place))
+
+
+def worker_of(card_bytes):
+    """The full worker address in a card the server answered with."""
+    assert card_bytes[:4] == b"YKC1", card_bytes[:16]
+    (n,) = struct.unpack("=I", card_bytes[4:8])
+    return card_bytes[8 : 8 + n]
+
+
+def raw_handshake(port, worker_address, token=0x1234, timeout=5.0, raw=False):
     """Runs the unauthenticated handshake by hand with `worker_address` as
-    ours; returns the server's final answer (status byte, payload)."""
+    ours (in a card, unless `raw`); returns the server's final answer
+    (status byte, payload: the server's card on success)."""
+    offer = worker_address if raw else card(worker_address)
     with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
         s.sendall(MAGIC + bytes(32))
         challenge = recv_exact(s, 72)
         assert challenge[:4] == MAGIC
-        s.sendall(bytes(32) + struct.pack("!QI", token, len(worker_address)) + worker_address)
+        s.sendall(bytes(32) + struct.pack("!QI", token, len(offer)) + offer)
         head = recv_exact(s, 12)
         (length,) = struct.unpack("!I", head[8:12])
         return head[4], recv_exact(s, length)
@@ -93,6 +109,32 @@ def test_malformed_worker_addresses_never_kill_the_provider(server):
         status, payload = raw_handshake(port, addr)
         assert status == exception.YOKAN_ERR_INVALID_ARGS, (addr[:4], payload)
         assert b"malformed worker address" in payload
+    assert s.proc.poll() is None
+    use(s.address)
+
+
+MALFORMED_CARDS = [
+    b"",
+    b"YKC1",
+    b"YKC0" + card(b"\x08" * 64)[4:],  # wrong magic
+    card(b""),  # no worker address
+    card(b"\x08" * 64)[:-1],  # truncated
+    card(b"\x08" * 64) + b"x",  # trailing byte
+    b"YKC1" + struct.pack("=I", 0xFFFFFFFF) + bytes(16),  # a length past the end
+    # another network place, and no network-only address to use there
+    card(bytes(64), b"", b"another-boot/4026531999"),
+    # another place: the network-only address is the one checked
+    card(bytes(64), b"\x08" + bytes(63), b"another-boot/4026531999"),
+]
+
+
+def test_malformed_cards_never_kill_the_provider(server):
+    s = server("tcp", {})
+    port = port_of(s.address)
+    for offer in MALFORMED_CARDS:
+        status, payload = raw_handshake(port, offer, raw=True)
+        assert status != 0, (offer[:12], payload)
+        assert payload, offer[:12]
     assert s.proc.poll() is None
     use(s.address)
 
@@ -202,9 +244,9 @@ def test_raw_hellos_never_kill_the_provider(server):
     peer = RawPeer()
     try:
         known = 0x5EED
-        status, server_worker = raw_handshake(port_of(s.address), peer.address(), token=known)
-        assert status == 0, server_worker
-        peer.connect(server_worker)
+        status, server_card = raw_handshake(port_of(s.address), peer.address(), token=known)
+        assert status == 0, server_card
+        peer.connect(worker_of(server_card))
         for token in (known, 0xBAD, 0):
             for b in range(0, 256, 16):
                 bad = bytes([(b & 0xF0) | 8]) + bytes(63)
@@ -230,9 +272,9 @@ def test_requests_of_a_token_that_did_not_handshake_never_reach_a_provider(serve
         db.put(b"keep", b"me")
         peer = RawPeer()
         try:
-            status, server_worker = raw_handshake(port_of(s.address), peer.address(), token=0x5EED)
+            status, server_card = raw_handshake(port_of(s.address), peer.address(), token=0x5EED)
             assert status == 0
-            peer.connect(server_worker)
+            peer.connect(worker_of(server_card))
             # An erase of everything (prefix "" matches all keys) under a
             # token nobody registered, with every RPC id a provider might use.
             for rpc in range(64):

@@ -241,6 +241,38 @@ def test_log_file_and_level(tmp_path):
     assert "running at tcp://" in text and "stopped" in text
 
 
+def test_client_connections_are_logged(tmp_path):
+    config = write_config(
+        tmp_path, {"providers": [provider_entry("m", 1, {"database": {"type": "map"}})]}
+    )
+    log_file = tmp_path / "server.log"
+    daemon = Daemon(tmp_path, config, "--log-file", str(log_file))
+    address = daemon.wait_ready()
+
+    def logged(word, count):
+        """The log lines with `word`, once there are `count` of them (30 s at most)."""
+        deadline = time.monotonic() + 30
+        while True:
+            lines = [line for line in log_file.read_text().splitlines() if word in line]
+            if len(lines) >= count or time.monotonic() > deadline:
+                return lines
+            time.sleep(0.05)
+
+    try:
+        for n in (1, 2):  # a second client: a second pair of lines
+            with Engine("tcp", mode=0) as client_engine:
+                db = Client(client_engine).make_database_handle(address, 1)
+                db.put("k", "v")
+                assert len(logged(" connected", n)) == n, log_file.read_text()
+                del db
+            assert len(logged(" disconnected", n)) == n, log_file.read_text()
+        lines = logged("client ", 4)
+        assert len(lines) == 4
+        assert all(" INFO client 127.0.0.1:" in line for line in lines), lines
+    finally:
+        assert daemon.stop()[0] == 0
+
+
 def test_the_console_command_is_installed():
     command = shutil.which("yokan-server")
     if command is None:

@@ -2,7 +2,10 @@
 
 ``Engine("tcp")`` listens on 127.0.0.1 on a free port; ``Engine("tcp://HOST:PORT")``
 or ``"tcp://IFACE"`` exposes it elsewhere; ``Engine("na+sm")`` is same-host
-shared memory only. UCX is pinned to the network device of the listen address.
+shared memory only. A listening engine pins UCX to the network device of its
+listen address; a client engine (``mode=client``) is not pinned, so that it
+reaches providers on other hosts (UCX_NET_DEVICES, or the config's ``ucx``,
+pins it).
 ``str(engine.addr())`` is what another process passes to ``lookup()`` or to
 ``Client.make_database_handle()``.
 

@@ -18,8 +18,10 @@ here unchanged::
 warning. Anything malformed is reported with the key it concerns and exit
 code 2, before any engine, port or database is opened.
 
-Once every provider serves, it prints ``yokan-server running at ADDRESS``
-and writes the address file (atomically: a reader never sees half of it).
+Each client connection is logged (``client IP:PORT connected`` /
+``disconnected``, info level). Once every provider serves, it prints
+``yokan-server running at ADDRESS`` and writes the address file
+(atomically: a reader never sees half of it).
 SIGTERM or SIGINT stop it: requests in progress are answered, every
 backend is flushed and closed, and it exits 0. Each database path is
 locked (``PATH.yokan-server.lock``), so a second server on the same
@@ -397,6 +399,12 @@ def _abort(message: str, providers: List[Any], engine: Any) -> int:
     return EXIT_FAILURE
 
 
+def _log_peers(native: Any) -> None:
+    """Logs the client connections opened and closed since the last call."""
+    for connected, peer in native.take_peer_events():
+        log.info("client %s %s", peer, "connected" if connected else "disconnected")
+
+
 def _serve(args: argparse.Namespace, config: ServerConfig, stack: contextlib.ExitStack) -> int:
     from mochi.margo import Engine
     from mochi.yokan.server import Provider
@@ -408,6 +416,9 @@ def _serve(args: argparse.Namespace, config: ServerConfig, stack: contextlib.Exi
         log.error("cannot start the engine on %s: %s", args.address, e)
         print(f"yokan-server: cannot start the engine on {args.address}: {e}", file=sys.stderr)
         return EXIT_FAILURE
+    # Client connections are logged at info level (from the engine's
+    # bootstrap socket: nothing is added to the path of a request).
+    engine.mid.record_peer_events(True)
     providers = []
     try:
         for spec in config.providers:
@@ -440,7 +451,8 @@ def _serve(args: argparse.Namespace, config: ServerConfig, stack: contextlib.Exi
     print(f"yokan-server running at {address}", flush=True)
     native = engine.mid
     while not stop_signal and not native.wait_for_finalize(200.0):
-        pass  # wakes every 200 ms so that the signal handler gets to run
+        _log_peers(native)  # every 200 ms, so that the signal handler gets to run too
+    _log_peers(native)
     why = signal.Signals(stop_signal[0]).name if stop_signal else "engine finalized"
     log.info("stopping (%s): closing %d provider(s)", why, len(providers))
     # Providers first, engine last: a provider's shutdown waits for the writes
