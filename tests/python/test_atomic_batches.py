@@ -171,7 +171,7 @@ def retry_until_space(action):
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_full_disk_batches_apply_whole_or_not_at_all(disk, servers, backend):
+def test_full_disk_batches_apply_whole_or_not_at_all(disk, servers, backend):  # noqa: F811
     config = backend_config(backend, disk)
     model = Model(kv=backend not in DOC_ONLY)
     server = servers(config)
@@ -197,19 +197,19 @@ def test_full_disk_batches_apply_whole_or_not_at_all(disk, servers, backend):
 
         for level, free in enumerate(LEVELS):
             live = sorted(model.docs)
-            # Each batch starts at this level of free space.
+            # Each batch starts at this level of free space; 200 ids to erase:
+            # live ones, one twice, and one never allocated.
             batches = [
-                # 200 ids: live ones, one twice, and one never allocated.
-                lambda: model.erase_multi(live[:199] + live[:1] + [model.next_id + 1000]),
-                lambda: model.store_multi(f"big{level}", BIG),
-                lambda: model.update_multi(f"up{level}", sorted(model.docs)[-BIG:]),
+                (model.erase_multi, live[:199] + live[:1] + [model.next_id + 1000]),
+                (model.store_multi, f"big{level}", BIG),
+                (model.update_multi, f"up{level}", live[-BIG:]),
             ]
             if model.kv:
-                batches.append(lambda: model.put_multi(f"kv{level}", BIG))
-                batches.append(lambda: model.erase_keys(sorted(model.keys)[:100]))
-            for batch in batches:
+                batches.append((model.put_multi, f"kv{level}", BIG))
+                batches.append((model.erase_keys, sorted(model.keys)[:100]))
+            for batch, *args in batches:
                 set_free(disk, free)
-                failures += not batch()
+                failures += not batch(*args)
             print(f"{backend}: {free} bytes free, {failures} refused so far")
         # 12 MiB in one batch cannot fit anywhere on an 8 MiB disk (not even
         # in pages that the erases freed inside the files): refused, nothing applied.
