@@ -22,9 +22,10 @@ Mounting needs root (CI runs these tests as root); elsewhere they skip.
 import os
 import random
 import time
+from pathlib import Path
 
 import pytest
-from conftest import DOC_ONLY, backend_config
+from conftest import DOC_ONLY, backend_config, open_db
 from mochi.margo import Engine
 from mochi.yokan.backends import available_backends
 from mochi.yokan.client import Client
@@ -238,3 +239,44 @@ def test_full_disk_batches_apply_whole_or_not_at_all(disk, servers, backend):  #
         model.check()
     assert server.terminate() == 0
     print(f"{backend}: {failures} batches refused cleanly on the full disk")
+
+
+@pytest.mark.skipif("log" not in available_backends, reason="the log backend is not compiled")
+def test_log_replays_a_batch_whole_or_not_at_all(engine, tmp_path):
+    """A crash can tear the last write of the log file anywhere, or leave
+    garbage in it: opening applies a batch only when all of it is there and
+    intact. Simulated by cutting the file at many points inside a batch, and
+    by flipping one byte of it."""
+    log = Path(backend_config("log", tmp_path)["database"]["config"]["path"]) / "yokan.log"
+    first = [payload("first", i, 100) for i in range(10)]
+    provider, db = open_db(engine, "log", tmp_path)
+    db.create_collection("c")
+    coll = db.open_collection("c")
+    assert coll.store_multi(first) == list(range(10))
+    start = log.stat().st_size
+    assert coll.store_multi([payload("second", i, 100) for i in range(20)]) == list(range(10, 30))
+    end = log.stat().st_size
+    coll.erase_multi([0, 1, 2])  # a later batch: lost along with the torn one
+    del coll, db, provider
+    whole = log.read_bytes()
+
+    def reopen_and_check(data, what):
+        log.write_bytes(data)
+        provider, db = open_db(engine, "log", tmp_path)
+        coll = db.open_collection("c")
+        assert coll.size() == 10, what
+        assert coll.last_id() == 9, what
+        assert list(coll.scan()) == list(enumerate(first)), what
+        assert log.stat().st_size == start, f"{what}: the torn tail was not cut off"
+        assert coll.store(b"next") == 10, what  # the file takes writes after it
+        del coll, db, provider
+
+    cuts = sorted(
+        {start + 1, end - 1, end - 4, end - 8, *random.Random(7).sample(range(start, end), 30)}
+    )
+    for cut in cuts:
+        reopen_and_check(whole[:cut], f"cut at {cut - start} of a {end - start}-byte batch")
+    for at in (start + 20, (start + end) // 2, end - 6):
+        flipped = bytearray(whole)
+        flipped[at] ^= 0x40
+        reopen_and_check(bytes(flipped), f"byte {at - start} of the batch flipped")

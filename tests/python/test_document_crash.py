@@ -11,6 +11,7 @@ KILLS rounds per backend, each bounded in operations and time; the counts are
 printed (pytest -s) for the report.
 """
 
+import os
 import random
 import signal
 import threading
@@ -22,7 +23,8 @@ from mochi.yokan.client import Client
 from mochi.yokan.client import Exception as ClientError
 
 BACKENDS = [b for b in COLLECTION_BACKENDS if b in PERSISTENT]
-KILLS = 20
+# At least 20; YOKAN_CRASH_KILLS raises it for a longer soak.
+KILLS = max(20, int(os.environ.get("YOKAN_CRASH_KILLS", "20")))
 # Per round: at most this many calls, and the kill comes within KILL_WINDOW_S.
 MAX_OPS = 400
 KILL_WINDOW_S = 0.25
