@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import DOC_ONLY, backend_config, open_db
+from conftest import ATOMIC_BATCHES, DOC_ONLY, backend_config, open_db
 from mochi.margo import Engine
 from mochi.yokan.backends import available_backends
 from mochi.yokan.client import Client
@@ -33,9 +33,7 @@ from mochi.yokan.client import Exception as ClientError
 from mochi.yokan.exception import YOKAN_ERR_IO
 from test_disk_full import CALL_MS, FREED, RESUME_S, disk, grow, servers  # noqa: F401
 
-# Backends whose batches are atomic (BackendTraits::atomic_batches; README).
-ATOMIC = {"rocksdb", "leveldb", "lmdb", "log"}
-BACKENDS = [b for b in available_backends if b in ATOMIC]
+BACKENDS = [b for b in available_backends if b in ATOMIC_BATCHES]
 
 KiB = 1 << 10
 MiB = 1 << 20

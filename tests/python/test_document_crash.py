@@ -8,7 +8,8 @@ the same documents, size() counting exactly them, last_id() the last id
 allocated. Ids are never reused: the next store continues after last_id.
 
 KILLS rounds per backend, each bounded in operations and time; the counts are
-printed (pytest -s) for the report.
+printed (pytest -s) for the report. Backends without atomic batches run the
+same rounds as expected failures.
 """
 
 import os
@@ -17,12 +18,28 @@ import signal
 import threading
 
 import pytest
-from conftest import COLLECTION_BACKENDS, PERSISTENT, RemoteProvider, backend_config
+from conftest import (
+    ATOMIC_BATCHES,
+    COLLECTION_BACKENDS,
+    PERSISTENT,
+    RemoteProvider,
+    backend_config,
+)
 from mochi.margo import Engine
 from mochi.yokan.client import Client
 from mochi.yokan.client import Exception as ClientError
 
-BACKENDS = [b for b in COLLECTION_BACKENDS if b in PERSISTENT]
+# Backends without atomic batches run too, and report; a torn batch is
+# expected of them now and then (README: berkeleydb tears one in a few dozen
+# kills, during its closing sync), so there it is an expected failure.
+NOT_ATOMIC = pytest.mark.xfail(
+    reason="batches are not atomic on this backend (README, atomic batches)", strict=False
+)
+BACKENDS = [
+    b if b in ATOMIC_BATCHES else pytest.param(b, marks=NOT_ATOMIC)
+    for b in COLLECTION_BACKENDS
+    if b in PERSISTENT
+]
 # At least 20; YOKAN_CRASH_KILLS raises it for a longer soak.
 KILLS = max(20, int(os.environ.get("YOKAN_CRASH_KILLS", "20")))
 # Per round: at most this many calls, and the kill comes within KILL_WINDOW_S.
@@ -53,12 +70,16 @@ def random_op(rng, state):
     """(name, call(coll), the state if the call is applied) for a random call."""
     live = sorted(state.docs)
     after = state.copy()
-    kind = rng.choice(["store_multi", "store_multi", "update_multi", "erase_multi", "single"])
+    # Stores and erases balance once a few thousand documents are live, so
+    # that a long soak stays cheap to check.
+    kinds = ["store_multi", "update_multi", "erase_multi", "single"]
+    kinds.append("erase_multi" if len(live) > 2000 else "store_multi")
+    kind = rng.choice(kinds)
     if kind == "update_multi" and live:
         ids = rng.sample(live, min(len(live), rng.randint(1, 20)))
-        erased = [i for i in range(state.next_id) if i not in state.docs]
-        if erased and rng.random() < 0.3:
-            ids.append(rng.choice(erased))  # an erased id comes back to life
+        maybe = rng.randrange(state.next_id)
+        if maybe not in state.docs and rng.random() < 0.3:
+            ids.append(maybe)  # an erased id comes back to life
         docs = [rng.randbytes(rng.randint(1, 400)) for _ in ids]
         after.docs.update(zip(ids, docs))
         return kind, lambda c: c.update_multi(ids, docs, timeout_ms=CALL_MS), after
