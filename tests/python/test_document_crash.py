@@ -30,8 +30,8 @@ from mochi.yokan.client import Client
 from mochi.yokan.client import Exception as ClientError
 
 # Backends without atomic batches run too, and report; a torn batch is
-# expected of them now and then (README: berkeleydb tears one in a few dozen
-# kills, during its closing sync), so there it is an expected failure.
+# expected of them now and then (README: berkeleydb and a tkrzw tree each
+# tore one in a 60-kill soak), so there it is an expected failure.
 NOT_ATOMIC = pytest.mark.xfail(
     reason="batches are not atomic on this backend (README, atomic batches)", strict=False
 )
