@@ -39,6 +39,10 @@ struct BackendTraits {
   // The order of a sorted backend is plain bytewise (false for a map with a
   // custom comparator): prefix ranges are then contiguous and can end a scan.
   bool bytewise = true;
+  // write_batch / put_batch / erase_batch apply all of a batch or none of it,
+  // also across a crash of the process (a SIGKILL mid-batch leaves none of it).
+  // false: a batch that fails may leave a prefix of it applied (see README).
+  bool atomic_batches = false;
 };
 
 // Called for each pair during iteration; return false to stop early.
@@ -58,8 +62,18 @@ class Backend {
 
   // Store (or overwrite) one pair.
   virtual Status put(std::string_view key, std::string_view value) = 0;
-  // Store several pairs; backends with atomic write batches override this.
+  // Store several pairs. Default: put() each in turn (not atomic); backends
+  // with atomic batches route it to write_batch().
   virtual Status put_batch(const std::vector<std::pair<std::string_view, std::string_view>>& pairs);
+  // Erase several keys (absent ones are not an error). Default: write_batch().
+  virtual Status erase_batch(const std::vector<std::string_view>& keys);
+  // Erase `erases`, then store `puts` (a key in both ends up stored), as one
+  // write. With traits().atomic_batches it applies whole or not at all: on an
+  // error nothing of it is visible, now or after a restart. Default: erase()
+  // each key, then put_batch(): an error may leave a prefix applied.
+  virtual Status write_batch(
+      const std::vector<std::string_view>& erases,
+      const std::vector<std::pair<std::string_view, std::string_view>>& puts);
   // Call `visit` with the value; YOKAN_ERR_KEY_NOT_FOUND if absent.
   virtual Status get(std::string_view key, const ValueVisitor& visit) = 0;
   // get() for each key in turn; stops at the first error other than a missing

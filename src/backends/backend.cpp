@@ -32,6 +32,20 @@ Status Backend::put_batch(const std::vector<std::pair<std::string_view, std::str
   return Status::YOKAN_SUCCESS;
 }
 
+Status Backend::erase_batch(const std::vector<std::string_view>& keys) {
+  return write_batch(keys, {});
+}
+
+Status Backend::write_batch(
+    const std::vector<std::string_view>& erases,
+    const std::vector<std::pair<std::string_view, std::string_view>>& puts) {
+  for (auto key : erases) {
+    Status s = erase(key);
+    if (!ok(s)) return s;
+  }
+  return puts.empty() ? Status::YOKAN_SUCCESS : put_batch(puts);
+}
+
 Status Backend::get_batch(const std::vector<std::string_view>& keys,
                           const BatchValueVisitor& visit) {
   for (size_t i = 0; i < keys.size(); ++i) {

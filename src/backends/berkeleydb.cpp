@@ -131,11 +131,27 @@ class BerkeleyBackend final : public Backend {
 
   Status put_batch(
       const std::vector<std::pair<std::string_view, std::string_view>>& pairs) override {
+    return write_batch({}, pairs);
+  }
+
+  // Not atomic (no transactional environment, see README): the batch goes
+  // into the cache under one lock and one sync ends it, so a SIGKILL before
+  // that sync loses all of it, but a kill during the sync, a cache that
+  // writes pages back early, or an error half-way can leave part of it.
+  Status write_batch(
+      const std::vector<std::string_view>& erases,
+      const std::vector<std::pair<std::string_view, std::string_view>>& puts) override {
     uint64_t bytes = 0;
-    for (const auto& [key, value] : pairs) bytes += key.size() + value.size();
+    for (auto key : erases) bytes += key.size();
+    for (const auto& [key, value] : puts) bytes += key.size() + value.size();
     if (Status s = may_write(bytes); !ok(s)) return s;
     std::unique_lock<std::shared_mutex> guard(mutex_);
-    for (const auto& [key, value] : pairs) {
+    for (auto key : erases) {
+      Dbt k = in_dbt(key);
+      int rc = db_->del(nullptr, &k, 0);
+      if (rc != 0 && rc != DB_NOTFOUND) return map_rc(rc);
+    }
+    for (const auto& [key, value] : puts) {
       Dbt k = in_dbt(key), v = in_dbt(value);
       int rc = db_->put(nullptr, &k, &v, 0);
       if (rc != 0) return map_rc(rc);

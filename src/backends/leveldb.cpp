@@ -57,18 +57,30 @@ class LevelDBBackend final : public Backend {
 
   ~LevelDBBackend() override { delete db_; }  // closes; the files stay
 
-  BackendTraits traits() const override { return {true, true, true}; }
+  BackendTraits traits() const override {
+    BackendTraits t{true, true, true};
+    t.atomic_batches = true;
+    return t;
+  }
   json config() const override { return config_; }
 
   Status put(std::string_view key, std::string_view value) override {
     return write([&] { return db_->Put(write_options_, slice(key), slice(value)); });
   }
 
-  // One WriteBatch: atomic and a single log record, whatever use_write_batch says.
+  // One WriteBatch: atomic (a single log record, replayed whole or not at
+  // all), whatever use_write_batch says.
   Status put_batch(
       const std::vector<std::pair<std::string_view, std::string_view>>& pairs) override {
+    return write_batch({}, pairs);
+  }
+
+  Status write_batch(
+      const std::vector<std::string_view>& erases,
+      const std::vector<std::pair<std::string_view, std::string_view>>& puts) override {
     leveldb::WriteBatch batch;
-    for (const auto& [key, value] : pairs) batch.Put(slice(key), slice(value));
+    for (auto key : erases) batch.Delete(slice(key));
+    for (const auto& [key, value] : puts) batch.Put(slice(key), slice(value));
     return write([&] { return db_->Write(write_options_, &batch); });
   }
 

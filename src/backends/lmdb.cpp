@@ -96,7 +96,11 @@ class LmdbBackend final : public Backend {
     mdb_env_close(env_);  // commits are already on disk; nothing is deleted
   }
 
-  BackendTraits traits() const override { return {true, true, true}; }
+  BackendTraits traits() const override {
+    BackendTraits t{true, true, true};
+    t.atomic_batches = true;
+    return t;
+  }
   json config() const override { return config_; }
 
   Status put(std::string_view key, std::string_view value) override {
@@ -109,8 +113,19 @@ class LmdbBackend final : public Backend {
   // One transaction for the whole batch: atomic and a single commit.
   Status put_batch(
       const std::vector<std::pair<std::string_view, std::string_view>>& pairs) override {
+    return write_batch({}, pairs);
+  }
+
+  Status write_batch(
+      const std::vector<std::string_view>& erases,
+      const std::vector<std::pair<std::string_view, std::string_view>>& puts) override {
     return write([&](MDB_txn* txn) {
-      for (const auto& [key, value] : pairs) {
+      for (auto key : erases) {
+        MDB_val k = val(key);
+        int rc = mdb_del(txn, dbi_, &k, nullptr);
+        if (rc != MDB_SUCCESS && rc != MDB_NOTFOUND) return rc;
+      }
+      for (const auto& [key, value] : puts) {
         MDB_val k = val(key), v = val(value);
         int rc = mdb_put(txn, dbi_, &k, &v, 0);
         if (rc != MDB_SUCCESS) return rc;

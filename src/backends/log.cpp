@@ -5,7 +5,16 @@
 // and an in-memory ordered index from each key to where its latest value lies.
 // Opening the database replays the file to rebuild the index.
 //
-// Acknowledged: a put or erase is one write() of its whole record before it
+// A batch (write_batch, put_batch, erase_batch: a collection's store_multi,
+// update or erase) is one record group, written with one write():
+//   [magic][op = group][key length = record count][value length = payload bytes]
+//   [payload: the batch's put/erase records][commit magic u32][crc32c u32]
+// where the CRC covers the group's header and payload. Opening applies a group
+// only when its commit marker and checksum are there and every record inside
+// parses; otherwise it is a torn tail and is cut off, so a batch is replayed
+// whole or not at all. The index changes only after the whole group is written.
+//
+// Acknowledged: a put, erase or batch is one write() of its whole record before it
 // returns, so it survives a SIGKILL of the process (the data is in the OS page
 // cache); with "sync": true it is also fdatasync()ed, for machine crashes. A
 // record torn by a crash mid-write can only be the last one: opening cuts it off.
@@ -20,12 +29,14 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <array>
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
 #include <map>
 #include <mutex>
 #include <shared_mutex>
+#include <vector>
 
 #include "config_reader.hpp"
 #include "file_util.hpp"
@@ -36,7 +47,8 @@ namespace yokan {
 namespace {
 
 constexpr uint32_t kRecordMagic = 0x594b4c31;  // "YKL1"
-enum : uint8_t { kOpPut = 1, kOpErase = 2 };
+constexpr uint32_t kCommitMagic = 0x594b4c43;  // "YKLC": ends a complete group
+enum : uint8_t { kOpPut = 1, kOpErase = 2, kOpGroup = 3 };
 
 #pragma pack(push, 1)
 struct RecordHeader {
@@ -46,6 +58,30 @@ struct RecordHeader {
   uint64_t value_len;
 };
 #pragma pack(pop)
+
+struct GroupTrailer {
+  uint32_t magic;
+  uint32_t crc;
+};
+
+// CRC-32C (Castagnoli), one table lookup per byte: a group is summed once
+// when written and once when the file is opened; next to the write() of the
+// group (a copy of the same bytes into the page cache) this is small.
+uint32_t crc32c(uint32_t crc, const void* data, size_t n) {
+  static const auto table = [] {
+    std::array<uint32_t, 256> t{};
+    for (uint32_t i = 0; i < 256; ++i) {
+      uint32_t c = i;
+      for (int k = 0; k < 8; ++k) c = (c & 1) ? (c >> 1) ^ 0x82f63b78u : c >> 1;
+      t[i] = c;
+    }
+    return t;
+  }();
+  const auto* p = static_cast<const unsigned char*>(data);
+  crc = ~crc;
+  for (size_t i = 0; i < n; ++i) crc = table[(crc ^ p[i]) & 0xff] ^ (crc >> 8);
+  return ~crc;
+}
 
 struct Location {
   uint64_t offset;  // of the value in the file
@@ -72,6 +108,14 @@ class LogBackend final : public Backend {
     while (pos + sizeof(RecordHeader) <= size) {
       RecordHeader h;
       if (!read_at(&h, sizeof h, pos)) return io_error("read", error);
+      if (h.magic == kRecordMagic && h.op == kOpGroup) {
+        uint64_t next = 0;
+        Status s = replay_group(h, pos, size, &next);
+        if (s == Status::YOKAN_ERR_IO) return io_error("read", error);
+        if (!ok(s)) break;  // torn or uncommitted group: the tail ends here
+        pos = next;
+        continue;
+      }
       uint64_t body = uint64_t(h.key_len) + h.value_len;
       if (h.magic != kRecordMagic || (h.op != kOpPut && h.op != kOpErase) || h.value_len > size ||
           body > size - pos - sizeof h)
@@ -93,6 +137,7 @@ class LogBackend final : public Backend {
   BackendTraits traits() const override {
     BackendTraits t{true, true, true};
     t.key_value = false;
+    t.atomic_batches = true;
     return t;
   }
   json config() const override { return config_; }
@@ -105,15 +150,24 @@ class LogBackend final : public Backend {
 
   Status put_batch(
       const std::vector<std::pair<std::string_view, std::string_view>>& pairs) override {
+    return write_batch({}, pairs);
+  }
+
+  // One record group: written whole (or cut back off) before the index changes.
+  Status write_batch(
+      const std::vector<std::string_view>& erases,
+      const std::vector<std::pair<std::string_view, std::string_view>>& puts) override {
+    if (erases.size() + puts.size() == 1) {  // one record is already all or nothing
+      if (puts.empty()) return erase(erases[0]);
+      return put(puts[0].first, puts[0].second);
+    }
+    if (erases.empty() && puts.empty()) return Status::YOKAN_SUCCESS;
     uint64_t bytes = 0;
-    for (const auto& [key, value] : pairs) bytes += key.size() + value.size();
+    for (auto key : erases) bytes += key.size();
+    for (const auto& [key, value] : puts) bytes += key.size() + value.size();
     if (Status s = may_write(bytes); !ok(s)) return s;
     std::unique_lock<std::shared_mutex> g(mu_);
-    for (const auto& [key, value] : pairs) {
-      Status s = append(kOpPut, key, value);
-      if (!ok(s)) return s;
-    }
-    return Status::YOKAN_SUCCESS;
+    return append_group(erases, puts);
   }
 
   Status get(std::string_view key, const ValueVisitor& visit) override {
@@ -178,6 +232,26 @@ class LogBackend final : public Backend {
     return Status::YOKAN_SUCCESS;
   }
 
+  // Writes `record` at the end of the file (and syncs it with "sync"). On a
+  // failure whatever part of it made it is cut back off, so the file ends
+  // where it did and nothing of the record is replayed later.
+  Status write_record(const std::string& record) {
+    errno = 0;
+    if (!write_at(record.data(), record.size(), end_)) {
+      const int err = errno ? errno : EIO;
+      (void)!ftruncate(fd_, static_cast<off_t>(end_));
+      return fail(Status::YOKAN_ERR_IO,
+                  std::string("log: cannot append a record: ") + std::strerror(err));
+    }
+    if (sync_ && ::fdatasync(fd_) != 0) {
+      const int err = errno;
+      // Not acknowledged, so not kept: cut it off (best effort).
+      (void)!ftruncate(fd_, static_cast<off_t>(end_));
+      return fail(Status::YOKAN_ERR_IO, std::string("log: fdatasync: ") + std::strerror(err));
+    }
+    return Status::YOKAN_SUCCESS;
+  }
+
   // One write() per record (header, key and value gathered), then the index.
   Status append(uint8_t op, std::string_view key, std::string_view value) {
     RecordHeader h{kRecordMagic, op, static_cast<uint32_t>(key.size()), value.size()};
@@ -185,21 +259,103 @@ class LogBackend final : public Backend {
     std::string record;
     record.reserve(sizeof h + key.size() + value.size());
     record.append(reinterpret_cast<const char*>(&h), sizeof h).append(key).append(value);
-    errno = 0;
-    if (!write_at(record.data(), record.size(), end_)) {
-      const int err = errno ? errno : EIO;
-      // Cut back whatever part of the record made it, so the file stays valid.
-      (void)!ftruncate(fd_, static_cast<off_t>(end_));
-      return fail(Status::YOKAN_ERR_IO,
-                  std::string("log: cannot append a record: ") + std::strerror(err));
-    }
-    if (sync_ && ::fdatasync(fd_) != 0)
-      return fail(Status::YOKAN_ERR_IO, std::string("log: fdatasync: ") + std::strerror(errno));
+    if (Status s = write_record(record); !ok(s)) return s;
     if (op == kOpPut)
       index_[std::string(key)] = {end_ + sizeof h + key.size(), value.size()};
     else
       index_.erase(std::string(key));
     end_ += record.size();
+    return Status::YOKAN_SUCCESS;
+  }
+
+  // Writes erases then puts as one group at the end of the file, then applies
+  // them to the index; on a failed write nothing changes.
+  Status append_group(const std::vector<std::string_view>& erases,
+                      const std::vector<std::pair<std::string_view, std::string_view>>& puts) {
+    uint64_t payload = 0;
+    for (auto key : erases) {
+      if (key.size() > UINT32_MAX) return Status::YOKAN_ERR_INVALID_ARGS;
+      payload += sizeof(RecordHeader) + key.size();
+    }
+    for (const auto& [key, value] : puts) {
+      if (key.size() > UINT32_MAX) return Status::YOKAN_ERR_INVALID_ARGS;
+      payload += sizeof(RecordHeader) + key.size() + value.size();
+    }
+    const uint64_t count = erases.size() + puts.size();
+    if (count > UINT32_MAX) return Status::YOKAN_ERR_INVALID_ARGS;
+    RecordHeader gh{kRecordMagic, kOpGroup, static_cast<uint32_t>(count), payload};
+    std::string group;
+    group.reserve(sizeof gh + payload + sizeof(GroupTrailer));
+    group.append(reinterpret_cast<const char*>(&gh), sizeof gh);
+    auto add = [&group](uint8_t op, std::string_view key, std::string_view value) {
+      RecordHeader h{kRecordMagic, op, static_cast<uint32_t>(key.size()), value.size()};
+      group.append(reinterpret_cast<const char*>(&h), sizeof h).append(key).append(value);
+    };
+    for (auto key : erases) add(kOpErase, key, {});
+    for (const auto& [key, value] : puts) add(kOpPut, key, value);
+    GroupTrailer t{kCommitMagic, crc32c(0, group.data(), group.size())};
+    group.append(reinterpret_cast<const char*>(&t), sizeof t);
+    if (Status s = write_record(group); !ok(s)) return s;
+    // Offsets of the values, as replay_group computes them.
+    uint64_t at = end_ + sizeof gh;
+    for (auto key : erases) {
+      index_.erase(std::string(key));
+      at += sizeof(RecordHeader) + key.size();
+    }
+    for (const auto& [key, value] : puts) {
+      at += sizeof(RecordHeader) + key.size();
+      index_[std::string(key)] = {at, value.size()};
+      at += value.size();
+    }
+    end_ += group.size();
+    return Status::YOKAN_SUCCESS;
+  }
+
+  // Applies the group whose header `gh` is at `pos` to the index if it is
+  // complete (commit marker, checksum, every record inside well formed);
+  // *next is the offset after it. YOKAN_ERR_CORRUPTION: torn or foreign, the
+  // index is unchanged; YOKAN_ERR_IO: the file could not be read.
+  Status replay_group(const RecordHeader& gh, uint64_t pos, uint64_t size, uint64_t* next) {
+    const uint64_t room = size - pos - sizeof gh;
+    if (room < sizeof(GroupTrailer) || gh.value_len > room - sizeof(GroupTrailer))
+      return Status::YOKAN_ERR_CORRUPTION;
+    const uint64_t total = sizeof gh + gh.value_len + sizeof(GroupTrailer);
+    std::string group(total, '\0');
+    if (!read_at(group.data(), total, pos)) return Status::YOKAN_ERR_IO;
+    GroupTrailer t;
+    std::memcpy(&t, group.data() + total - sizeof t, sizeof t);
+    if (t.magic != kCommitMagic || t.crc != crc32c(0, group.data(), total - sizeof t))
+      return Status::YOKAN_ERR_CORRUPTION;
+    // Parse everything before applying anything.
+    struct Op {
+      uint8_t op;
+      std::string_view key;
+      uint64_t value_at, value_len;
+    };
+    std::vector<Op> ops;
+    ops.reserve(gh.key_len);
+    uint64_t at = sizeof gh;
+    const uint64_t end = sizeof gh + gh.value_len;
+    while (at < end) {
+      RecordHeader h;
+      if (end - at < sizeof h) return Status::YOKAN_ERR_CORRUPTION;
+      std::memcpy(&h, group.data() + at, sizeof h);
+      at += sizeof h;
+      if (h.magic != kRecordMagic || (h.op != kOpPut && h.op != kOpErase) || h.key_len > end - at ||
+          h.value_len > end - at - h.key_len)
+        return Status::YOKAN_ERR_CORRUPTION;
+      ops.push_back({h.op, std::string_view(group.data() + at, h.key_len), pos + at + h.key_len,
+                     h.value_len});
+      at += uint64_t(h.key_len) + h.value_len;
+    }
+    if (ops.size() != gh.key_len) return Status::YOKAN_ERR_CORRUPTION;
+    for (const Op& o : ops) {
+      if (o.op == kOpPut)
+        index_[std::string(o.key)] = {o.value_at, o.value_len};
+      else
+        index_.erase(std::string(o.key));
+    }
+    *next = pos + total;
     return Status::YOKAN_SUCCESS;
   }
 

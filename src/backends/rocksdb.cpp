@@ -77,7 +77,11 @@ class RocksDBBackend final : public Backend {
     delete db_;
   }
 
-  BackendTraits traits() const override { return {true, true, true}; }
+  BackendTraits traits() const override {
+    BackendTraits t{true, true, true};
+    t.atomic_batches = true;
+    return t;
+  }
   json config() const override { return config_; }
 
   Status put(std::string_view key, std::string_view value) override {
@@ -85,12 +89,23 @@ class RocksDBBackend final : public Backend {
     return map_status(db_->Put(write_options_, slice(key), slice(value)));
   }
 
-  // One WriteBatch: atomic and a single WAL record, whatever use_write_batch says.
+  // One WriteBatch: atomic (a single WAL record, replayed whole or not at
+  // all), whatever use_write_batch says.
   Status put_batch(
       const std::vector<std::pair<std::string_view, std::string_view>>& pairs) override {
+    return write_batch({}, pairs);
+  }
+
+  Status write_batch(
+      const std::vector<std::string_view>& erases,
+      const std::vector<std::pair<std::string_view, std::string_view>>& puts) override {
     if (!read_only_.empty()) return refuse_write();
     rocksdb::WriteBatch batch;
-    for (const auto& [key, value] : pairs) {
+    for (auto key : erases) {
+      rocksdb::Status s = batch.Delete(slice(key));
+      if (!s.ok()) return map_status(s);
+    }
+    for (const auto& [key, value] : puts) {
       rocksdb::Status s = batch.Put(slice(key), slice(value));
       if (!s.ok()) return map_status(s);
     }

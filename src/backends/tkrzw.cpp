@@ -126,15 +126,31 @@ class TkrzwBackend final : public Backend {
     }));
   }
 
-  // Tkrzw has no write batch on these classes; one sync covers the whole batch.
   Status put_batch(
       const std::vector<std::pair<std::string_view, std::string_view>>& pairs) override {
+    return write_batch({}, pairs);
+  }
+
+  // Not atomic (see README): Tkrzw has no write batch or transaction on these
+  // classes. The batch runs under one call and one sync ends it, so for tree,
+  // tiny and baby (changes held in process memory until the sync or save) a
+  // SIGKILL before that sync loses all of it; a kill during the sync, a hash
+  // database (which writes records into the file as they come) or an error
+  // half-way can leave part of it.
+  Status write_batch(
+      const std::vector<std::string_view>& erases,
+      const std::vector<std::pair<std::string_view, std::string_view>>& puts) override {
     uint64_t bytes = 0;
-    for (const auto& [key, value] : pairs) bytes += key.size() + value.size();
+    for (auto key : erases) bytes += key.size();
+    for (const auto& [key, value] : puts) bytes += key.size() + value.size();
     Status st = may_write(bytes);
     if (!ok(st)) return st;
     return check_written(guard([&] {
-      for (const auto& [key, value] : pairs) {
+      for (auto key : erases) {
+        tkrzw::Status s = db_->Remove(key);
+        if (!s.IsOK() && s != tkrzw::Status::NOT_FOUND_ERROR) return map_status(s);
+      }
+      for (const auto& [key, value] : puts) {
         tkrzw::Status s = db_->Set(key, value, true);
         if (!s.IsOK()) return map_status(s);
       }

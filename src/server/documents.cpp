@@ -9,7 +9,11 @@
 //     probe ids (or scan, when the id range is much larger than the store).
 // Ids are 0, 1, 2, ... per collection and never reused. Every operation that
 // changes a collection's metadata holds write_order exclusively, reads hold it
-// shared; responses are sent after the lock is released.
+// shared; responses are sent after the lock is released. Each write (store,
+// update, erase, drop) is one backend batch that carries the documents and the
+// metadata together, so on a backend with atomic batches a failure or a crash
+// never leaves documents behind an old next_id or a size that does not count
+// them.
 //
 // Every meta starts with [mode i32][name bytes]; then, by RPC:
 //   kCollCreate, kCollDrop: nothing.           kCollInfo: reply [exists u8][size][next_id]
@@ -164,8 +168,12 @@ void ProviderImpl::handle_documents(RequestPtr req) {
       s = read_meta(&meta);
       std::vector<std::string> keys;
       if (ok(s)) s = collect_doc_keys(&keys);
-      for (size_t i = 0; ok(s) && i < keys.size(); ++i) s = backend->erase(keys[i]);
-      if (ok(s)) s = backend->erase(name);
+      if (!ok(s)) break;
+      // One batch, the metadata with the documents: a failed drop leaves the
+      // collection whole (on backends with atomic batches).
+      std::vector<std::string_view> doomed(keys.begin(), keys.end());
+      doomed.push_back(name);
+      s = backend->erase_batch(doomed);
       break;
     }
     case rpc::kCollInfo: {
@@ -295,22 +303,24 @@ void ProviderImpl::handle_documents(RequestPtr req) {
       CollMeta meta;
       s = read_meta(&meta);
       if (!ok(s)) break;
-      uint64_t erased = 0;
+      // The live documents among the ids (each once), erased in one batch
+      // with the new size: all of them and the size, or (on backends with
+      // atomic batches) nothing.
+      std::sort(ids.begin(), ids.end());
+      ids.erase(std::unique(ids.begin(), ids.end()), ids.end());
+      std::vector<std::string> keys;
       for (size_t i = 0; ok(s) && i < ids.size(); ++i) {
         if (ids[i] >= meta.next_id) continue;
         std::string k = doc_key(name, ids[i]);
         bool found = false;
         s = backend->exists(k, &found);
-        if (ok(s) && found) {
-          s = backend->erase(k);
-          if (ok(s)) ++erased;
-        }
+        if (ok(s) && found) keys.push_back(std::move(k));
       }
-      if (erased) {
-        meta.size -= std::min(meta.size, erased);
-        Status ms = backend->put(name, encode_meta(meta));
-        if (ok(s)) s = ms;
-      }
+      if (!ok(s) || keys.empty()) break;
+      meta.size -= std::min<uint64_t>(meta.size, keys.size());
+      std::vector<std::string_view> doomed(keys.begin(), keys.end());
+      const std::string mv = encode_meta(meta);
+      s = backend->write_batch(doomed, {{name, mv}});
       break;
     }
     case rpc::kDocList: {

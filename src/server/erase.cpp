@@ -11,11 +11,9 @@ void ProviderImpl::handle_erase(RequestPtr req) {
   if (!ok(s)) return req->respond(s);
   if (park_if_missing(req, batch)) return;
   {
+    // One batch: all erased or (on backends with atomic batches) none.
     std::shared_lock<std::shared_mutex> g(write_order);
-    for (auto key : batch.keys) {
-      s = backend->erase(key);
-      if (!ok(s)) break;
-    }
+    s = batch.keys.size() == 1 ? backend->erase(batch.keys[0]) : backend->erase_batch(batch.keys);
   }
   req->respond(s, why(s));
 }

@@ -109,8 +109,7 @@ Status ProviderImpl::read_values(const KeyBatch& batch, bool packed,
   });
   if (!ok(s)) return s;
   if (missing && (batch.mode & mode::WAIT)) return Status::YOKAN_ERR_TRY_AGAIN;
-  if (consume)
-    for (auto key : batch.keys) backend->erase(key);
+  if (consume) backend->erase_batch(batch.keys);
   return Status::YOKAN_SUCCESS;
 }
 

@@ -155,6 +155,8 @@ TEST_P(BackendTest, Traits) {
   EXPECT_EQ(t.sorted, expect_sorted(GetParam()));
   EXPECT_EQ(t.persistent, GetParam().needs_path);
   if (GetParam().needs_path) EXPECT_TRUE(t.values);
+  static const std::set<std::string> atomic = {"rocksdb", "leveldb", "lmdb", "log"};
+  EXPECT_EQ(t.atomic_batches, atomic.count(GetParam().label) > 0);
 }
 
 TEST_P(BackendTest, PutGetLengthExistsErase) {
@@ -257,6 +259,39 @@ TEST_P(BackendTest, PutBatchAndCount) {
   EXPECT_EQ(count(), 90u);
   ASSERT_EQ(db_->put_batch({}), Status::YOKAN_SUCCESS);
   EXPECT_EQ(count(), 90u);
+}
+
+// write_batch: erases first, then puts (a key in both ends up stored);
+// erasing absent keys is fine; erase_batch erases; the result survives a
+// reopen as one piece.
+TEST_P(BackendTest, WriteBatchErasesThenPuts) {
+  open_default();
+  for (int i = 0; i < 20; ++i)
+    ASSERT_EQ(db_->put("k" + std::to_string(i), val("old")), Status::YOKAN_SUCCESS);
+  std::vector<std::string_view> erases = {"k0", "k1", "k2", "absent", "k3"};
+  std::vector<std::pair<std::string_view, std::string_view>> puts;
+  const std::string fresh = val("fresh"), back = val("back");
+  puts.emplace_back("k3", back);  // erased and stored in one batch: stored
+  puts.emplace_back("new1", fresh);
+  puts.emplace_back("new2", fresh);
+  ASSERT_EQ(db_->write_batch(erases, puts), Status::YOKAN_SUCCESS);
+  EXPECT_EQ(count(), 19u);
+  EXPECT_EQ(get("k0"), "<absent>");
+  EXPECT_EQ(get("k2"), "<absent>");
+  EXPECT_EQ(get("k3"), back);
+  EXPECT_EQ(get("new2"), fresh);
+  EXPECT_EQ(get("k4"), val("old"));
+  ASSERT_EQ(db_->erase_batch({"k4", "k5", "nothing"}), Status::YOKAN_SUCCESS);
+  EXPECT_EQ(count(), 17u);
+  ASSERT_EQ(db_->write_batch({}, {}), Status::YOKAN_SUCCESS);
+  if (!GetParam().needs_path) return;
+  db_.reset();
+  open_default();
+  EXPECT_EQ(count(), 17u);
+  EXPECT_EQ(get("k1"), "<absent>");
+  EXPECT_EQ(get("k3"), back);
+  EXPECT_EQ(get("k5"), "<absent>");
+  EXPECT_EQ(get("new1"), fresh);
 }
 
 // Batches in every order a caller may send: ascending runs (the neighbour
