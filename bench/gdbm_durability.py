@@ -1,7 +1,7 @@
 """What gdbm's crash safety costs: put, put_multi and get_multi throughput on
 one gdbm provider (in-process, na+sm), with "sync" on and off.
 
-    PYTHONPATH=STAGE python3 bench/gdbm_durability.py [--dir DIR] [--n N]
+    PYTHONPATH=STAGE python3 bench/gdbm_durability.py [--dir DIR] [--n N] [--sync true|false]
 
 Run it once against a build without the journal and once with it to compare;
 each line is the median of --runs runs. The database lives in a fresh
@@ -55,14 +55,17 @@ def main():
     ap.add_argument("--dir", default=None, help="where the database goes")
     ap.add_argument("--n", type=int, default=5000, help="keys per run")
     ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--sync", choices=["both", "true", "false"], default="both")
     args = ap.parse_args()
+    modes = {"both": (True, False), "true": (True,), "false": (False,)}[args.sync]
     with Engine("na+sm") as engine:
-        for sync in (True, False):
+        for sync in modes:
             runs = [measure(engine, args.dir, sync, args.n) for _ in range(args.runs)]
             put, put_multi, get_multi = (statistics.median(r[i] for r in runs) for i in range(3))
             print(
                 f"sync={str(sync).lower():5}  put {put:9.0f}/s  "
-                f"put_multi({BATCH}) {put_multi:9.0f} keys/s  get_multi({BATCH}) {get_multi:9.0f} keys/s"
+                f"put_multi({BATCH}) {put_multi:9.0f} keys/s  "
+                f"get_multi({BATCH}) {get_multi:9.0f} keys/s"
             )
 
 

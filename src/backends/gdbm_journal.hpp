@@ -54,13 +54,15 @@ inline uint32_t checksum(const char* p, size_t n) {
   return h;
 }
 
-inline bool write_all(int fd, const char* p, size_t n) {
+// pwrite at `off`: one syscall per record (no lseek) in the common case.
+inline bool write_all(int fd, const char* p, size_t n, off_t off) {
   while (n > 0) {
-    ssize_t r = ::write(fd, p, n);
+    ssize_t r = ::pwrite(fd, p, n, off);
     if (r < 0 && errno == EINTR) continue;
     if (r <= 0) return false;
     p += r;
     n -= static_cast<size_t>(r);
+    off += r;
   }
   return true;
 }
@@ -193,9 +195,9 @@ class Journal {
     std::memcpy(record_.data() + head_at, &kRecordMagic, 4);
     std::memcpy(record_.data() + head_at + 4, &sum, 4);
     std::memcpy(record_.data() + head_at + 8, &len, 8);
-    if (::lseek(fd_, static_cast<off_t>(size_), SEEK_SET) < 0) return false;
     const uint64_t before = size_;
-    if (!write_all(fd_, record_.data(), record_.size()) || (sync && ::fdatasync(fd_) != 0)) {
+    if (!write_all(fd_, record_.data(), record_.size(), static_cast<off_t>(before)) ||
+        (sync && ::fdatasync(fd_) != 0)) {
       int e = errno;
       (void)!::ftruncate(fd_, static_cast<off_t>(before));
       errno = e;
