@@ -1,4 +1,6 @@
 // UcxEngine: calls. See src/engine/ucx_engine.hpp.
+#include <optional>
+
 #include "engine/ucx_engine.hpp"
 
 namespace yokan {
@@ -180,8 +182,26 @@ Status UcxEngine::await_call(CallState& cs) {
     return pc.send_done.load(std::memory_order_acquire) &&
            pc.response_done.load(std::memory_order_acquire);
   };
+  // Set once the response is in while the send has not completed yet.
+  std::optional<Clock::time_point> send_give_up;
   while (!done()) {
     auto now = Clock::now();
+    if (pc.response_done.load(std::memory_order_acquire)) {
+      // Answered, so the peer has the request, but UCX has not completed the
+      // send: a peer killed before it acknowledged a rendezvous never does
+      // (seen: SIGKILLed providers on shared memory, the caller looping on an
+      // expired deadline forever). The deadline no longer applies; after a
+      // grace period the send is cancelled, or its connection force-closed.
+      has_deadline = false;
+      late_receive = false;
+      if (!send_give_up) {
+        send_give_up = now + kGrace;
+      } else if (now >= *send_give_up) {
+        spinning.stop();
+        end_send(cs);
+        break;
+      }
+    }
     if (has_deadline && now >= deadline && !pc.response_done.load()) {
       if (take_back(cs)) {
         timed_out = true;
@@ -221,6 +241,7 @@ Status UcxEngine::await_call(CallState& cs) {
     std::unique_lock<std::mutex> lk(pc.m);
     auto wake = now + std::chrono::milliseconds(1);
     if ((has_deadline || late_receive) && deadline < wake) wake = deadline;
+    if (send_give_up && *send_give_up < wake) wake = *send_give_up;
     if (!pc.cv.wait_until(lk, wake, done)) {
       lk.unlock();
       progress_if_idle();
