@@ -155,7 +155,8 @@ TEST_P(BackendTest, Traits) {
   EXPECT_EQ(t.sorted, expect_sorted(GetParam()));
   EXPECT_EQ(t.persistent, GetParam().needs_path);
   if (GetParam().needs_path) EXPECT_TRUE(t.values);
-  static const std::set<std::string> atomic = {"rocksdb", "leveldb", "lmdb", "log"};
+  static const std::set<std::string> atomic = {"rocksdb", "leveldb", "lmdb",
+                                               "log",     "gdbm",    "gdbm_nosync"};
   EXPECT_EQ(t.atomic_batches, atomic.count(GetParam().label) > 0);
 }
 

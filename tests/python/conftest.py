@@ -22,7 +22,7 @@ SERVER = Path(__file__).resolve().parent / "serve.py"
 PERSISTENT = {"rocksdb", "leveldb", "lmdb", "berkeleydb", "gdbm", "tkrzw", "log"}
 # Persistent backends whose batches apply whole or not at all, also across a
 # SIGKILL (BackendTraits::atomic_batches; the README says why not the others).
-ATOMIC_BATCHES = {"rocksdb", "leveldb", "lmdb", "log"}
+ATOMIC_BATCHES = {"rocksdb", "leveldb", "lmdb", "log", "gdbm"}
 # Document stores: collections only, every key/value call is OP_UNSUPPORTED.
 DOC_ONLY = {"array", "log"}
 # Backends whose values must be empty.
