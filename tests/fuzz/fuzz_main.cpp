@@ -1,0 +1,424 @@
+// The wire fuzzer: a real engine and providers in this process, and a hostile
+// peer (raw_peer.hpp) that sends mutated HELLOs and requests of every RPC.
+//
+//   fuzz_wire [--seconds N] [--seed S] [--no-hello-address] [--out DIR]
+//   fuzz_wire --replay FILE...      (re-send saved messages, then check liveness)
+//
+// The process forks: the child fuzzes, the parent supervises. The child keeps
+// its counters and the last messages it sent in shared memory, so when it dies
+// (a sanitizer report with halt_on_error, a crash) or stops making progress
+// (a hang), the parent still reports the numbers and saves the last messages
+// to DIR/crash-*.msg for --replay. Liveness: a real client on its own engine
+// gets a key every 500 ms, and the peer's own well-formed pings must be
+// answered. Exit status 0 only with no crash, hang or liveness failure.
+#include <signal.h>
+#include <sys/mman.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <memory>
+#include <mutex>
+#include <random>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "common/rpc.hpp"
+#include "corpus.hpp"
+#include "mutator.hpp"
+#include "raw_peer.hpp"
+#include "yokan/backend.hpp"
+#include "yokan/client.hpp"
+#include "yokan/provider.hpp"
+
+// Sanitizers stop at the first report; leak checking is off (UCX and the
+// storage libraries keep process-lifetime allocations).
+extern "C" const char* __asan_default_options() {
+  return "halt_on_error=1:abort_on_error=0:detect_leaks=0:allocator_may_return_null=1";
+}
+extern "C" const char* __ubsan_default_options() { return "halt_on_error=1:print_stacktrace=1"; }
+
+namespace yokan::fuzz {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+constexpr size_t kRing = 16;                         // last messages kept
+constexpr size_t kMaxData = 512 * 1024;              // body bytes per message
+constexpr size_t kSlotBytes = 16 * 1024 + kMaxData;  // header + body
+constexpr int kExitLiveness = 3, kExitSetup = 4;
+
+struct Slot {
+  uint16_t am_id;
+  uint32_t send_flags, header_len, data_len;
+  char seed[32];
+  char bytes[kSlotBytes];
+};
+
+// Lives in memory shared with the supervisor.
+struct Shared {
+  std::atomic<uint64_t> requests, responses, hellos, send_failures, reconnects;
+  std::atomic<uint64_t> liveness_checks, liveness_failures, ping_failures;
+  std::atomic<uint64_t> heartbeat, ring_next;
+  Slot ring[kRing];
+};
+
+struct Options {
+  double seconds = 60;
+  uint64_t seed = 0;
+  bool hello_address = true;
+  std::string out = "fuzz-out";
+  std::vector<std::string> replay;
+};
+
+// ---------------------------------------------------------------------------
+// The server side: one engine, the providers, and a client on its own engine.
+
+struct Server {
+  std::shared_ptr<Engine> engine, client_engine;
+  std::vector<std::unique_ptr<Provider>> providers;
+  std::unique_ptr<Database> db;  // the liveness client
+  std::filesystem::path dir;
+  Providers ids;
+
+  Server() {
+    char tmpl[] = "/tmp/yokan-fuzz-XXXXXX";
+    if (!mkdtemp(tmpl)) throw std::runtime_error("mkdtemp failed");
+    dir = tmpl;
+    engine = Engine::create("tcp", true);
+    auto add = [&](uint16_t id, const std::string& type, bool on_disk, bool read_only) {
+      std::string path = (dir / type).string();
+      std::string config = "{\"database\": {\"type\": \"" + type + "\", \"config\": {" +
+                           (on_disk ? "\"path\": \"" + path + "\"" : "") + "}}" +
+                           (read_only ? ", \"read_only\": true" : "") + "}";
+      providers.push_back(std::make_unique<Provider>(engine, id, config));
+      return id;
+    };
+    ids.map = add(1, "map", false, false);
+    auto have = available_backends();
+    for (const char* type : {"lmdb", "rocksdb", "leveldb", "tkrzw", "gdbm", "berkeleydb"}) {
+      if (std::find(have.begin(), have.end(), type) == have.end()) continue;
+      ids.persistent = add(2, type, true, false);
+      std::printf("fuzz: persistent provider: %s\n", type);
+      break;
+    }
+    ids.docs = add(3, "log", true, false);
+    ids.read_only = add(4, "map", false, true);
+    client_engine = Engine::create("tcp", false);
+    db = std::make_unique<Database>(
+        Client(client_engine).make_database_handle(engine->self_address(), ids.map));
+    db->put(0, {"live"}, {"yes"}, 10000);
+  }
+
+  ~Server() {
+    db.reset();
+    providers.clear();
+    if (client_engine) client_engine->finalize();
+    if (engine) engine->finalize();
+    std::error_code ec;
+    std::filesystem::remove_all(dir, ec);
+  }
+
+  // A well-formed get through the real client answers (any status but a
+  // timeout or a transport failure is an answer: fuzzed erases may remove
+  // the key).
+  bool alive(std::string* why) {
+    try {
+      Buffer value;
+      db->get_alloc(0, {"live"}, &value, 10000);
+      return true;
+    } catch (const Exception& e) {
+      if (e.code() != Status::YOKAN_ERR_TIMEOUT && e.code() != Status::YOKAN_ERR_FROM_MERCURY)
+        return true;
+      *why = e.what();
+      return false;
+    }
+  }
+};
+
+// ---------------------------------------------------------------------------
+// The fuzzing child.
+
+void record(Shared& sh, const std::string& seed, const Wire& w) {
+  Slot& s = sh.ring[sh.ring_next.load() % kRing];
+  s.am_id = w.am_id;
+  s.send_flags = w.send_flags;
+  s.header_len = uint32_t(std::min(w.header.size(), size_t(16 * 1024)));
+  s.data_len = uint32_t(std::min(w.data.size(), kMaxData));
+  std::snprintf(s.seed, sizeof s.seed, "%s", seed.c_str());
+  std::memcpy(s.bytes, w.header.data(), s.header_len);
+  std::memcpy(s.bytes + s.header_len, w.data.data(), s.data_len);
+  sh.ring_next.fetch_add(1);
+}
+
+std::string ping_header(uint64_t token, uint16_t provider, uint64_t seq) {
+  WireHeader h{};
+  h.magic = kWireMagic;
+  h.rpc = rpc::kCount;
+  h.provider = provider;
+  h.seq = seq;
+  h.token = token;
+  h.meta_len = 4;
+  std::string out(reinterpret_cast<const char*>(&h), sizeof h);
+  out.append(4, '\0');  // mode 0
+  return out;
+}
+
+int run_child(const Options& opt, Shared& sh) {
+  std::unique_ptr<Server> server;
+  std::unique_ptr<RawPeer> peer;
+  try {
+    server = std::make_unique<Server>();
+    peer = std::make_unique<RawPeer>();
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "fuzz: setup failed: %s\n", e.what());
+    return kExitSetup;
+  }
+  const std::string address = server->engine->self_address();
+  std::string error;
+  if (!peer->connect(address, &error)) {
+    std::fprintf(stderr, "fuzz: cannot connect the raw peer: %s\n", error.c_str());
+    return kExitSetup;
+  }
+
+  // Liveness through the real client, on its own thread.
+  std::atomic<bool> stop{false};
+  std::thread liveness([&] {
+    while (!stop) {
+      std::string why;
+      sh.liveness_checks++;
+      if (!server->alive(&why)) {
+        sh.liveness_failures++;
+        std::fprintf(stderr, "fuzz: LIVENESS FAILURE: %s\n", why.c_str());
+      }
+      for (int i = 0; i < 5 && !stop; ++i)
+        std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+  });
+
+  const uint16_t ping_provider = server->ids.persistent ? server->ids.persistent : server->ids.map;
+  uint64_t ping_seq = uint64_t(1) << 63;
+  auto ping = [&] {
+    if (peer->round_trip(kAmRequest, ping_header(peer->token(), ping_provider, ++ping_seq), 10000))
+      return true;
+    sh.ping_failures++;
+    std::fprintf(stderr, "fuzz: PING FAILURE: provider %u did not answer in 10 s\n",
+                 unsigned(ping_provider));
+    return false;
+  };
+
+  if (!opt.replay.empty()) {
+    for (const auto& file : opt.replay) {
+      std::ifstream in(file, std::ios::binary);
+      uint16_t am_id = 0;
+      uint32_t flags = 0, hl = 0, dl = 0;
+      in.read(reinterpret_cast<char*>(&am_id), 2).read(reinterpret_cast<char*>(&flags), 4);
+      in.read(reinterpret_cast<char*>(&hl), 4).read(reinterpret_cast<char*>(&dl), 4);
+      std::string header(hl, '\0'), data(dl, '\0');
+      in.read(header.data(), hl).read(data.data(), dl);
+      if (!in) {
+        std::fprintf(stderr, "fuzz: cannot read %s\n", file.c_str());
+        continue;
+      }
+      // Saved messages carry the old token: send them as this peer.
+      if (header.size() >= sizeof(WireHeader)) {
+        uint64_t token = peer->token();
+        std::memcpy(header.data() + offsetof(WireHeader, token), &token, 8);
+      }
+      std::printf("fuzz: replaying %s (am %u, %zu header + %zu body bytes)\n", file.c_str(),
+                  unsigned(am_id), header.size(), data.size());
+      sh.requests++;
+      if (!peer->send(am_id, header, data, flags, 2000)) sh.send_failures++;
+    }
+    ping();
+  } else {
+    MutatorOptions mo;
+    mo.hello_address = opt.hello_address;
+    mo.max_header = std::min<size_t>(peer->max_header(), 16 * 1024);
+    mo.max_data = kMaxData;
+    Mutator mutator(opt.seed, mo);
+    std::vector<Seed> corpus = make_corpus(server->ids, peer->token(), peer->worker_address());
+    uint64_t seq = 1;
+    const auto deadline = Clock::now() + std::chrono::duration<double>(opt.seconds);
+    uint64_t since_connect = 0;
+    while (Clock::now() < deadline) {
+      sh.heartbeat++;
+      const Seed& seed = corpus[mutator.below(corpus.size())];
+      // HELLOs are rare: each new token costs the server an endpoint.
+      if (seed.am_id == kAmHello && !mutator.chance(10)) continue;
+      Wire w = mutator.make(seed, corpus, peer->token(), seq++);
+      record(sh, seed.name, w);
+      sh.requests++;
+      if (w.am_id == kAmHello) sh.hellos++;
+      if (!peer->send(w.am_id, w.header, w.data, w.send_flags, 2000)) sh.send_failures++;
+      peer->progress();
+      // Every 64 messages a ping, which also keeps the server's queue short;
+      // a reconnection now and then (which drops what this peer left parked).
+      if (++since_connect % 64 == 0 && !ping()) break;
+      if (since_connect >= 20000) {
+        if (!peer->connect(address, &error)) {
+          std::fprintf(stderr, "fuzz: reconnection failed: %s\n", error.c_str());
+          sh.ping_failures++;
+          break;
+        }
+        corpus = make_corpus(server->ids, peer->token(), peer->worker_address());
+        sh.reconnects++;
+        since_connect = 0;
+      }
+      sh.responses = peer->responses();
+    }
+    ping();
+  }
+  sh.responses = peer->responses();
+  stop = true;
+  liveness.join();
+  std::string why;
+  sh.liveness_checks++;
+  if (!server->alive(&why)) {
+    sh.liveness_failures++;
+    std::fprintf(stderr, "fuzz: LIVENESS FAILURE at the end: %s\n", why.c_str());
+  }
+  peer.reset();
+  server.reset();
+  return sh.liveness_failures || sh.ping_failures ? kExitLiveness : 0;
+}
+
+// ---------------------------------------------------------------------------
+// The supervisor.
+
+void save_ring(const Shared& sh, const std::string& dir) {
+  std::filesystem::create_directories(dir);
+  const uint64_t end = sh.ring_next.load();
+  const uint64_t begin = end > kRing ? end - kRing : 0;
+  for (uint64_t i = begin; i < end; ++i) {
+    const Slot& s = sh.ring[i % kRing];
+    char name[64];
+    std::snprintf(name, sizeof name, "/crash-%02u.msg", unsigned(i - begin));
+    std::ofstream out(dir + name, std::ios::binary);
+    out.write(reinterpret_cast<const char*>(&s.am_id), 2);
+    out.write(reinterpret_cast<const char*>(&s.send_flags), 4);
+    out.write(reinterpret_cast<const char*>(&s.header_len), 4);
+    out.write(reinterpret_cast<const char*>(&s.data_len), 4);
+    out.write(s.bytes, s.header_len + s.data_len);
+    std::printf("fuzz: saved %s%s (%s)\n", dir.c_str(), name, s.seed);
+  }
+}
+
+int supervise(const Options& opt) {
+  void* mem =
+      mmap(nullptr, sizeof(Shared), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+  if (mem == MAP_FAILED) {
+    std::perror("mmap");
+    return kExitSetup;
+  }
+  auto* sh = new (mem) Shared();
+  std::fflush(nullptr);
+  const auto start = Clock::now();
+  pid_t child = fork();
+  if (child == 0) {
+    int code = run_child(opt, *sh);
+    std::fflush(nullptr);
+    _exit(code);
+  }
+
+  // Hang: no message sent for 60 s, or still running 120 s past the end.
+  uint64_t last_beat = 0;
+  auto last_change = Clock::now();
+  const auto limit = start + std::chrono::duration<double>(opt.seconds + 120);
+  int status = 0;
+  bool hang = false;
+  rusage usage{};
+  for (;;) {
+    pid_t r = wait4(child, &status, WNOHANG, &usage);
+    if (r == child) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    uint64_t beat = sh->heartbeat.load();
+    if (beat != last_beat) {
+      last_beat = beat;
+      last_change = Clock::now();
+    }
+    if (!hang && (Clock::now() - last_change > std::chrono::seconds(60) || Clock::now() > limit)) {
+      std::fprintf(stderr, "fuzz: HANG: no progress; killing the fuzzing process\n");
+      hang = true;
+      kill(child, SIGKILL);
+    }
+  }
+  const double elapsed = std::chrono::duration<double>(Clock::now() - start).count();
+  const bool exited = WIFEXITED(status);
+  const int code = exited ? WEXITSTATUS(status) : -1;
+  if (exited && code == kExitSetup) return kExitSetup;
+  const bool crash = !hang && !(exited && (code == 0 || code == kExitLiveness));
+  if (crash) {
+    if (WIFSIGNALED(status))
+      std::fprintf(stderr, "fuzz: CRASH: the fuzzing process died of signal %d\n",
+                   WTERMSIG(status));
+    else
+      std::fprintf(stderr, "fuzz: CRASH: the fuzzing process exited with %d (sanitizer report?)\n",
+                   code);
+  }
+  if (crash || hang) save_ring(*sh, opt.out);
+  const uint64_t requests = sh->requests.load();
+  std::printf(
+      "fuzz: seed %llu, %.1f s, requests %llu (%.0f/s), responses %llu, hellos %llu, "
+      "reconnects %llu, send failures %llu, max RSS %ld MiB\n",
+      (unsigned long long)opt.seed, elapsed, (unsigned long long)requests,
+      requests / std::max(elapsed, 1e-9), (unsigned long long)sh->responses.load(),
+      (unsigned long long)sh->hellos.load(), (unsigned long long)sh->reconnects.load(),
+      (unsigned long long)sh->send_failures.load(), usage.ru_maxrss / 1024);
+  std::printf(
+      "fuzz: crashes %d, hangs %d, liveness checks %llu, liveness failures %llu, ping failures "
+      "%llu\n",
+      crash ? 1 : 0, hang ? 1 : 0, (unsigned long long)sh->liveness_checks.load(),
+      (unsigned long long)sh->liveness_failures.load(),
+      (unsigned long long)sh->ping_failures.load());
+  std::fflush(stdout);
+  return crash || hang || code != 0 ? 1 : 0;
+}
+
+int usage() {
+  std::fprintf(stderr,
+               "usage: fuzz_wire [--seconds N] [--seed S] [--no-hello-address] [--out DIR]\n"
+               "       fuzz_wire --replay FILE...\n");
+  return 2;
+}
+
+}  // namespace
+}  // namespace yokan::fuzz
+
+int main(int argc, char** argv) {
+  using namespace yokan::fuzz;
+  Options opt;
+  opt.seed = std::random_device{}();
+  for (int i = 1; i < argc; ++i) {
+    std::string a = argv[i];
+    auto next = [&]() -> const char* { return i + 1 < argc ? argv[++i] : nullptr; };
+    if (a == "--seconds" && i + 1 < argc) {
+      opt.seconds = std::atof(next());
+    } else if (a == "--seed" && i + 1 < argc) {
+      opt.seed = std::strtoull(next(), nullptr, 10);
+    } else if (a == "--no-hello-address") {
+      opt.hello_address = false;
+    } else if (a == "--out" && i + 1 < argc) {
+      opt.out = next();
+    } else if (a == "--replay") {
+      while (i + 1 < argc) opt.replay.push_back(argv[++i]);
+      if (opt.replay.empty()) return usage();
+    } else {
+      return usage();
+    }
+  }
+  std::printf("fuzz: seed %llu, %.0f s, HELLO address mutation %s\n", (unsigned long long)opt.seed,
+              opt.seconds, opt.hello_address ? "on" : "off");
+  return supervise(opt);
+}
