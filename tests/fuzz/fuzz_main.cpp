@@ -1,16 +1,20 @@
 // The wire fuzzer: a real engine and providers in this process, and a hostile
 // peer (raw_peer.hpp) that sends mutated HELLOs and requests of every RPC.
 //
-//   fuzz_wire [--seconds N] [--seed S] [--no-hello-address] [--out DIR]
+//   fuzz_wire [--seconds N] [--seed S] [--no-hello] [--no-hello-address] [--out DIR]
 //   fuzz_wire --replay FILE...      (re-send saved messages, then check liveness)
 //
-// The process forks: the child fuzzes, the parent supervises. The child keeps
+// The process forks: a child fuzzes, the parent supervises. The child keeps
 // its counters and the last messages it sent in shared memory, so when it dies
 // (a sanitizer report with halt_on_error, a crash) or stops making progress
-// (a hang), the parent still reports the numbers and saves the last messages
-// to DIR/crash-*.msg for --replay. Liveness: a real client on its own engine
-// gets a key every 500 ms, and the peer's own well-formed pings must be
-// answered. Exit status 0 only with no crash, hang or liveness failure.
+// (a hang), the parent still counts them, saves the last messages and the
+// report to DIR/crash-K/ (for --replay), and starts a new child for the rest
+// of the time. Crashes are told apart by a signature (the sanitizer's SUMMARY
+// line, a failed assertion's location, or the signal), and the summary gives
+// the unique count. Liveness: a real client on its own engine gets a key every
+// 500 ms, and the peer's own well-formed pings must be answered. Exit status 0
+// only with no crash, hang or liveness failure.
+#include <poll.h>
 #include <signal.h>
 #include <sys/mman.h>
 #include <sys/resource.h>
@@ -27,6 +31,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <random>
@@ -77,9 +82,11 @@ struct Shared {
 struct Options {
   double seconds = 60;
   uint64_t seed = 0;
-  bool hello_address = true;
+  bool hello = true;          // mutated HELLOs are sent
+  bool hello_address = true;  // ... with their worker address mutated too
   std::string out = "fuzz-out";
   std::vector<std::string> replay;
+  std::string data_dir;  // set by the supervisor for each child
 };
 
 // ---------------------------------------------------------------------------
@@ -92,10 +99,9 @@ struct Server {
   std::filesystem::path dir;
   Providers ids;
 
-  Server() {
-    char tmpl[] = "/tmp/yokan-fuzz-XXXXXX";
-    if (!mkdtemp(tmpl)) throw std::runtime_error("mkdtemp failed");
-    dir = tmpl;
+  // `data_dir`: where the persistent providers keep their files (made and
+  // removed by the supervisor, so that a crashed child leaves nothing).
+  explicit Server(const std::string& data_dir) : dir(data_dir) {
     engine = Engine::create("tcp", true);
     auto add = [&](uint16_t id, const std::string& type, bool on_disk, bool read_only) {
       std::string path = (dir / type).string();
@@ -126,8 +132,6 @@ struct Server {
     providers.clear();
     if (client_engine) client_engine->finalize();
     if (engine) engine->finalize();
-    std::error_code ec;
-    std::filesystem::remove_all(dir, ec);
   }
 
   // A well-formed get through the real client answers (any status but a
@@ -179,7 +183,7 @@ int run_child(const Options& opt, Shared& sh) {
   std::unique_ptr<Server> server;
   std::unique_ptr<RawPeer> peer;
   try {
-    server = std::make_unique<Server>();
+    server = std::make_unique<Server>(opt.data_dir);
     peer = std::make_unique<RawPeer>();
   } catch (const std::exception& e) {
     std::fprintf(stderr, "fuzz: setup failed: %s\n", e.what());
@@ -244,6 +248,7 @@ int run_child(const Options& opt, Shared& sh) {
     ping();
   } else {
     MutatorOptions mo;
+    mo.hello = opt.hello;
     mo.hello_address = opt.hello_address;
     mo.max_header = std::min<size_t>(peer->max_header(), 16 * 1024);
     mo.max_data = kMaxData;
@@ -256,7 +261,7 @@ int run_child(const Options& opt, Shared& sh) {
       sh.heartbeat++;
       const Seed& seed = corpus[mutator.below(corpus.size())];
       // HELLOs are rare: each new token costs the server an endpoint.
-      if (seed.am_id == kAmHello && !mutator.chance(10)) continue;
+      if (seed.am_id == kAmHello && (!opt.hello || !mutator.chance(10))) continue;
       Wire w = mutator.make(seed, corpus, peer->token(), seq++);
       record(sh, seed.name, w);
       sh.requests++;
@@ -297,14 +302,40 @@ int run_child(const Options& opt, Shared& sh) {
 // ---------------------------------------------------------------------------
 // The supervisor.
 
-void save_ring(const Shared& sh, const std::string& dir) {
+// What tells one crash from another: the sanitizer's SUMMARY line, else a
+// failed assertion (UCX's "file.c:LINE Assertion `...' failed"), else how the
+// child ended. Addresses and pids are not part of it.
+std::string signature(const std::string& report, int status, bool hang) {
+  if (hang) return "hang (no progress, or still running long past the end)";
+  const auto summary = report.find("SUMMARY: ");
+  if (summary != std::string::npos)
+    return report.substr(summary + 9, report.find('\n', summary) - summary - 9);
+  const auto assertion = report.find("Assertion `");
+  if (assertion != std::string::npos) {
+    const auto line_start = report.rfind('\n', assertion);
+    std::string line = report.substr(line_start == std::string::npos ? 0 : line_start + 1,
+                                     report.find('\n', assertion) - line_start - 1);
+    // Keep from the word before "Assertion" (the source location).
+    const auto at = line.find("Assertion `");
+    const auto word = line.rfind(' ', at >= 2 ? at - 2 : 0);
+    // ... up to "failed" (what UCX adds after it has values in it).
+    const auto failed = line.find("' failed", at);
+    if (failed != std::string::npos) line.resize(failed + 8);
+    return line.substr(word == std::string::npos ? 0 : word + 1);
+  }
+  if (WIFSIGNALED(status)) return "signal " + std::to_string(WTERMSIG(status));
+  return "exit status " + std::to_string(WEXITSTATUS(status));
+}
+
+void save_crash(const Shared& sh, const std::string& dir, const std::string& report,
+                const std::string& sig) {
   std::filesystem::create_directories(dir);
   const uint64_t end = sh.ring_next.load();
   const uint64_t begin = end > kRing ? end - kRing : 0;
   for (uint64_t i = begin; i < end; ++i) {
     const Slot& s = sh.ring[i % kRing];
     char name[64];
-    std::snprintf(name, sizeof name, "/crash-%02u.msg", unsigned(i - begin));
+    std::snprintf(name, sizeof name, "/msg-%02u.msg", unsigned(i - begin));
     std::ofstream out(dir + name, std::ios::binary);
     out.write(reinterpret_cast<const char*>(&s.am_id), 2);
     out.write(reinterpret_cast<const char*>(&s.send_flags), 4);
@@ -313,24 +344,74 @@ void save_ring(const Shared& sh, const std::string& dir) {
     out.write(s.bytes, s.header_len + s.data_len);
     std::printf("fuzz: saved %s%s (%s)\n", dir.c_str(), name, s.seed);
   }
+  std::ofstream(dir + "/report.txt") << sig << "\n\n" << report;
 }
 
-int supervise(const Options& opt) {
-  void* mem =
-      mmap(nullptr, sizeof(Shared), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-  if (mem == MAP_FAILED) {
-    std::perror("mmap");
+// Lines of the child's stderr: forwarded to ours, and the last part kept
+// (the sanitizer's report is at the end).
+struct ChildErr {
+  int fd = -1;
+  std::string pending, tail;
+  bool eof = false;
+
+  void pump(int timeout_ms) {
+    if (eof) return;
+    pollfd p{fd, POLLIN, 0};
+    if (poll(&p, 1, timeout_ms) <= 0) return;
+    char buf[65536];
+    const ssize_t n = read(fd, buf, sizeof buf);
+    if (n <= 0) {
+      eof = true;
+      return;
+    }
+    (void)!write(STDERR_FILENO, buf, size_t(n));
+    tail.append(buf, size_t(n));
+    if (tail.size() > (1 << 20)) tail.erase(0, tail.size() - (1 << 19));
+  }
+};
+
+struct Totals {
+  uint64_t runs = 0, crashes = 0, hangs = 0;
+  std::map<std::string, int> unique;  // signature -> occurrences
+};
+
+// One fuzzing child for `seconds`. Returns its exit code (or -1: crash/hang).
+int run_one(Options opt, Shared& sh, Totals& totals) {
+  std::string tmpl = (std::filesystem::temp_directory_path() / "yokan-fuzz-data-XXXXXX").string();
+  if (!mkdtemp(tmpl.data())) {
+    std::perror("mkdtemp");
     return kExitSetup;
   }
-  auto* sh = new (mem) Shared();
+  opt.data_dir = tmpl;
+  struct RemoveDir {
+    std::string path;
+    ~RemoveDir() {
+      std::error_code ec;
+      std::filesystem::remove_all(path, ec);
+    }
+  } remove_dir{tmpl};
+  int pipefd[2];
+  if (pipe(pipefd) != 0) {
+    std::perror("pipe");
+    return kExitSetup;
+  }
+  sh.ring_next = 0;
+  sh.heartbeat = 0;
   std::fflush(nullptr);
   const auto start = Clock::now();
   pid_t child = fork();
   if (child == 0) {
-    int code = run_child(opt, *sh);
+    close(pipefd[0]);
+    dup2(pipefd[1], STDERR_FILENO);
+    close(pipefd[1]);
+    int code = run_child(opt, sh);
     std::fflush(nullptr);
     _exit(code);
   }
+  close(pipefd[1]);
+  ChildErr err;
+  err.fd = pipefd[0];
+  totals.runs++;
 
   // Hang: no message sent for 60 s, or still running 120 s past the end.
   uint64_t last_beat = 0;
@@ -338,12 +419,12 @@ int supervise(const Options& opt) {
   const auto limit = start + std::chrono::duration<double>(opt.seconds + 120);
   int status = 0;
   bool hang = false;
-  rusage usage{};
   for (;;) {
-    pid_t r = wait4(child, &status, WNOHANG, &usage);
+    pid_t r = waitpid(child, &status, WNOHANG);
     if (r == child) break;
-    std::this_thread::sleep_for(std::chrono::milliseconds(100));
-    uint64_t beat = sh->heartbeat.load();
+    err.pump(100);
+    if (err.eof) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    uint64_t beat = sh.heartbeat.load();
     if (beat != last_beat) {
       last_beat = beat;
       last_change = Clock::now();
@@ -354,41 +435,82 @@ int supervise(const Options& opt) {
       kill(child, SIGKILL);
     }
   }
-  const double elapsed = std::chrono::duration<double>(Clock::now() - start).count();
+  // The rest of its output (a sanitizer report may still be in the pipe).
+  const auto drain_until = Clock::now() + std::chrono::seconds(2);
+  while (!err.eof && Clock::now() < drain_until) err.pump(100);
+  close(err.fd);
+
   const bool exited = WIFEXITED(status);
   const int code = exited ? WEXITSTATUS(status) : -1;
-  if (exited && code == kExitSetup) return kExitSetup;
+  if (exited && code == kExitSetup && !hang) return kExitSetup;
   const bool crash = !hang && !(exited && (code == 0 || code == kExitLiveness));
-  if (crash) {
-    if (WIFSIGNALED(status))
-      std::fprintf(stderr, "fuzz: CRASH: the fuzzing process died of signal %d\n",
-                   WTERMSIG(status));
-    else
-      std::fprintf(stderr, "fuzz: CRASH: the fuzzing process exited with %d (sanitizer report?)\n",
-                   code);
+  if (!crash && !hang) return code;
+  const std::string sig = signature(err.tail, status, hang);
+  (hang ? totals.hangs : totals.crashes)++;
+  const int seen = totals.unique[sig]++;
+  std::fprintf(stderr, "fuzz: %s: %s%s\n", hang ? "HANG" : "CRASH", sig.c_str(),
+               seen ? " (seen before)" : " (new)");
+  if (!seen)
+    save_crash(sh, opt.out + "/crash-" + std::to_string(totals.unique.size()), err.tail, sig);
+  return -1;
+}
+
+int supervise(Options opt) {
+  void* mem =
+      mmap(nullptr, sizeof(Shared), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+  if (mem == MAP_FAILED) {
+    std::perror("mmap");
+    return kExitSetup;
   }
-  if (crash || hang) save_ring(*sh, opt.out);
+  auto* sh = new (mem) Shared();
+  const auto start = Clock::now();
+  const auto end = start + std::chrono::duration<double>(opt.seconds);
+  Totals totals;
+  int code = 0;
+  // After a crash, a new child (new seed) fuzzes for the time left; a child
+  // that crashes at once every time stops the run after kMaxRuns.
+  constexpr uint64_t kMaxRuns = 200;
+  const uint64_t first_seed = opt.seed;
+  for (;;) {
+    code = run_one(opt, *sh, totals);
+    if (code == kExitSetup) {
+      std::fprintf(stderr, "fuzz: the fuzzing process could not start\n");
+      return kExitSetup;
+    }
+    const double left = std::chrono::duration<double>(end - Clock::now()).count();
+    if (code != -1 || !opt.replay.empty() || left < 1 || totals.runs >= kMaxRuns) break;
+    opt.seconds = left;
+    opt.seed = first_seed + totals.runs;
+    std::printf("fuzz: restarting with seed %llu for %.0f s\n", (unsigned long long)opt.seed, left);
+  }
+  const double elapsed = std::chrono::duration<double>(Clock::now() - start).count();
+  rusage usage{};
+  getrusage(RUSAGE_CHILDREN, &usage);
   const uint64_t requests = sh->requests.load();
   std::printf(
       "fuzz: seed %llu, %.1f s, requests %llu (%.0f/s), responses %llu, hellos %llu, "
-      "reconnects %llu, send failures %llu, max RSS %ld MiB\n",
-      (unsigned long long)opt.seed, elapsed, (unsigned long long)requests,
+      "reconnects %llu, send failures %llu, fuzzing processes %llu, max RSS %ld MiB\n",
+      (unsigned long long)first_seed, elapsed, (unsigned long long)requests,
       requests / std::max(elapsed, 1e-9), (unsigned long long)sh->responses.load(),
       (unsigned long long)sh->hellos.load(), (unsigned long long)sh->reconnects.load(),
-      (unsigned long long)sh->send_failures.load(), usage.ru_maxrss / 1024);
+      (unsigned long long)sh->send_failures.load(), (unsigned long long)totals.runs,
+      usage.ru_maxrss / 1024);
+  for (const auto& [sig, n] : totals.unique) std::printf("fuzz: %dx %s\n", n, sig.c_str());
   std::printf(
-      "fuzz: crashes %d, hangs %d, liveness checks %llu, liveness failures %llu, ping failures "
-      "%llu\n",
-      crash ? 1 : 0, hang ? 1 : 0, (unsigned long long)sh->liveness_checks.load(),
+      "fuzz: crashes %llu, unique crashes %zu, hangs %llu, liveness checks %llu, liveness "
+      "failures %llu, ping failures %llu\n",
+      (unsigned long long)totals.crashes, totals.unique.size() - (totals.hangs ? 1 : 0),
+      (unsigned long long)totals.hangs, (unsigned long long)sh->liveness_checks.load(),
       (unsigned long long)sh->liveness_failures.load(),
       (unsigned long long)sh->ping_failures.load());
   std::fflush(stdout);
-  return crash || hang || code != 0 ? 1 : 0;
+  return totals.crashes || totals.hangs || code != 0 ? 1 : 0;
 }
 
 int usage() {
   std::fprintf(stderr,
-               "usage: fuzz_wire [--seconds N] [--seed S] [--no-hello-address] [--out DIR]\n"
+               "usage: fuzz_wire [--seconds N] [--seed S] [--no-hello] [--no-hello-address]\n"
+               "                 [--out DIR]\n"
                "       fuzz_wire --replay FILE...\n");
   return 2;
 }
@@ -407,6 +529,8 @@ int main(int argc, char** argv) {
       opt.seconds = std::atof(next());
     } else if (a == "--seed" && i + 1 < argc) {
       opt.seed = std::strtoull(next(), nullptr, 10);
+    } else if (a == "--no-hello") {
+      opt.hello = false;
     } else if (a == "--no-hello-address") {
       opt.hello_address = false;
     } else if (a == "--out" && i + 1 < argc) {
@@ -418,7 +542,10 @@ int main(int argc, char** argv) {
       return usage();
     }
   }
-  std::printf("fuzz: seed %llu, %.0f s, HELLO address mutation %s\n", (unsigned long long)opt.seed,
-              opt.seconds, opt.hello_address ? "on" : "off");
+  std::printf("fuzz: seed %llu, %.0f s, HELLO mutation %s\n", (unsigned long long)opt.seed,
+              opt.seconds,
+              !opt.hello          ? "off"
+              : opt.hello_address ? "on"
+                                  : "on (worker address intact)");
   return supervise(opt);
 }

@@ -150,7 +150,7 @@ void Mutator::mutate_once(Message& m, const Seed& seed, const std::vector<Seed>&
     case 3:  // sent as another kind of active message
       m.am_id =
           std::initializer_list<uint16_t>{kAmHello, kAmRequest, kAmResponse}.begin()[below(3)];
-      if (m.am_id == kAmHello && !options_.hello_address) m.am_id = kAmRequest;
+      if (m.am_id == kAmHello && !(options_.hello && options_.hello_address)) m.am_id = kAmRequest;
       break;
     case 4:
     case 5:

@@ -24,6 +24,7 @@ struct Wire {
 };
 
 struct MutatorOptions {
+  bool hello = true;          // may turn a request into a HELLO
   bool hello_address = true;  // also mutate the worker address in HELLOs
   size_t max_header = 8192;   // UCX's limit on the AM header
   size_t max_data = 1 << 20;  // bodies are cut to this
