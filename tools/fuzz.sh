@@ -34,7 +34,7 @@ mkdir -p "$build"
 start=$(date +%s)
 if [[ ! -f "$build/CMakeCache.txt" ]]; then
   cmake -S "$root" -B "$build" -G Ninja -DYOKAN_FUZZ=ON -DENABLE_PYTHON=OFF \
-    -DENABLE_LMDB=ON -DENABLE_LUA=AUTO -DENABLE_ROCKSDB=OFF -DENABLE_LEVELDB=OFF \
+    -DENABLE_LMDB=AUTO -DENABLE_LUA=AUTO -DENABLE_ROCKSDB=OFF -DENABLE_LEVELDB=OFF \
     -DENABLE_BERKELEYDB=OFF -DENABLE_GDBM=OFF -DENABLE_TKRZW=OFF \
     -DCMAKE_BUILD_TYPE=Debug -DCMAKE_CXX_FLAGS_DEBUG="-O1 -g" >"$build/cmake.log" 2>&1 ||
     { cat "$build/cmake.log"; exit 1; }
