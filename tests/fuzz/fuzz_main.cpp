@@ -286,6 +286,13 @@ int run_child(const Options& opt, Shared& sh) {
     ping();
   }
   sh.responses = peer->responses();
+  // Which handlers were reached (rpc 0: HELLO answers).
+  std::string reached;
+  for (size_t i = 0; i < RawPeer::kRpcSlots; ++i)
+    if (peer->answered()[i])
+      reached += " " + std::to_string(i) + ":" + std::to_string(peer->answered()[i]) + "/" +
+                 std::to_string(peer->succeeded()[i]);
+  std::printf("fuzz: answers/successes by rpc id:%s\n", reached.c_str());
   stop = true;
   liveness.join();
   std::string why;

@@ -2,6 +2,7 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstring>
 #include <random>
@@ -92,6 +93,9 @@ ucs_status_t RawPeer::on_response(void* arg, const void* header, size_t header_l
     WireHeader h;
     std::memcpy(&h, header, sizeof h);
     self->awaited_.erase(h.seq);
+    const size_t slot = std::min<size_t>(h.rpc, kRpcSlots - 1);
+    self->answered_[slot]++;
+    if (h.status == 0) self->succeeded_[slot]++;
   }
   return UCS_OK;
 }

@@ -40,6 +40,12 @@ class RawPeer {
   const std::string& worker_address() const { return worker_address_; }
   size_t max_header() const { return max_header_; }
   uint64_t responses() const { return responses_; }
+  // Responses by the RPC they answer (0..kRpcSlots-1; others in the last
+  // slot), and how many of those were a success: shows which handlers the
+  // mutated requests got past decoding into.
+  static constexpr size_t kRpcSlots = 20;
+  const uint64_t* answered() const { return answered_; }
+  const uint64_t* succeeded() const { return succeeded_; }
 
  private:
   static ucs_status_t on_response(void* arg, const void* header, size_t header_len, void* data,
@@ -53,6 +59,7 @@ class RawPeer {
   std::string worker_address_;
   size_t max_header_ = 0;
   uint64_t responses_ = 0;
+  uint64_t answered_[kRpcSlots] = {}, succeeded_[kRpcSlots] = {};
   std::unordered_set<uint64_t> awaited_;  // seqs round_trip() waits for
 };
 
