@@ -75,8 +75,11 @@ struct Slot {
 struct Shared {
   std::atomic<uint64_t> requests, responses, hellos, send_failures, reconnects;
   std::atomic<uint64_t> liveness_checks, liveness_failures, ping_failures;
-  std::atomic<uint64_t> heartbeat, ring_next;
+  std::atomic<uint64_t> heartbeat, ring_next, hello_next;
   Slot ring[kRing];
+  // HELLOs apart: one is handled on a pool thread, and by the time it brings
+  // the process down, the last kRing messages may all be later ones.
+  Slot hello_ring[kRing];
 };
 
 struct Options {
@@ -155,6 +158,17 @@ struct Server {
 // The fuzzing child.
 
 void record(Shared& sh, const std::string& seed, const Wire& w) {
+  if (w.am_id == kAmHello) {
+    Slot& s = sh.hello_ring[sh.hello_next.load() % kRing];
+    s.am_id = w.am_id;
+    s.send_flags = w.send_flags;
+    s.header_len = uint32_t(std::min(w.header.size(), size_t(16 * 1024)));
+    s.data_len = uint32_t(std::min(w.data.size(), kMaxData));
+    std::snprintf(s.seed, sizeof s.seed, "%s", seed.c_str());
+    std::memcpy(s.bytes, w.header.data(), s.header_len);
+    std::memcpy(s.bytes + s.header_len, w.data.data(), s.data_len);
+    sh.hello_next.fetch_add(1);
+  }
   Slot& s = sh.ring[sh.ring_next.load() % kRing];
   s.am_id = w.am_id;
   s.send_flags = w.send_flags;
@@ -235,8 +249,9 @@ int run_child(const Options& opt, Shared& sh) {
         std::fprintf(stderr, "fuzz: cannot read %s\n", file.c_str());
         continue;
       }
-      // Saved messages carry the old token: send them as this peer.
-      if (header.size() >= sizeof(WireHeader)) {
+      // Saved requests carry the old peer's token: send them as this peer.
+      // A HELLO keeps its own (it introduces a new peer).
+      if (am_id != kAmHello && header.size() >= sizeof(WireHeader)) {
         uint64_t token = peer->token();
         std::memcpy(header.data() + offsetof(WireHeader, token), &token, 8);
       }
@@ -337,20 +352,23 @@ std::string signature(const std::string& report, int status, bool hang) {
 void save_crash(const Shared& sh, const std::string& dir, const std::string& report,
                 const std::string& sig) {
   std::filesystem::create_directories(dir);
-  const uint64_t end = sh.ring_next.load();
-  const uint64_t begin = end > kRing ? end - kRing : 0;
-  for (uint64_t i = begin; i < end; ++i) {
-    const Slot& s = sh.ring[i % kRing];
-    char name[64];
-    std::snprintf(name, sizeof name, "/msg-%02u.msg", unsigned(i - begin));
-    std::ofstream out(dir + name, std::ios::binary);
-    out.write(reinterpret_cast<const char*>(&s.am_id), 2);
-    out.write(reinterpret_cast<const char*>(&s.send_flags), 4);
-    out.write(reinterpret_cast<const char*>(&s.header_len), 4);
-    out.write(reinterpret_cast<const char*>(&s.data_len), 4);
-    out.write(s.bytes, s.header_len + s.data_len);
-    std::printf("fuzz: saved %s%s (%s)\n", dir.c_str(), name, s.seed);
-  }
+  auto save = [&](const Slot* ring, uint64_t end, const char* stem) {
+    const uint64_t begin = end > kRing ? end - kRing : 0;
+    for (uint64_t i = begin; i < end; ++i) {
+      const Slot& s = ring[i % kRing];
+      char name[64];
+      std::snprintf(name, sizeof name, "/%s-%02u.msg", stem, unsigned(i - begin));
+      std::ofstream out(dir + name, std::ios::binary);
+      out.write(reinterpret_cast<const char*>(&s.am_id), 2);
+      out.write(reinterpret_cast<const char*>(&s.send_flags), 4);
+      out.write(reinterpret_cast<const char*>(&s.header_len), 4);
+      out.write(reinterpret_cast<const char*>(&s.data_len), 4);
+      out.write(s.bytes, s.header_len + s.data_len);
+    }
+    if (end) std::printf("fuzz: saved %s/%s-*.msg\n", dir.c_str(), stem);
+  };
+  save(sh.hello_ring, sh.hello_next.load(), "hello");
+  save(sh.ring, sh.ring_next.load(), "msg");
   std::ofstream(dir + "/report.txt") << sig << "\n\n" << report;
 }
 
@@ -403,6 +421,7 @@ int run_one(Options opt, Shared& sh, Totals& totals) {
     return kExitSetup;
   }
   sh.ring_next = 0;
+  sh.hello_next = 0;
   sh.heartbeat = 0;
   std::fflush(nullptr);
   const auto start = Clock::now();
