@@ -8,7 +8,7 @@
 # fuzz_wire options: --seed S (default random, printed), --no-hello (no
 # mutated HELLOs at all), --no-hello-address (mutated HELLOs, but their worker
 # address intact), --out DIR (where the messages leading to each crash are
-# saved; default BUILD/out).
+# saved; default BUILD/out, emptied at the start of each run).
 #
 # The build directory is kept between runs so that only the first run pays
 # for the sanitizer build: $YOKAN_FUZZ_BUILD if set, else a directory in the
