@@ -43,6 +43,9 @@ void check_buffer_cache(json& config) {
 std::unique_ptr<Backend> open_database(json& config) {
   if (!config.is_object())
     throw Exception(Status::YOKAN_ERR_INVALID_CONFIG, "provider config must be a JSON object");
+  if (config.contains("read_only") && !config["read_only"].is_boolean())
+    throw Exception(Status::YOKAN_ERR_INVALID_CONFIG,
+                    "\"read_only\" must be true or false, not " + config["read_only"].dump());
   if (!config.contains("database"))
     throw Exception(Status::YOKAN_ERR_INVALID_CONFIG,
                     "provider config has no \"database\" section");
@@ -85,6 +88,14 @@ void lower_filter_thread_priority() {
   (void)done;
 }
 
+// The mode every key/value and document RPC's meta starts with (0 if absent:
+// the handler then rejects the truncated meta itself).
+int32_t request_mode(const Request& req) {
+  int32_t m = 0;
+  if (req.meta().size() >= sizeof m) std::memcpy(&m, req.meta().data(), sizeof m);
+  return m;
+}
+
 }  // namespace
 
 Provider::Provider(std::shared_ptr<Engine> engine, uint16_t provider_id,
@@ -107,8 +118,10 @@ Provider::Provider(std::shared_ptr<Engine> engine, uint16_t provider_id,
         Status::YOKAN_ERR_INVALID_PROVIDER,
         "a provider with id " + std::to_string(provider_id) + " already exists on this engine");
   auto backend = open_database(config);
+  const bool read_only = config.value("read_only", false);
   impl_ =
       std::make_shared<ProviderImpl>(engine, provider_id, std::move(config), std::move(backend));
+  impl_->read_only = read_only;
   impl_->register_handlers();
   // If the engine goes first, stop serving and close the backend then.
   std::weak_ptr<ProviderImpl> weak = impl_;
@@ -148,17 +161,47 @@ void ProviderImpl::register_handlers() {
   const bool run_inline = !backend->traits().persistent;
   filter_pool = std::make_unique<ThreadPool>(kFilterThreads);
   std::weak_ptr<ProviderImpl> weak = shared_from_this();
-  auto add = [&](rpc::Id id_, void (ProviderImpl::*fn)(RequestPtr)) {
+  // What a request to an RPC is refused for, decided once here so that serving
+  // costs one predictable branch rather than a lookup per request.
+  enum class Refuse { kNone, kDocOnly, kReadOnly, kReadOnlyConsume };
+  auto refusal = [this](rpc::Id id_) {
     // Document-only backends (array, log) refuse the key/value RPCs.
-    const bool refused = !backend->traits().key_value && id_ >= rpc::kCount &&
-                         id_ <= rpc::kEraseRange && id_ != rpc::kIdentify;
-    Handler serve = [weak, fn, refused](RequestPtr req) {
+    if (!backend->traits().key_value && id_ >= rpc::kCount && id_ <= rpc::kEraseRange &&
+        id_ != rpc::kIdentify)
+      return Refuse::kDocOnly;
+    if (!read_only) return Refuse::kNone;
+    switch (id_) {
+      case rpc::kPut:
+      case rpc::kErase:
+      case rpc::kEraseRange:
+      case rpc::kCollCreate:
+      case rpc::kCollDrop:
+      case rpc::kDocStore:
+      case rpc::kDocUpdate:
+      case rpc::kDocErase:
+        return Refuse::kReadOnly;
+      case rpc::kGet:  // a CONSUME get erases what it reads
+        return Refuse::kReadOnlyConsume;
+      default:
+        return Refuse::kNone;
+    }
+  };
+  auto add = [&](rpc::Id id_, void (ProviderImpl::*fn)(RequestPtr)) {
+    const Refuse refused = refusal(id_);
+    Handler serve = [weak, fn, refused, pid = id](RequestPtr req) {
       auto impl = weak.lock();
       if (!impl || impl->closing) return req->respond(Status::YOKAN_ERR_INVALID_PROVIDER);
       reset_failure();  // a message recorded by an earlier request is stale
-      if (refused)
-        return req->respond(Status::YOKAN_ERR_OP_UNSUPPORTED,
-                            "this backend stores documents only (use collections)");
+      if (refused != Refuse::kNone) {
+        if (refused == Refuse::kDocOnly)
+          return req->respond(Status::YOKAN_ERR_OP_UNSUPPORTED,
+                              "this backend stores documents only (use collections)");
+        if (refused == Refuse::kReadOnly || request_mode(*req) & mode::CONSUME)
+          return req->respond(Status::YOKAN_ERR_PERMISSION,
+                              "provider " + std::to_string(pid) +
+                                  " is read-only: it refuses every write (put, erase, "
+                                  "collection and document changes, CONSUME)");
+      }
       (impl.get()->*fn)(std::move(req));
     };
     Handler entry = serve;
@@ -168,8 +211,7 @@ void ProviderImpl::register_handlers() {
       // so slow filters, however many, leave every other request answered.
       // Its time budget counts from arrival (set_request_arrival).
       entry = [serve, run_inline, engine = engine.get(), pool = filter_pool.get()](RequestPtr req) {
-        int32_t m = 0;  // both metas start with the mode
-        if (req->meta().size() >= sizeof m) std::memcpy(&m, req->meta().data(), sizeof m);
+        const int32_t m = request_mode(*req);
         auto* raw = req.release();
         if (m & mode::LUA_FILTER) {
           pool->post([serve, raw, arrival = std::chrono::steady_clock::now()] {
@@ -190,9 +232,7 @@ void ProviderImpl::register_handlers() {
     }
     if (run_inline) {
       entry = [serve, engine = engine.get()](RequestPtr req) {
-        int32_t m = 0;  // every key/value RPC's meta starts with its mode
-        if (req->meta().size() >= sizeof m) std::memcpy(&m, req->meta().data(), sizeof m);
-        if (!(m & mode::WAIT)) return serve(std::move(req));
+        if (!(request_mode(*req) & mode::WAIT)) return serve(std::move(req));
         auto* raw = req.release();
         engine->post([serve, raw] { serve(RequestPtr(raw)); });
       };

@@ -47,6 +47,8 @@ class ProviderImpl : public std::enable_shared_from_this<ProviderImpl> {
   // write, which takes it shared.
   std::shared_mutex write_order;
   std::atomic<bool> closing{false};
+  // {"read_only": true}: the write RPCs are registered as refusals (PERMISSION).
+  bool read_only = false;
   uint64_t hook_token = 0;
 
   // Stops serving (deregisters the RPCs) and flushes the backend; idempotent.

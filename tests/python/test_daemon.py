@@ -192,6 +192,10 @@ MALFORMED = [
         {"engine": 4, "providers": [provider_entry("x", 1, {"database": {"type": "map"}})]},
         "engine: must be an object",
     ),
+    (
+        {"providers": [provider_entry("x", 1, {"database": {"type": "map"}, "read_only": "yes"})]},
+        "providers[0].config.read_only: must be true or false",
+    ),
 ]
 
 
@@ -330,3 +334,44 @@ def test_a_request_in_progress_is_answered_at_sigterm(tmp_path):
         del db
     assert code == 0, err
     assert len(outcome) == 1 and getattr(outcome[0], "code", None) == YOKAN_ERR_TIMEOUT, outcome
+
+
+def test_a_read_only_provider_serves_reads_and_refuses_writes(tmp_path):
+    from mochi.yokan.client import Exception as ClientError
+    from mochi.yokan.exception import YOKAN_ERR_PERMISSION
+
+    backend = "lmdb" if "lmdb" in available_backends else "log"
+    stored = backend_config(backend, tmp_path)
+    entries = [provider_entry("rw", 1, stored)]
+    config = write_config(tmp_path, {"providers": entries})
+    daemon = Daemon(tmp_path, config)
+    address = daemon.wait_ready()
+    with Engine("tcp", mode=0) as engine:
+        db = Client(engine).make_database_handle(address, 1)
+        if backend == "log":
+            db.create_collection("c").store("{}")
+        else:
+            db.put("k", "v")
+        del db
+    assert daemon.stop()[0] == 0
+
+    config = write_config(
+        tmp_path, {"providers": [provider_entry("ro", 1, {**stored, "read_only": True})]}
+    )
+    log_file = tmp_path / "server.log"
+    daemon = Daemon(tmp_path, config, "--log-file", str(log_file))
+    address = daemon.wait_ready()
+    with Engine("tcp", mode=0) as engine:
+        db = Client(engine).make_database_handle(address, 1)
+        coll = db.open_collection("c")
+        with pytest.raises(ClientError) as info:
+            coll.store("{}") if backend == "log" else db.put("k2", "v2")
+        assert info.value.code == YOKAN_ERR_PERMISSION
+        if backend == "log":
+            assert coll.size() == 1
+        else:
+            assert db.get("k") == b"v" and not db.exists("k2")
+        del coll, db
+    assert daemon.stop()[0] == 0
+    assert f"provider 'ro' (id 1) serving a {backend} database" in log_file.read_text()
+    assert "(read-only)" in log_file.read_text()

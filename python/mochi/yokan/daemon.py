@@ -26,6 +26,9 @@ SIGTERM or SIGINT stop it: requests in progress are answered, every
 backend is flushed and closed, and it exits 0. Each database path is
 locked (``PATH.yokan-server.lock``), so a second server on the same
 database fails at once with a message naming the path and the holder.
+
+A provider's ``config`` may add ``"read_only": true``: it then serves every
+read and answers every write with ``YOKAN_ERR_PERMISSION``.
 """
 
 from __future__ import annotations
@@ -76,6 +79,11 @@ class ProviderSpec:
     @property
     def backend(self) -> str:
         return str(self.config["database"]["type"])
+
+    @property
+    def read_only(self) -> bool:
+        """``"read_only": true``: the provider serves reads and refuses writes."""
+        return bool(self.config.get("read_only", False))
 
     @property
     def path(self) -> Optional[str]:
@@ -134,6 +142,12 @@ def _parse_provider(
     )
     sub = database.get("config", {})
     _require(isinstance(sub, dict), f"{where}.config.database.config", "must be an object")
+    read_only = config.get("read_only", False)
+    _require(
+        isinstance(read_only, bool),
+        f"{where}.config.read_only",
+        f"must be true or false, not {read_only!r}",
+    )
     return ProviderSpec(name, pid, config), ignored
 
 
@@ -424,11 +438,12 @@ def _serve(args: argparse.Namespace, config: ServerConfig, stack: contextlib.Exi
         for spec in config.providers:
             providers.append(Provider(engine, spec.provider_id, json.dumps(spec.config)))
             log.info(
-                "provider %r (id %d) serving a %s database%s",
+                "provider %r (id %d) serving a %s database%s%s",
                 spec.name,
                 spec.provider_id,
                 spec.backend,
                 f" at {spec.path}" if spec.path else "",
+                " (read-only)" if spec.read_only else "",
             )
     except Exception as e:  # noqa: BLE001 - reported, then a failing exit code
         return _abort(f"cannot start provider {spec.name!r}: {e}", providers, engine)
