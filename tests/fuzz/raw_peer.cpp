@@ -9,6 +9,7 @@
 #include <stdexcept>
 
 #include "engine/bootstrap.hpp"
+#include "engine/net_place.hpp"
 #include "engine/wire_format.hpp"
 #include "yokan/common.hpp"
 
@@ -104,8 +105,13 @@ bool RawPeer::connect(const std::string& server_address, std::string* error) {
   disconnect();
   token_ = std::random_device{}() | (uint64_t(std::random_device{}()) << 32);
   try {
-    auto [remote, fd] = bootstrap_connect(parse_address(server_address), token_, 5000);
+    // Our card has no network place: the server takes us as its neighbour.
+    auto [card_bytes, fd] = bootstrap_connect(parse_address(server_address), token_,
+                                              encode_card({worker_address_, "", ""}), "", 5000);
     bootstrap_fd_ = fd;
+    auto card = decode_card(card_bytes);
+    if (!card) throw std::runtime_error("malformed engine card from " + server_address);
+    const std::string& remote = card->worker;
     ucp_ep_params_t ep{};
     ep.field_mask = UCP_EP_PARAM_FIELD_REMOTE_ADDRESS | UCP_EP_PARAM_FIELD_ERR_HANDLING_MODE;
     ep.address = reinterpret_cast<const ucp_address_t*>(remote.data());
