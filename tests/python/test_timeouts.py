@@ -48,12 +48,6 @@ def handle(engine, server):
 
 @pytest.mark.parametrize("size", [64 * KiB, MiB])
 def test_put_to_stopped_provider_times_out_and_handle_recovers(engine, server, protocol, size):
-    if size == MiB:
-        # Known gap: with UCP_ERR_HANDLING_MODE_NONE, UCX 1.13 ends neither
-        # the cancelled rendezvous send nor the force-closed endpoint's
-        # operations while the peer is stopped, so the call still waits for
-        # SIGCONT. Needs a heap-owned call state that can be let go.
-        pytest.xfail("rendezvous put to a stopped peer is not bounded yet")
     db = handle(engine, server)
     db.put("warm", b"x" * size)
     with stopped(server):
