@@ -35,6 +35,24 @@ Status UcxEngine::send_and_wait(uint16_t am_id, const EndpointPtr& ep, uint16_t 
   return s;
 }
 
+Status UcxEngine::reconnect_and_call(const EndpointPtr& ep, uint16_t provider_id, uint16_t rpc,
+                                     std::string_view meta, const std::vector<Segment>& body,
+                                     const CallOptions& options, Reply* reply) {
+  auto start = Clock::now();
+  Status s = reconnect(ep, options.timeout_ms, reply);
+  if (!ok(s)) return s;
+  if (!limited_timeout(options.timeout_ms))
+    return send_and_wait(kAmRequest, ep, provider_id, rpc, meta, body, options, reply);
+  CallOptions rest = options;
+  rest.timeout_ms -= std::chrono::duration<double, std::milli>(Clock::now() - start).count();
+  if (rest.timeout_ms <= 0) {
+    reply->error = "timed out after " + std::to_string(static_cast<long long>(options.timeout_ms)) +
+                   " ms reconnecting to " + ep->address;
+    return Status::YOKAN_ERR_TIMEOUT;
+  }
+  return send_and_wait(kAmRequest, ep, provider_id, rpc, meta, body, rest, reply);
+}
+
 Status UcxEngine::start_call(CallState& cs, uint16_t am_id, const EndpointPtr& ep,
                              uint16_t provider_id, uint16_t rpc, std::string_view meta,
                              const std::vector<Segment>& body, const CallOptions& options,
@@ -365,9 +383,14 @@ std::unique_ptr<CallInFlight> UcxEngine::start_call(const EndpointPtr& ep, uint1
   CallOptions opts = options;
   opts.scatter = nullptr;  // the reply is kept whole until wait()
   if (ep && ep->failed.load(std::memory_order_relaxed)) {
+    auto start = Clock::now();
     Reply r;
     *status = reconnect(ep, options.timeout_ms, &r);
     if (!ok(*status)) return nullptr;
+    if (limited_timeout(opts.timeout_ms))  // one deadline for both
+      opts.timeout_ms = std::max(
+          1.0, opts.timeout_ms -
+                   std::chrono::duration<double, std::milli>(Clock::now() - start).count());
   }
   auto call = std::make_unique<UcxCallInFlight>(shared_from_this(), std::move(meta));
   *status = start_call(*call->state_, kAmRequest, ep, provider_id, rpc, call->meta_, body, opts,

@@ -13,6 +13,19 @@ void UcxEngine::finalize() {
   for (auto& [token, fn] : hooks) fn();
   bootstrap_.reset();
   watcher_.reset();  // closes the liveness connections: peers see us go
+  {
+    // ... and our own ends of the client-side ones (the watcher had dups).
+    std::vector<std::shared_ptr<Endpoint>> clients;
+    {
+      std::lock_guard<std::mutex> g(endpoints_mu_);
+      for (auto& [k, v] : lookups_) clients.push_back(v);
+      for (auto& v : retired_) clients.push_back(v);
+    }
+    for (auto& ep : clients) {
+      std::lock_guard<std::timed_mutex> g(ep->connect_mu);
+      if (ep->liveness_fd >= 0) shutdown(ep->liveness_fd, SHUT_RDWR);
+    }
+  }
   pool_->stop();
   // Fail every call still waiting.
   std::vector<PendingCall*> waiting;
@@ -47,7 +60,11 @@ void UcxEngine::teardown() {
   }
   // Close endpoints while the progress thread still runs, then stop it.
   watcher_.reset();  // no more liveness callbacks
-  for (auto& ep : all) close_endpoint(*ep);
+  for (auto& ep : all) {
+    close_endpoint(*ep);
+    if (ep->liveness_fd >= 0) close(ep->liveness_fd);
+    ep->liveness_fd = -1;
+  }
   stop_progress_ = true;
   ucp_worker_signal(worker_);
   park_cv_.notify_all();

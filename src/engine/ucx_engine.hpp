@@ -85,8 +85,14 @@ class Endpoint {
   uint64_t peer_token = 0;  // server side: the client this endpoint answers
   // Client side: serialises reconnection; `gen` counts connections, so that
   // the liveness callback of an old connection cannot fail a new one.
-  std::mutex connect_mu;
+  // (Timed: a caller waits for another's reconnection no longer than its own
+  // budget.)
+  std::timed_mutex connect_mu;
   std::atomic<uint64_t> gen{0};
+  // Client side: our end of the bootstrap (liveness) socket of the current
+  // connection; the watcher holds a dup of it. Shut down on reconnection, so
+  // that neither end keeps the old one (guarded by connect_mu).
+  int liveness_fd = -1;
 };
 
 struct CallState;
@@ -246,12 +252,15 @@ class UcxEngine final : public Engine, public std::enable_shared_from_this<UcxEn
 
   Status call(const EndpointPtr& ep, uint16_t provider_id, uint16_t rpc, std::string_view meta,
               const std::vector<Segment>& body, const CallOptions& options, Reply* reply) override {
-    if (ep && ep->failed.load(std::memory_order_relaxed)) {
-      Status s = reconnect(ep, options.timeout_ms, reply);
-      if (!ok(s)) return s;
-    }
+    if (ep && ep->failed.load(std::memory_order_relaxed))
+      return reconnect_and_call(ep, provider_id, rpc, meta, body, options, reply);
     return send_and_wait(kAmRequest, ep, provider_id, rpc, meta, body, options, reply);
   }
+  // call() on a failed endpoint: reconnects it, then calls with what is left
+  // of the timeout (one deadline for both).
+  Status reconnect_and_call(const EndpointPtr& ep, uint16_t provider_id, uint16_t rpc,
+                            std::string_view meta, const std::vector<Segment>& body,
+                            const CallOptions& options, Reply* reply);
   // Reconnects a client endpoint whose connection failed (once per call);
   // on failure fills reply->error.
   Status reconnect(const EndpointPtr& ep, double timeout_ms, Reply* reply);
