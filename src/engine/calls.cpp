@@ -29,6 +29,7 @@ Status UcxEngine::send_and_wait(uint16_t am_id, const EndpointPtr& ep, uint16_t 
   // A deadline: the state may have to outlive this call (see PendingCall).
   auto cs = std::make_unique<CallState>();
   cs->pc.owner = cs.get();
+  cs->t0 = Clock::now();
   Status s = start_call(*cs, am_id, ep, provider_id, rpc, meta, body, options, reply);
   if (ok(s)) s = await_call(*cs, &orphaned);
   if (orphaned) (void)cs.release();  // now owned by its UCX callbacks
@@ -196,7 +197,7 @@ Status UcxEngine::await_call(CallState& cs, bool* orphaned) {
 
   // Wait: spin on the worker first (no thread hand-off for fast answers),
   // then sleep until the progress thread completes the call.
-  auto start = Clock::now();
+  auto start = cs.t0 != Clock::time_point{} ? cs.t0 : Clock::now();
   auto spin = std::chrono::duration<double, std::micro>(call_spin_us_);
   bool has_deadline = cs.timeout_ms > 0;
   // From now, not from the send: a caller that started the call early and
@@ -306,6 +307,8 @@ bool UcxEngine::orphan(CallState& cs, bool claimed) {
   if (refs == 0) return false;
   pc.orphaned = true;
   pc.orphan_refs = refs;
+  pc.orphan_count = &orphans_;
+  orphans_.fetch_add(1);
   return true;
 }
 

@@ -70,7 +70,21 @@ void UcxEngine::teardown() {
   park_cv_.notify_all();
   if (progress_thread_.joinable()) progress_thread_.join();
   for (int i = 0; i < 100; ++i) progress();
+  // Calls let go at their deadline may still have operations in UCX: give
+  // them a moment. Those left are on connections to dead peers that UCX
+  // (without peer-failure mode) never ends, and destroying the worker under
+  // them trips UCX 1.13's assertions (registered memory still in use):
+  // leave the worker be, a bounded leak against a crash.
+  auto until = Clock::now() + std::chrono::milliseconds(200);
+  while (orphans_.load() > 0 && Clock::now() < until) progress();
   release_held();
+  if (orphans_.load() > 0) {
+    std::fprintf(stderr,
+                 "[mochi-yokan] %d timed-out call(s) still in UCX on dead connections at "
+                 "shutdown: leaving the UCX worker to the process's exit\n",
+                 orphans_.load());
+    return;
+  }
   ucp_worker_destroy(worker_);
   ucp_cleanup(context_);
 }

@@ -115,11 +115,12 @@ struct PendingCall {
   // deadline while UCX still holds its send or its rendezvous receive: the
   // caller leaves and the CallState (`owner`, on the heap) then belongs to
   // the UCX callbacks still to come, the last of which deletes it.
-  CallState* owner = nullptr;  // heap CallState this call lives in, if any
-  Buffer rx;                   // a deadline call's rendezvous reply lands here
-  bool rx_pending = false;     // rendezvous receive under way (guarded by m)
-  bool orphaned = false;       // the caller left (guarded by m)
-  int orphan_refs = 0;         // UCX callbacks still to come once orphaned
+  CallState* owner = nullptr;                // heap CallState this call lives in, if any
+  Buffer rx;                                 // a deadline call's rendezvous reply lands here
+  bool rx_pending = false;                   // rendezvous receive under way (guarded by m)
+  bool orphaned = false;                     // the caller left (guarded by m)
+  int orphan_refs = 0;                       // UCX callbacks still to come once orphaned
+  std::atomic<int>* orphan_count = nullptr;  // the engine's count of orphans
 
   // The last touch of the call by a completer. The caller may see the flag
   // (it spins on the atomics without the mutex) and leave at once, taking
@@ -153,13 +154,18 @@ struct CallState {
   // none of it to the caller: set for calls with a deadline, whose state is
   // then on the heap (pc.owner) so that it can outlive the caller.
   bool owns_buffers = false;
+  // When the deadline starts counting (send_and_wait: before the send and
+  // its copies); default: when await_call starts.
+  Clock::time_point t0{};
 };
 
 inline bool PendingCall::release_if_orphaned(std::unique_lock<std::mutex>& lk) {
   if (!orphaned) return false;
   if (--orphan_refs == 0) {
+    std::atomic<int>* count = orphan_count;
     lk.unlock();
     delete owner;
+    count->fetch_sub(1);
   }
   return true;
 }
@@ -473,6 +479,7 @@ class UcxEngine final : public Engine, public std::enable_shared_from_this<UcxEn
   std::atomic<size_t> idle_count_{0};
   std::atomic<bool> finalized_{false};
   bool torn_down_ = false;
+  std::atomic<int> orphans_{0};  // calls let go with operations still in UCX
 };
 
 }  // namespace yokan
