@@ -97,9 +97,12 @@ class CallInFlight {
 
 struct CallOptions {
   // <= 0, infinite, or >= kNoDeadlineMs: no deadline. Otherwise a hard limit:
-  // the call returns within about timeout_ms + 0.5 s whatever the peer does
-  // (a send that a stopped peer never takes is given up by force-closing the
-  // connection; the next call reconnects).
+  // the call returns within about timeout_ms + 0.5 s whatever the peer does,
+  // reconnection included. To that end a call with a deadline sends from its
+  // own copy of the body and receives a rendezvous reply into a buffer of its
+  // own (one copy each way): at the deadline it is let go with its transfer
+  // still in UCX, which finishes or drops it in the background (a timed-out
+  // put may still be applied later). Calls without a deadline copy nothing.
   double timeout_ms = 0;
   bool no_rdma = false;  // force eager (inline) transfer of large bodies
   const Scatter* scatter = nullptr;

@@ -7,18 +7,53 @@ namespace yokan {
 
 namespace {
 void call_send_done(void* request, ucs_status_t status, void* user_data) {
-  static_cast<PendingCall*>(user_data)->complete_send(
-      status == UCS_OK ? Status::YOKAN_SUCCESS : Status::YOKAN_ERR_FROM_MERCURY);
+  auto* pc = static_cast<PendingCall*>(user_data);
+  std::unique_lock<std::mutex> lk(pc->m);
+  if (pc->release_if_orphaned(lk)) return;  // the caller freed the request
+  pc->send_status = status == UCS_OK ? Status::YOKAN_SUCCESS : Status::YOKAN_ERR_FROM_MERCURY;
+  pc->send_done.store(true, std::memory_order_release);
+  pc->cv.notify_all();
 }
+
+bool limited_timeout(double timeout_ms) { return timeout_ms > 0 && timeout_ms < kNoDeadlineMs; }
 }  // namespace
 
 Status UcxEngine::send_and_wait(uint16_t am_id, const EndpointPtr& ep, uint16_t provider_id,
                                 uint16_t rpc, std::string_view meta,
                                 const std::vector<Segment>& body, const CallOptions& options,
                                 Reply* reply) {
-  CallState cs;
-  Status s = start_call(cs, am_id, ep, provider_id, rpc, meta, body, options, reply);
-  return ok(s) ? await_call(cs) : s;
+  bool orphaned = false;
+  if (!limited_timeout(options.timeout_ms)) {
+    CallState cs;  // no deadline: waits for everything, so the stack will do
+    Status s = start_call(cs, am_id, ep, provider_id, rpc, meta, body, options, reply);
+    return ok(s) ? await_call(cs, &orphaned) : s;
+  }
+  // A deadline: the state may have to outlive this call (see PendingCall).
+  auto cs = std::make_unique<CallState>();
+  cs->pc.owner = cs.get();
+  cs->t0 = Clock::now();
+  Status s = start_call(*cs, am_id, ep, provider_id, rpc, meta, body, options, reply);
+  if (ok(s)) s = await_call(*cs, &orphaned);
+  if (orphaned) (void)cs.release();  // now owned by its UCX callbacks
+  return s;
+}
+
+Status UcxEngine::reconnect_and_call(const EndpointPtr& ep, uint16_t provider_id, uint16_t rpc,
+                                     std::string_view meta, const std::vector<Segment>& body,
+                                     const CallOptions& options, Reply* reply) {
+  auto start = Clock::now();
+  Status s = reconnect(ep, options.timeout_ms, reply);
+  if (!ok(s)) return s;
+  if (!limited_timeout(options.timeout_ms))
+    return send_and_wait(kAmRequest, ep, provider_id, rpc, meta, body, options, reply);
+  CallOptions rest = options;
+  rest.timeout_ms -= std::chrono::duration<double, std::milli>(Clock::now() - start).count();
+  if (rest.timeout_ms <= 0) {
+    reply->error = "timed out after " + std::to_string(static_cast<long long>(options.timeout_ms)) +
+                   " ms reconnecting to " + ep->address;
+    return Status::YOKAN_ERR_TIMEOUT;
+  }
+  return send_and_wait(kAmRequest, ep, provider_id, rpc, meta, body, rest, reply);
 }
 
 Status UcxEngine::start_call(CallState& cs, uint16_t am_id, const EndpointPtr& ep,
@@ -37,8 +72,9 @@ Status UcxEngine::start_call(CallState& cs, uint16_t am_id, const EndpointPtr& e
   pc.ep = ep.get();
   cs.gen = ep->gen.load(std::memory_order_relaxed);
   // Infinite, NaN or huge: no deadline (and no double -> int overflow below).
-  const bool limited = options.timeout_ms > 0 && options.timeout_ms < kNoDeadlineMs;
+  const bool limited = limited_timeout(options.timeout_ms);
   cs.timeout_ms = limited ? options.timeout_ms : 0;
+  cs.owns_buffers = limited && pc.owner == &cs;
 
   WireHeader h{};
   h.magic = kWireMagic;
@@ -70,16 +106,19 @@ Status UcxEngine::start_call(CallState& cs, uint16_t am_id, const EndpointPtr& e
   }
   std::string prefix;
   std::unique_ptr<char[]>& staging = cs.staging;
-  if (!(h.flags & kFlagMetaInBody) && segs.size() >= 2 &&
+  if (!cs.owns_buffers && !(h.flags & kFlagMetaInBody) && segs.size() >= 2 &&
       total - segs.back().size <= kMaxBodyPrefix && segs.back().size > kCoalesceMax) {
     for (size_t i = 0; i + 1 < segs.size(); ++i)
       prefix.append(static_cast<const char*>(segs[i].data), segs[i].size);
     segs.erase(segs.begin(), segs.end() - 1);
     h.flags |= kFlagBodyPrefix;
     h.reserved = static_cast<uint16_t>(prefix.size());
-  } else if (iov.size() + segs.size() > 1 &&
-             (total + (iov.empty() ? 0 : meta.size()) <= kCoalesceMax ||
-              total / segs.size() < kCoalescePiece)) {
+  } else if ((iov.size() + segs.size() > 1 &&
+              (total + (iov.empty() ? 0 : meta.size()) <= kCoalesceMax ||
+               total / segs.size() < kCoalescePiece)) ||
+             (cs.owns_buffers && iov.size() + segs.size() > 0)) {
+    // (A call with a deadline also copies a body it could send in place:
+    // it may be let go at its deadline while UCX still reads the body.)
     // Plain copies into an uninitialised block: a string append per piece
     // was ~7% of a put_multi of 1000 pairs (profile of the client).
     const size_t staged = total + (iov.empty() ? 0 : meta.size());
@@ -145,9 +184,13 @@ Status UcxEngine::start_call(CallState& cs, uint16_t am_id, const EndpointPtr& e
   return Status::YOKAN_SUCCESS;
 }
 
-Status UcxEngine::await_call(CallState& cs) {
+Status UcxEngine::await_call(CallState& cs, bool* orphaned) {
   PendingCall& pc = cs.pc;
+  // Read now: once the call is orphaned, `cs` may be gone at any moment.
   ucs_status_ptr_t req = cs.req;
+  Reply* reply = pc.reply;
+  const Endpoint* ep = pc.ep;
+  const double timeout_ms = cs.timeout_ms;
   cs.in_flight = false;
   struct OpGuard {
     UcxEngine* e;
@@ -156,7 +199,7 @@ Status UcxEngine::await_call(CallState& cs) {
 
   // Wait: spin on the worker first (no thread hand-off for fast answers),
   // then sleep until the progress thread completes the call.
-  auto start = Clock::now();
+  auto start = cs.t0 != Clock::time_point{} ? cs.t0 : Clock::now();
   auto spin = std::chrono::duration<double, std::micro>(call_spin_us_);
   bool has_deadline = cs.timeout_ms > 0;
   // From now, not from the send: a caller that started the call early and
@@ -191,14 +234,16 @@ Status UcxEngine::await_call(CallState& cs) {
       // send: a peer killed before it acknowledged a rendezvous never does
       // (seen: SIGKILLed providers on shared memory, the caller looping on an
       // expired deadline forever). The deadline no longer applies; after a
-      // grace period the send is cancelled, or its connection force-closed.
+      // grace period the call is ended without waiting for the send.
       has_deadline = false;
       late_receive = false;
       if (!send_give_up) {
         send_give_up = now + kGrace;
       } else if (now >= *send_give_up) {
+        // The reply is complete: a call that owns its buffers lets the send
+        // go with them (orphan()); one without a deadline waits for it.
         spinning.stop();
-        end_send(cs);
+        *orphaned = end_send(cs, true);
         break;
       }
     }
@@ -206,21 +251,21 @@ Status UcxEngine::await_call(CallState& cs) {
       if (take_back(cs)) {
         timed_out = true;
         // No longer polling: a listening engine's progress thread must
-        // drive the worker again while the send is cancelled.
+        // drive the worker again while the send is given its grace.
         spinning.stop();
-        end_send(cs);
+        *orphaned = end_send(cs, false);
         break;
       }
-      // The response is being received: give it a grace period, then
-      // force-close the connection, which ends the receive with an error.
+      // The response is being received: give it a grace period, then let
+      // the call go with the receive still under way (orphan()).
       has_deadline = false;
       late_receive = true;
       deadline = now + kGrace;
     }
-    if (late_receive && now >= deadline) {
-      late_receive = false;
+    if (late_receive && now >= deadline && orphan(cs, true)) {
       timed_out = true;
-      fail_connection(pc.ep, cs.gen, "closed after a call timed out");
+      *orphaned = true;
+      break;
     }
     if (now - start < spin) {
       // Yield now and then: when the peer shares this CPU, it must get to run.
@@ -240,24 +285,25 @@ Status UcxEngine::await_call(CallState& cs) {
     }
     std::unique_lock<std::mutex> lk(pc.m);
     auto wake = now + std::chrono::milliseconds(1);
-    if ((has_deadline || late_receive) && deadline < wake) wake = deadline;
-    if (send_give_up && *send_give_up < wake) wake = *send_give_up;
+    if ((has_deadline || late_receive) && deadline < wake && deadline > now) wake = deadline;
+    if (send_give_up && *send_give_up<wake&& * send_give_up> now) wake = *send_give_up;
     if (!pc.cv.wait_until(lk, wake, done)) {
       lk.unlock();
       progress_if_idle();
     }
   }
-  pc.finish();
+  if (!*orphaned) pc.finish();
+  // Once orphaned, UCX frees the request when it completes.
   if (req != nullptr) ucp_request_free(req);
   if (timed_out) {
-    pc.reply->error = "timed out after " + std::to_string(static_cast<long long>(cs.timeout_ms)) +
-                      " ms waiting for " + pc.ep->address;
+    reply->error = "timed out after " + std::to_string(static_cast<long long>(timeout_ms)) +
+                   " ms waiting for " + ep->address;
     return Status::YOKAN_ERR_TIMEOUT;
   }
   if (!ok(pc.send_status)) {
     // A failed send may still have been answered (e.g. cancelled after delivery); trust the reply.
     if (!pc.claimed) {
-      pc.reply->error = "sending to " + pc.ep->address + " failed";
+      reply->error = "sending to " + ep->address + " failed";
       return pc.send_status;
     }
   }
@@ -271,30 +317,58 @@ bool UcxEngine::take_back(CallState& cs) {
   return true;
 }
 
-void UcxEngine::end_send(CallState& cs) {
+bool UcxEngine::orphan(CallState& cs, bool claimed) {
+  if (!cs.owns_buffers) return false;
   PendingCall& pc = cs.pc;
-  if (pc.send_done.load()) return;
-  ucp_request_cancel(worker_, cs.req);
-  auto give_up = Clock::now() + kGrace;
-  nap_until(pc, [&] { return pc.send_done.load() || Clock::now() >= give_up; });
-  if (pc.send_done.load()) return;
-  // A stopped peer never takes a rendezvous send, and UCX cannot cancel it
-  // then: force-close the connection, which ends it (the next call reconnects).
-  fail_connection(pc.ep, cs.gen, "closed after a send timed out");
-  nap_until(pc, [&pc] { return pc.send_done.load(); });
+  std::lock_guard<std::mutex> g(pc.m);
+  // A claimed response writes into the caller's Reply until its rendezvous
+  // receive is under way (into pc.rx): wait for that (it is a memcpy away).
+  if (claimed && !pc.rx_pending && !pc.response_done.load()) return false;
+  int refs = 0;
+  if (!pc.send_done.load()) ++refs;
+  if (pc.rx_pending && !pc.response_done.load()) ++refs;
+  if (refs == 0) return false;
+  pc.orphaned = true;
+  pc.orphan_refs = refs;
+  pc.orphan_count = &orphans_;
+  orphans_.fetch_add(1);
+  return true;
 }
 
-void UcxEngine::abandon_call(CallState& cs) {
+bool UcxEngine::end_send(CallState& cs, bool claimed) {
+  PendingCall& pc = cs.pc;
+  if (pc.send_done.load()) return false;
+  ucp_request_cancel(worker_, cs.req);  // a no-op for sends in UCX 1.13; not in later ones
+  auto give_up = Clock::now() + kGrace;
+  nap_until(pc, [&] { return pc.send_done.load() || Clock::now() >= give_up; });
+  if (pc.send_done.load()) return false;
+  // A stopped peer never takes a rendezvous send (nor a dead link an eager
+  // one), and UCX without peer-failure mode can neither cancel it nor
+  // force-close its endpoint: the send stays UCX's, with buffers of its own.
+  if (orphan(cs, claimed)) return true;
+  // No deadline (abandoned): the send reads the caller's memory; wait.
+  nap_until(pc, [&pc] { return pc.send_done.load(); });
+  return false;
+}
+
+void UcxEngine::abandon_call(CallState& cs, bool* orphaned) {
   if (!cs.in_flight) return;
   cs.in_flight = false;
   PendingCall& pc = cs.pc;
+  ucs_status_ptr_t req = cs.req;  // read now: an orphaned `cs` may go at any moment
   // A response being received right now (or failed by finalize) writes into
   // the call: let it finish. Otherwise none will come, as for a timeout.
   const bool claimed = !take_back(cs);
-  end_send(cs);
-  if (claimed) nap_until(pc, [&pc] { return pc.response_done.load(); });
-  pc.finish();
-  if (cs.req != nullptr) ucp_request_free(cs.req);
+  *orphaned = end_send(cs, claimed);
+  if (!*orphaned && claimed) {
+    // A call with a deadline need not wait for its rendezvous receive.
+    while (!pc.response_done.load() && !(*orphaned = orphan(cs, true)))
+      nap_until(pc, [&pc] {
+        return pc.response_done.load() || pc.rx_pending;  // (nap_until holds pc.m here)
+      });
+  }
+  if (!*orphaned) pc.finish();
+  if (req != nullptr) ucp_request_free(req);
   end_op();
 }
 
@@ -304,19 +378,27 @@ namespace {
 class UcxCallInFlight final : public CallInFlight {
  public:
   UcxCallInFlight(std::shared_ptr<UcxEngine> engine, std::string meta)
-      : engine_(std::move(engine)), meta_(std::move(meta)) {}
-  ~UcxCallInFlight() override { engine_->abandon_call(state_); }
+      : engine_(std::move(engine)), meta_(std::move(meta)), state_(new CallState) {
+    state_->pc.owner = state_.get();
+  }
+  ~UcxCallInFlight() override {
+    bool orphaned = false;
+    engine_->abandon_call(*state_, &orphaned);
+    if (orphaned) (void)state_.release();  // now owned by its UCX callbacks
+  }
   Status wait(Reply* reply) override {
-    if (!state_.in_flight) return Status::YOKAN_ERR_INVALID_ARGS;  // waited for already
-    Status s = engine_->await_call(state_);
+    if (!state_->in_flight) return Status::YOKAN_ERR_INVALID_ARGS;  // waited for already
+    bool orphaned = false;
+    Status s = engine_->await_call(*state_, &orphaned);
     *reply = std::move(reply_);
+    if (orphaned) (void)state_.release();
     return s;
   }
 
   std::shared_ptr<UcxEngine> engine_;
   std::string meta_;
   Reply reply_;
-  CallState state_;
+  std::unique_ptr<CallState> state_;
 };
 }  // namespace
 
@@ -327,12 +409,17 @@ std::unique_ptr<CallInFlight> UcxEngine::start_call(const EndpointPtr& ep, uint1
   CallOptions opts = options;
   opts.scatter = nullptr;  // the reply is kept whole until wait()
   if (ep && ep->failed.load(std::memory_order_relaxed)) {
+    auto start = Clock::now();
     Reply r;
     *status = reconnect(ep, options.timeout_ms, &r);
     if (!ok(*status)) return nullptr;
+    if (limited_timeout(opts.timeout_ms))  // one deadline for both
+      opts.timeout_ms = std::max(
+          1.0, opts.timeout_ms -
+                   std::chrono::duration<double, std::milli>(Clock::now() - start).count());
   }
   auto call = std::make_unique<UcxCallInFlight>(shared_from_this(), std::move(meta));
-  *status = start_call(call->state_, kAmRequest, ep, provider_id, rpc, call->meta_, body, opts,
+  *status = start_call(*call->state_, kAmRequest, ep, provider_id, rpc, call->meta_, body, opts,
                        &call->reply_);
   if (!ok(*status)) return nullptr;
   return call;

@@ -7,11 +7,12 @@ namespace yokan {
 void UcxEngine::close_endpoint(Endpoint& ep) {
   std::unique_lock<std::shared_mutex> g(ep.mu);
   if (!ep.ep) return;
-  // Force-close: completes every outstanding operation on it with an error,
-  // so no caller waits on a dead peer.
+  // A flushing close, finished by UCX in the background: a force-close is
+  // refused (INVALID_PARAM, leaving the endpoint open) outside UCX's
+  // peer-failure mode, which our endpoints cannot use (endpoints.cpp).
+  // Operations still under way on it (orphaned calls) end with it or with
+  // the worker; no caller waits for them.
   ucp_request_param_t p{};
-  p.op_attr_mask = UCP_OP_ATTR_FIELD_FLAGS;
-  p.flags = UCP_EP_CLOSE_FLAG_FORCE;
   ucs_status_ptr_t r = ucp_ep_close_nbx(ep.ep, &p);
   if (r && !UCS_PTR_IS_ERR(r)) ucp_request_free(r);
   ep.ep = nullptr;
@@ -70,7 +71,11 @@ std::shared_ptr<Endpoint> UcxEngine::create_endpoint(const std::string& worker_a
   auto ep = std::make_shared<Endpoint>();
   ep->address = label;
   // No UCX peer-failure mode: in UCX 1.13 it excludes the shared-memory
-  // transports. Peer death is detected through the bootstrap connection.
+  // transports unless their error handling is enabled, and with the new
+  // protocols (PROTO_ENABLE=y) a peer failure during a rendezvous then hits
+  // an unimplemented abort (an assertion: the process dies). Peer death is
+  // detected through the bootstrap connection; calls with a deadline are
+  // let go at it without UCX's help (calls.cpp).
   ucp_ep_params_t ep_params{};
   ep_params.field_mask = UCP_EP_PARAM_FIELD_REMOTE_ADDRESS | UCP_EP_PARAM_FIELD_ERR_HANDLING_MODE;
   ep_params.address = reinterpret_cast<const ucp_address_t*>(worker_address.data());
@@ -108,6 +113,15 @@ std::string UcxEngine::choose_worker(const PeerCard& theirs, const std::string& 
 void UcxEngine::connect_endpoint(const std::shared_ptr<Endpoint>& ep, double budget_ms) {
   const std::string& address = ep->address;
   auto start = Clock::now();
+  if (ep->liveness_fd >= 0) {
+    // The old connection's bootstrap socket: the server sees it close and
+    // forgets that connection; the watcher closes its dup and calls back for
+    // a connection that is no longer current (gen moved on).
+    ep->gen.fetch_add(1);
+    shutdown(ep->liveness_fd, SHUT_RDWR);
+    close(ep->liveness_fd);
+    ep->liveness_fd = -1;
+  }
   std::string remote_worker;
   int liveness_fd = -1;
   if (address == address_ && listen_) {
@@ -117,8 +131,18 @@ void UcxEngine::connect_endpoint(const std::shared_ptr<Endpoint>& ep, double bud
   } else {
     ParsedAddress where = parse_address(address);
     std::string card_bytes;
-    std::tie(card_bytes, liveness_fd) = bootstrap_connect(
-        where, token_, own_card_, handshake_.secret, static_cast<int>(std::min(budget_ms, 5000.0)));
+    const int connect_ms = static_cast<int>(std::min(budget_ms, 5000.0));
+    try {
+      std::tie(card_bytes, liveness_fd) =
+          bootstrap_connect(where, token_, own_card_, handshake_.secret, connect_ms);
+    } catch (const Exception& e) {
+      // A peer that accepts but never answers (stopped, wedged) is a timeout.
+      double spent = std::chrono::duration<double, std::milli>(Clock::now() - start).count();
+      if (e.code() == Status::YOKAN_ERR_FROM_MERCURY && spent >= connect_ms - 1)
+        throw Exception(Status::YOKAN_ERR_TIMEOUT, "timed out after " + std::to_string(connect_ms) +
+                                                       " ms connecting to " + address);
+      throw;
+    }
     auto card = decode_card(card_bytes);
     std::string err = card ? choose_worker(*card, address, &remote_worker, nullptr)
                            : "no valid answer from " + address + " (malformed engine card)";
@@ -143,8 +167,12 @@ void UcxEngine::connect_endpoint(const std::shared_ptr<Endpoint>& ep, double bud
     gen = ep->gen.fetch_add(1) + 1;
   }
   Endpoint* raw = ep.get();
-  if (liveness_fd >= 0)
-    watcher_->add(liveness_fd, [this, ep, gen] { fail_connection(ep.get(), gen, "lost"); });
+  if (liveness_fd >= 0) {
+    ep->liveness_fd = liveness_fd;
+    int watched = dup(liveness_fd);
+    if (watched >= 0)
+      watcher_->add(watched, [this, ep, gen] { fail_connection(ep.get(), gen, "lost"); });
+  }
   // HELLO: the server filed us during the handshake; this confirms that the
   // UCX path works both ways.
   std::string meta(8, '\0');
@@ -158,7 +186,8 @@ void UcxEngine::connect_endpoint(const std::shared_ptr<Endpoint>& ep, double bud
     fail_connection(raw, gen, "failed");
     std::string why =
         !reply.error.empty() ? reply.error : std::string(status_message(ok(s) ? reply.status : s));
-    throw Exception(Status::YOKAN_ERR_FROM_MERCURY, "no answer from " + address + " (" + why + ")");
+    throw Exception(s == Status::YOKAN_ERR_TIMEOUT ? s : Status::YOKAN_ERR_FROM_MERCURY,
+                    "no answer from " + address + " (" + why + ")");
   }
   ep->failed.store(false);
 }
@@ -183,7 +212,7 @@ EndpointPtr UcxEngine::lookup(const std::string& address) {
   ep->address = address;
   ep->failed = true;  // not connected yet
   {
-    std::lock_guard<std::mutex> g(ep->connect_mu);
+    std::lock_guard<std::timed_mutex> g(ep->connect_mu);
     connect_endpoint(ep, connect_ms_);
   }
   std::lock_guard<std::mutex> g(endpoints_mu_);
@@ -203,7 +232,12 @@ Status UcxEngine::reconnect(const EndpointPtr& ep, double timeout_ms, Reply* rep
   if (finalized_) return Status::YOKAN_ERR_INVALID_MID;
   if (!ep->failed) return Status::YOKAN_SUCCESS;
   double budget = timeout_ms > 0 && timeout_ms < connect_ms_ ? timeout_ms : connect_ms_;
-  std::lock_guard<std::mutex> g(ep->connect_mu);
+  std::unique_lock<std::timed_mutex> g(ep->connect_mu, std::defer_lock);
+  if (!g.try_lock_for(std::chrono::duration<double, std::milli>(budget))) {
+    reply->error = "connection to " + ep->address + " lost; reconnecting (by another caller) " +
+                   "took longer than " + std::to_string(static_cast<long long>(budget)) + " ms";
+    return Status::YOKAN_ERR_TIMEOUT;
+  }
   if (!ep->failed) return Status::YOKAN_SUCCESS;  // another caller did it
   if (ep->address.empty() || ep->peer_token != 0) {
     reply->error = "connection to " + ep->address + " lost";
@@ -216,7 +250,7 @@ Status UcxEngine::reconnect(const EndpointPtr& ep, double timeout_ms, Reply* rep
         std::string("connection to ") + ep->address + " lost; reconnecting failed: " + e.what();
     Status c = e.code();
     return c == Status::YOKAN_ERR_INVALID_MID || c == Status::YOKAN_ERR_PERMISSION ||
-                   c == Status::YOKAN_ERR_BUSY
+                   c == Status::YOKAN_ERR_BUSY || c == Status::YOKAN_ERR_TIMEOUT
                ? c
                : Status::YOKAN_ERR_FROM_MERCURY;
   }

@@ -230,8 +230,12 @@ UcxEngine::UcxEngine(const std::string& address, bool listen, const std::string&
                     std::string("ucp_init failed: ") + ucs_status_string(s));
 
   ucp_worker_params_t wp{};
-  wp.field_mask = UCP_WORKER_PARAM_FIELD_THREAD_MODE;
+  wp.field_mask = UCP_WORKER_PARAM_FIELD_THREAD_MODE | UCP_WORKER_PARAM_FIELD_FLAGS;
   wp.thread_mode = UCS_THREAD_MODE_MULTI;
+  // Calls let go at their deadline (calls.cpp) may leave requests to a dead
+  // peer that never complete; reporting them at ucp_worker_destroy reads
+  // their closed endpoint's protocol config (UCX 1.13.1 segfaults there).
+  wp.flags = UCP_WORKER_FLAG_IGNORE_REQUEST_LEAK;
   s = ucp_worker_create(context_, &wp, &worker_);
   if (s != UCS_OK) {
     ucp_cleanup(context_);

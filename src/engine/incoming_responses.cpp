@@ -4,12 +4,34 @@
 namespace yokan {
 
 namespace {
+// Moves a rendezvous reply received into pc->rx (calls with a deadline) to
+// where the caller wants it: its scatter destinations (pc->iov) or the body.
+void deliver_rx(PendingCall* pc) {
+  Reply* reply = pc->reply;
+  if (reply->scattered) {
+    const char* src = pc->rx.data();
+    for (auto& d : pc->iov) {
+      copy_bytes(d.buffer, src, d.length);
+      src += d.length;
+    }
+  } else {
+    reply->body = std::move(pc->rx);
+  }
+}
+
 void response_recv_done(void* request, ucs_status_t status, size_t length, void* user_data) {
   auto* pc = static_cast<PendingCall*>(user_data);
   ucp_request_free(request);
+  // Under the call's mutex throughout: a caller past its deadline may let
+  // the call go (orphan) at any moment, and then its Reply is no more.
+  std::unique_lock<std::mutex> lk(pc->m);
+  if (pc->release_if_orphaned(lk)) return;
+  pc->rx_pending = false;
   if (status != UCS_OK) {
     pc->reply->status = Status::YOKAN_ERR_FROM_MERCURY;
     pc->reply->error = std::string("receiving the reply failed: ") + ucs_status_string(status);
+  } else if (pc->owner && pc->owner->owns_buffers) {
+    deliver_rx(pc);
   }
   if (pc->meta_in_body && status == UCS_OK) {
     size_t n = pc->meta_storage.size();
@@ -17,7 +39,8 @@ void response_recv_done(void* request, ucs_status_t status, size_t length, void*
     Buffer rest(pc->reply->body.data() + n, pc->reply->body.size() - n);
     pc->reply->body = std::move(rest);
   }
-  pc->complete_response();
+  pc->response_done.store(true, std::memory_order_release);
+  pc->cv.notify_all();
 }
 }  // namespace
 
@@ -73,7 +96,23 @@ ucs_status_t UcxEngine::on_response(void* arg, const void* header, size_t header
   p.cb.recv_am = response_recv_done;
   p.user_data = pc;
   ucs_status_ptr_t r;
-  if (scatter) {
+  // A call with a deadline receives into a buffer of its own, which can
+  // outlive the caller if the receive does (see PendingCall::owner).
+  const bool own_rx = pc->owner && pc->owner->owns_buffers;
+  if (own_rx) {
+    pc->meta_in_body = meta_in_body;
+    pc->meta_storage.resize(meta_in_body ? h.meta_len : 0);
+    if (scatter) {
+      reply->scattered = true;
+      pc->iov.clear();
+      for (auto& d : dst)
+        if (d.size) pc->iov.push_back({d.data, d.size});
+    }
+    pc->rx = Buffer(len);
+    p.datatype = ucp_dt_make_contig(1);
+    r = ucp_am_recv_data_nbx(self->worker_, data, pc->rx.data(), len, &p);
+    if (r == nullptr) deliver_rx(pc);
+  } else if (scatter) {
     reply->scattered = true;
     pc->iov.clear();
     for (auto& d : dst)
@@ -92,7 +131,10 @@ ucs_status_t UcxEngine::on_response(void* arg, const void* header, size_t header
     p.datatype = ucp_dt_make_contig(1);
     r = ucp_am_recv_data_nbx(self->worker_, data, reply->body.data(), len, &p);
   }
-  if (r == nullptr) {
+  if (r != nullptr && !UCS_PTR_IS_ERR(r)) {
+    std::lock_guard<std::mutex> g(pc->m);
+    pc->rx_pending = true;  // from now on the caller may let the call go
+  } else if (r == nullptr) {
     if (pc->meta_in_body) {
       size_t n = h.meta_len;
       reply->meta.assign(reply->body.data(), n);

@@ -103,9 +103,17 @@ class Endpoint {
   std::string worker_address;
   // Client side: serialises reconnection; `gen` counts connections, so that
   // the liveness callback of an old connection cannot fail a new one.
-  std::mutex connect_mu;
+  // (Timed: a caller waits for another's reconnection no longer than its own
+  // budget.)
+  std::timed_mutex connect_mu;
   std::atomic<uint64_t> gen{0};
+  // Client side: our end of the bootstrap (liveness) socket of the current
+  // connection; the watcher holds a dup of it. Shut down on reconnection, so
+  // that neither end keeps the old one (guarded by connect_mu).
+  int liveness_fd = -1;
 };
+
+struct CallState;
 
 struct PendingCall {
   Reply* reply = nullptr;
@@ -121,6 +129,17 @@ struct PendingCall {
   std::mutex m;
   std::condition_variable cv;
 
+  // A call with a deadline (CallState::owns_buffers) may be let go at its
+  // deadline while UCX still holds its send or its rendezvous receive: the
+  // caller leaves and the CallState (`owner`, on the heap) then belongs to
+  // the UCX callbacks still to come, the last of which deletes it.
+  CallState* owner = nullptr;                // heap CallState this call lives in, if any
+  Buffer rx;                                 // a deadline call's rendezvous reply lands here
+  bool rx_pending = false;                   // rendezvous receive under way (guarded by m)
+  bool orphaned = false;                     // the caller left (guarded by m)
+  int orphan_refs = 0;                       // UCX callbacks still to come once orphaned
+  std::atomic<int>* orphan_count = nullptr;  // the engine's count of orphans
+
   // The last touch of the call by a completer. The caller may see the flag
   // (it spins on the atomics without the mutex) and leave at once, taking
   // the PendingCall (its stack) with it; so the notify happens under the
@@ -130,14 +149,11 @@ struct PendingCall {
     response_done.store(true, std::memory_order_release);
     cv.notify_all();
   }
-  void complete_send(Status s) {
-    std::lock_guard<std::mutex> g(m);
-    send_status = s;
-    send_done.store(true, std::memory_order_release);
-    cv.notify_all();
-  }
   // Waits for a completer still inside complete_*().
   void finish() { std::lock_guard<std::mutex> g(m); }
+  // For a UCX callback holding `lk` on `m`: if the caller has left, drops
+  // this callback's share of the orphan (deleting it when last) and returns true.
+  bool release_if_orphaned(std::unique_lock<std::mutex>& lk);
 };
 
 // What a call holds from its send until its response is in or it is given
@@ -152,7 +168,25 @@ struct CallState {
   double timeout_ms = 0;
   uint64_t gen = 0;        // the connection of pc.ep the request went out on
   bool in_flight = false;  // sent, and neither awaited nor abandoned yet
+  // Everything the send and a rendezvous reply touch belongs to this state,
+  // none of it to the caller: set for calls with a deadline, whose state is
+  // then on the heap (pc.owner) so that it can outlive the caller.
+  bool owns_buffers = false;
+  // When the deadline starts counting (send_and_wait: before the send and
+  // its copies); default: when await_call starts.
+  Clock::time_point t0{};
 };
+
+inline bool PendingCall::release_if_orphaned(std::unique_lock<std::mutex>& lk) {
+  if (!orphaned) return false;
+  if (--orphan_refs == 0) {
+    std::atomic<int>* count = orphan_count;
+    lk.unlock();
+    delete owner;
+    count->fetch_sub(1);
+  }
+  return true;
+}
 
 class UcxEngine;
 
@@ -250,12 +284,15 @@ class UcxEngine final : public Engine, public std::enable_shared_from_this<UcxEn
 
   Status call(const EndpointPtr& ep, uint16_t provider_id, uint16_t rpc, std::string_view meta,
               const std::vector<Segment>& body, const CallOptions& options, Reply* reply) override {
-    if (ep && ep->failed.load(std::memory_order_relaxed)) {
-      Status s = reconnect(ep, options.timeout_ms, reply);
-      if (!ok(s)) return s;
-    }
+    if (ep && ep->failed.load(std::memory_order_relaxed))
+      return reconnect_and_call(ep, provider_id, rpc, meta, body, options, reply);
     return send_and_wait(kAmRequest, ep, provider_id, rpc, meta, body, options, reply);
   }
+  // call() on a failed endpoint: reconnects it, then calls with what is left
+  // of the timeout (one deadline for both).
+  Status reconnect_and_call(const EndpointPtr& ep, uint16_t provider_id, uint16_t rpc,
+                            std::string_view meta, const std::vector<Segment>& body,
+                            const CallOptions& options, Reply* reply);
   // Reconnects a client endpoint whose connection failed (once per call);
   // on failure fills reply->error.
   Status reconnect(const EndpointPtr& ep, double timeout_ms, Reply* reply);
@@ -272,23 +309,30 @@ class UcxEngine final : public Engine, public std::enable_shared_from_this<UcxEn
   // in flight and `meta`, `body`, `reply` and `cs` must outlive it); exactly
   // one of await_call (waits for the response) or abandon_call (gives it up)
   // then ends it.
+  // A call with a deadline must have `cs` on the heap, owned by a
+  // std::unique_ptr that await_call / abandon_call release when they orphan
+  // it (see PendingCall::owner): `*orphaned` is then set to true.
   Status start_call(CallState& cs, uint16_t am_id, const EndpointPtr& ep, uint16_t provider_id,
                     uint16_t rpc, std::string_view meta, const std::vector<Segment>& body,
                     const CallOptions& options, Reply* reply);
-  Status await_call(CallState& cs);
-  void abandon_call(CallState& cs);
+  Status await_call(CallState& cs, bool* orphaned);
+  void abandon_call(CallState& cs, bool* orphaned);
 
  private:
   // For a call whose response no one will wait for (timed out, abandoned):
   // takes it out of the pending map and returns true, or returns false if a
   // response has claimed it already (then it is being completed).
   bool take_back(CallState& cs);
-  // Cancels the call's send if it is still going and waits until it ended:
-  // the send's buffers belong to the call.
-  // After its deadline a cancelled rendezvous send may never end while the
-  // peer is stopped: past a short grace the connection is force-closed
-  // (which ends its operations) and the next call reconnects.
-  void end_send(CallState& cs);
+  // At a call's deadline: gives its send (cancelled; UCX 1.13 cannot cancel
+  // a send, though) a short grace to end, then, if it still has not and the
+  // call owns its buffers, lets the call go (orphan()); without a deadline,
+  // waits for the send. Returns true if the call was orphaned.
+  bool end_send(CallState& cs, bool claimed);
+  // Hands the call's state to the UCX callbacks still due (its send, its
+  // rendezvous receive) if there are any and the call owns its buffers;
+  // `claimed`: a response was claimed for it. Returns true if it did, and
+  // then the caller must not touch `cs` again (nor free it).
+  bool orphan(CallState& cs, bool claimed);
   // Waits until `ready()`, moving the worker on each wake (the call's
   // completions wake it, and every millisecond in case nothing signals).
   template <typename Ready>
@@ -492,6 +536,7 @@ class UcxEngine final : public Engine, public std::enable_shared_from_this<UcxEn
   std::atomic<size_t> idle_count_{0};
   std::atomic<bool> finalized_{false};
   bool torn_down_ = false;
+  std::atomic<int> orphans_{0};  // calls let go with operations still in UCX
 };
 
 }  // namespace yokan

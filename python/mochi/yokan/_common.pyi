@@ -3,7 +3,7 @@ bindings/engine.cpp): the Engine and the table of error codes, shared by the
 other compiled modules. Private: the public API is mochi.margo.Engine and
 mochi.yokan.exception."""
 
-from typing import Dict, Tuple
+from typing import Dict, List, Tuple
 
 errors: Dict[str, Tuple[int, str]]
 
