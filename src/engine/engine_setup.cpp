@@ -8,6 +8,25 @@ namespace yokan {
 
 namespace {
 
+// True if every transport named in a UCX_TLS list is shared memory (or the
+// loopback "self"): no peer can reach us over a network.
+bool shared_memory_only(const std::string& tls) {
+  static const char* const kLocal[] = {"sm",   "shm", "self", "posix",
+                                       "sysv", "cma", "knem", "xpmem"};
+  size_t at = 0;
+  while (at <= tls.size()) {
+    size_t end = tls.find(',', at);
+    if (end == std::string::npos) end = tls.size();
+    std::string name = tls.substr(at, end - at);
+    if (!name.empty() && name[0] == '^') return false;  // "all but ...": networks too
+    bool local = name.empty();
+    for (const char* l : kLocal) local = local || name == l;
+    if (!local) return false;
+    at = end + 1;
+  }
+  return true;
+}
+
 void set_ucx(ucp_config_t* cfg, const char* name, const std::string& value) {
   ucs_status_t s = ucp_config_modify(cfg, name, value.c_str());
   if (s != UCS_OK)
@@ -190,8 +209,13 @@ UcxEngine::UcxEngine(const std::string& address, bool listen, const std::string&
     set_ucx(ucfg, "RNDV_THRESH", std::to_string(rndv));
     // UCX's newer protocol selection picks zero-copy shared-memory paths for
     // large active messages that the default one (in 1.13) does not: 3-8x the
-    // bandwidth for 1-64 MiB values here. "ucx": {"PROTO_ENABLE": "n"} reverts.
-    if (!std::getenv("UCX_PROTO_ENABLE")) set_ucx(ucfg, "PROTO_ENABLE", "y");
+    // bandwidth for 1-64 MiB values here. But with it, a TCP peer that dies
+    // while rendezvous data is queued to it trips a UCX assertion and aborts
+    // this process (any client could kill a provider by exiting mid-get:
+    // tests/python/test_peer_death.py). So only engines whose transports are
+    // all shared memory use it. An explicit "ucx": {"PROTO_ENABLE": ...} or
+    // UCX_PROTO_ENABLE wins.
+    // (Set after the "ucx" section below, from the transports in the end.)
     // Our worker is shared by the progress thread, handler threads and
     // callers. With UCX's default spinlock, a thread preempted while holding
     // it (a peer woken on the same CPU) leaves the others spinning until the
@@ -212,6 +236,9 @@ UcxEngine::UcxEngine(const std::string& address, bool listen, const std::string&
         if (k == "NET_DEVICES") device = v.get<std::string>();
       }
     }
+    bool explicit_proto = config_.contains("ucx") && config_["ucx"].contains("PROTO_ENABLE");
+    if (!explicit_proto && !std::getenv("UCX_PROTO_ENABLE"))
+      set_ucx(ucfg, "PROTO_ENABLE", shared_memory_only(tls) ? "y" : "n");
   } catch (...) {
     ucp_config_release(ucfg);
     throw;
