@@ -144,6 +144,7 @@ python_prefix=$("$syspy" -c 'import sys; print(sys.base_prefix)')
   external "gdbm@$(deb_version libgdbm-dev)" /usr
   external "tkrzw@$(deb_version libtkrzw-dev)" /usr
   external "lua@$(deb_version liblua5.4-dev)" /usr
+  external "openssl@$(deb_version libssl-dev)" /usr
   external "cmake@$(deb_version cmake)" /usr
   external "gmake@$(deb_version make)" /usr
   external "pkgconf@$(deb_version pkgconf)" /usr
