@@ -11,7 +11,10 @@ namespace {
 std::string full_message(const Exception& e) {
   std::string base = status_message(e.code());
   std::string what = e.what();
-  return what == base ? base : base + ": " + what;
+  // Some details already start with the status message (database.cpp adds it
+  // for C++ callers): never say it twice.
+  if (what == base || what.rfind(base + ": ", 0) == 0) return what;
+  return base + ": " + what;
 }
 
 // The class is looked up when an error is raised (a sys.modules hit once the
@@ -26,8 +29,8 @@ void raise(const char* class_name, const Exception& e) {
     PyErr_SetString(PyExc_RuntimeError, full_message(e).c_str());
     return;
   }
-  PyObject* exc = PyObject_CallFunction(cls, "si", full_message(e).c_str(),
-                                        static_cast<int>(e.code()));
+  PyObject* exc =
+      PyObject_CallFunction(cls, "si", full_message(e).c_str(), static_cast<int>(e.code()));
   if (exc) {
     PyErr_SetObject(cls, exc);
     Py_DECREF(exc);

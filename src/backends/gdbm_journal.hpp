@@ -54,10 +54,12 @@ inline uint32_t checksum(const char* p, size_t n) {
   return h;
 }
 
-// pwrite at `off`: one syscall per record (no lseek) in the common case.
-inline bool write_all(int fd, const char* p, size_t n, off_t off) {
+// Moves all `n` bytes at `off` with pread or pwrite (`io`), retrying short
+// transfers and EINTR: one syscall per record (no lseek) in the common case.
+template <typename Buf, typename Io>
+inline bool io_all(int fd, Buf* p, size_t n, off_t off, Io io) {
   while (n > 0) {
-    ssize_t r = ::pwrite(fd, p, n, off);
+    ssize_t r = io(fd, p, n, off);
     if (r < 0 && errno == EINTR) continue;
     if (r <= 0) return false;
     p += r;
@@ -67,16 +69,12 @@ inline bool write_all(int fd, const char* p, size_t n, off_t off) {
   return true;
 }
 
+inline bool write_all(int fd, const char* p, size_t n, off_t off) {
+  return io_all(fd, p, n, off, ::pwrite);
+}
+
 inline bool read_all(int fd, char* p, size_t n, off_t off) {
-  while (n > 0) {
-    ssize_t r = ::pread(fd, p, n, off);
-    if (r < 0 && errno == EINTR) continue;
-    if (r <= 0) return false;
-    p += r;
-    n -= static_cast<size_t>(r);
-    off += r;
-  }
-  return true;
+  return io_all(fd, p, n, off, ::pread);
 }
 
 inline bool fsync_dir_of(const std::string& path) {

@@ -122,12 +122,14 @@ std::string interface_of(const std::string& ipv4) {
   return name;
 }
 
-std::string address_of_interface(const std::string& name) {
+// The IPv4 address of the first interface that `wanted` accepts, or "".
+template <typename Wanted>
+std::string first_ipv4(Wanted wanted) {
   ifaddrs* list = nullptr;
   if (getifaddrs(&list) != 0) return {};
   std::string addr;
   for (ifaddrs* i = list; i; i = i->ifa_next) {
-    if (!i->ifa_addr || i->ifa_addr->sa_family != AF_INET || name != i->ifa_name) continue;
+    if (!i->ifa_addr || i->ifa_addr->sa_family != AF_INET || !wanted(*i)) continue;
     char buf[INET_ADDRSTRLEN];
     inet_ntop(AF_INET, &reinterpret_cast<sockaddr_in*>(i->ifa_addr)->sin_addr, buf, sizeof buf);
     addr = buf;
@@ -135,6 +137,10 @@ std::string address_of_interface(const std::string& name) {
   }
   freeifaddrs(list);
   return addr;
+}
+
+std::string address_of_interface(const std::string& name) {
+  return first_ipv4([&](const ifaddrs& i) { return name == i.ifa_name; });
 }
 
 FdWatcher::FdWatcher() {
@@ -256,19 +262,9 @@ std::string result(Status status, const std::string& data) {
 }
 
 std::string first_routable_ipv4() {
-  ifaddrs* list = nullptr;
-  if (getifaddrs(&list) != 0) return "127.0.0.1";
-  std::string addr = "127.0.0.1";
-  for (ifaddrs* i = list; i; i = i->ifa_next) {
-    if (!i->ifa_addr || i->ifa_addr->sa_family != AF_INET) continue;
-    if (!(i->ifa_flags & IFF_UP) || (i->ifa_flags & IFF_LOOPBACK)) continue;
-    char buf[INET_ADDRSTRLEN];
-    inet_ntop(AF_INET, &reinterpret_cast<sockaddr_in*>(i->ifa_addr)->sin_addr, buf, sizeof buf);
-    addr = buf;
-    break;
-  }
-  freeifaddrs(list);
-  return addr;
+  std::string addr = first_ipv4(
+      [](const ifaddrs& i) { return (i.ifa_flags & IFF_UP) && !(i.ifa_flags & IFF_LOOPBACK); });
+  return addr.empty() ? "127.0.0.1" : addr;
 }
 
 // Each held connection costs one descriptor: make sure the cap, not the

@@ -157,19 +157,7 @@ struct Server {
 // ---------------------------------------------------------------------------
 // The fuzzing child.
 
-void record(Shared& sh, const std::string& seed, const Wire& w) {
-  if (w.am_id == kAmHello) {
-    Slot& s = sh.hello_ring[sh.hello_next.load() % kRing];
-    s.am_id = w.am_id;
-    s.send_flags = w.send_flags;
-    s.header_len = uint32_t(std::min(w.header.size(), size_t(16 * 1024)));
-    s.data_len = uint32_t(std::min(w.data.size(), kMaxData));
-    std::snprintf(s.seed, sizeof s.seed, "%s", seed.c_str());
-    std::memcpy(s.bytes, w.header.data(), s.header_len);
-    std::memcpy(s.bytes + s.header_len, w.data.data(), s.data_len);
-    sh.hello_next.fetch_add(1);
-  }
-  Slot& s = sh.ring[sh.ring_next.load() % kRing];
+void fill(Slot& s, const std::string& seed, const Wire& w) {
   s.am_id = w.am_id;
   s.send_flags = w.send_flags;
   s.header_len = uint32_t(std::min(w.header.size(), size_t(16 * 1024)));
@@ -177,6 +165,14 @@ void record(Shared& sh, const std::string& seed, const Wire& w) {
   std::snprintf(s.seed, sizeof s.seed, "%s", seed.c_str());
   std::memcpy(s.bytes, w.header.data(), s.header_len);
   std::memcpy(s.bytes + s.header_len, w.data.data(), s.data_len);
+}
+
+void record(Shared& sh, const std::string& seed, const Wire& w) {
+  if (w.am_id == kAmHello) {
+    fill(sh.hello_ring[sh.hello_next.load() % kRing], seed, w);
+    sh.hello_next.fetch_add(1);
+  }
+  fill(sh.ring[sh.ring_next.load() % kRing], seed, w);
   sh.ring_next.fetch_add(1);
 }
 

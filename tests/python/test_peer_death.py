@@ -120,3 +120,4 @@ def test_a_provider_killed_mid_put_over_tcp_never_kills_the_client(provider):
     # (UCX may log a line of its own on stdout first.)
     assert out.strip().splitlines()[-1].startswith("error:"), out + err[-2000:]
     assert "lost" in out or "timed out" in out, out
+    assert "Mercury error: Mercury error" not in out, out  # the status is said once
