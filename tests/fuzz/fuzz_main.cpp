@@ -396,6 +396,17 @@ struct Totals {
   std::map<std::string, int> unique;  // signature -> occurrences
 };
 
+// A hang says nothing by itself: every thread's stack (gdb, when installed)
+// tells which side stopped, the server's progress thread or the peer.
+void dump_stacks(pid_t pid, const std::string& file) {
+  std::error_code ec;
+  std::filesystem::create_directories(std::filesystem::path(file).parent_path(), ec);
+  const std::string cmd = "timeout 60 gdb -p " + std::to_string(pid) +
+                          " -batch -ex 'thread apply all bt' >'" + file + "' 2>&1";
+  if (std::system(cmd.c_str()) == 0)
+    std::fprintf(stderr, "fuzz: stacks of the hung process in %s\n", file.c_str());
+}
+
 // One fuzzing child for `seconds`. Returns its exit code (or -1: crash/hang).
 int run_one(Options opt, Shared& sh, Totals& totals) {
   std::string tmpl = (std::filesystem::temp_directory_path() / "yokan-fuzz-data-XXXXXX").string();
@@ -454,6 +465,7 @@ int run_one(Options opt, Shared& sh, Totals& totals) {
     if (!hang && (Clock::now() - last_change > std::chrono::seconds(60) || Clock::now() > limit)) {
       std::fprintf(stderr, "fuzz: HANG: no progress; killing the fuzzing process\n");
       hang = true;
+      dump_stacks(child, opt.out + "/hang-stacks-" + std::to_string(child) + ".txt");
       kill(child, SIGKILL);
     }
   }
