@@ -111,7 +111,7 @@ def test_key_value_calls_match_the_blocking_api(dbs, run):
         await adb.erase_packed(b"a3", [2])
         assert db.exists_multi(["a1", "a2", "a3", "a4"]) == [False, False, False, True]
         seen = []
-        await adb.fetch("a4", lambda i, k, v: seen.append((i, bytes(k), bytes(v))))
+        await adb.fetch(b"a4", lambda i, k, v: seen.append((i, bytes(k), bytes(v))))
         await adb.fetch_multi(["a4", "nope"], lambda i, k, v: seen.append((i, k, v)))
 
         async def async_callback(i, k, v):
@@ -208,7 +208,7 @@ def test_listing_and_scan(sorted_dbs, run):
         await asyncio.sleep(0.05)
         assert aio.in_flight()[0] == 0
         seen = []
-        await adb.iter(lambda i, k, v: seen.append(k) if i < 3 else False, "k", "k", Mode.INCLUSIVE)
+        await adb.iter(lambda i, k, v: seen.append(k) if i < 3 else False, "k", "k")
         assert seen == ["k000", "k001", "k002"]
 
     run(main())
