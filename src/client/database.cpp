@@ -193,7 +193,7 @@ Database Client::make_database_handle(const std::string& address, uint16_t provi
         std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
     opts.timeout_ms = std::max(1000.0, 10000.0 - spent);
     Status s = engine_->call(db.endpoint_, provider_id, rpc::kIdentify, {}, {}, opts, &r);
-    if (!ok(s)) (void)checked(s, std::move(r));
+    if (!ok(s)) (void)Database::checked(s, std::move(r));
     if (r.status == Status::YOKAN_ERR_INVALID_PROVIDER || r.meta != "yokan")
       throw Exception(
           Status::YOKAN_ERR_INVALID_PROVIDER,
