@@ -283,7 +283,7 @@ def test_a_gather_of_1000_gets_has_them_all_in_flight_at_once(engine, tmp_path, 
             # (the counter counts from the send to the collection)...
             assert peak == 1000 and now == 0
             # ... by the engine alone: no thread was started for them.
-            assert threads() == before
+            assert threads() <= before
 
         run(main())
 
@@ -349,7 +349,9 @@ def test_an_awaited_get_keeps_its_buffer_alive(engine, tmp_path, run):
             assert ref() is not None  # held by the call, not by the caller
             await adb.put("later", b"\x07" * 8)
             assert await task == 8
-            assert ref().tolist() == [7] * 8
+            del task
+            gc.collect()
+            assert ref() is None  # ... and let go once it completed
 
         run(main())
 
