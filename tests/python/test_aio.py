@@ -131,6 +131,7 @@ def test_key_value_calls_match_the_blocking_api(dbs, run):
         async with adb as same:
             assert same is adb and adb.database is db and adb.provider_id == db.provider_id
             assert adb.address == db.address
+            assert adb.transport_info() == db.transport_info()
 
     run(main())
 

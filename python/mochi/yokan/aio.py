@@ -241,6 +241,11 @@ class AsyncDatabase:
         """Returns the provider's address string; never raises."""
         return self._database.address
 
+    def transport_info(self) -> str:
+        """Returns which UCX transports this handle's connection uses, as text
+        (diagnostics; no RPC); never raises."""
+        return self._database.transport_info()
+
     async def __aenter__(self) -> AsyncDatabase:
         return self
 
