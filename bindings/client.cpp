@@ -1,5 +1,6 @@
 #include "yokan/client.hpp"
 
+#include "pending_call.hpp"
 #include "py_common.hpp"
 #include "yokan/sharded.hpp"
 
@@ -59,6 +60,20 @@ Keys read_items(ByteViews& views, py::handle items, const char* what) {
 py::tuple allocated_page(const Database::ListResult& r, bool with_values) {
   return py::make_tuple(split_bytes(r.keys.view(), r.key_sizes),
                         with_values ? split_bytes(r.values.view(), r.value_sizes) : py::list());
+}
+
+// A keys-only listing into a zero-length slot can never succeed.
+void check_list_slots(int layout, bool with_values, const std::vector<Destination>& kout) {
+  if (layout == 0 && !with_values)
+    for (auto& d : kout)
+      if (d.size == 0) throw Exception(Status::YOKAN_ERR_INVALID_ARGS, "empty key buffer");
+}
+
+// What the list bindings return: layout 2, (keys, values) as lists of bytes;
+// else (key sizes, value sizes).
+py::object list_result(const Database::ListResult& r, int layout, bool with_values) {
+  if (layout == 2) return allocated_page(r, with_values);
+  return py::make_tuple(python_sizes(r.key_sizes), python_sizes(r.value_sizes));
 }
 
 // The key/value calls, the same for one provider (Database) and for a group's
@@ -165,6 +180,198 @@ void bind_key_value_calls(py::class_<DB>& cls) {
           py::arg("prefix"), py::arg("mode"), py::arg("timeout_ms"));
 }
 
+// Writable destinations of a sequence of buffers (None: none), held by `views`.
+std::vector<Destination> writable_list(ByteViews& views, py::handle seq, const char* what) {
+  std::vector<Destination> out;
+  if (seq.is_none()) return out;
+  for (auto b : py::reinterpret_borrow<py::sequence>(seq)) {
+    auto [p, n] = views.write(b, what);
+    out.push_back({p, n});
+  }
+  return out;
+}
+
+// The two-step calls of Database: each takes the blocking binding's
+// arguments plus (completions, cookie) and returns a PendingCall whose
+// wait() returns what the blocking binding returns. Input buffers are
+// released when the call has been sent (it owns a copy, or borrows them
+// only until then for a blocking caller, who waits right away); output
+// buffers stay held by the PendingCall until wait() or cancel().
+void bind_start_calls(py::class_<Database>& cls) {
+  using Queue = std::shared_ptr<CompletionQueue>;
+  auto sizes = [](std::vector<uint64_t>& v) { return py::object(python_sizes(v)); };
+  cls.def(
+         "count_start",
+         [](const Database& db, int32_t mode, double t, const Queue& q, uint64_t cookie) {
+           Started<uint64_t> s;
+           {
+             py::gil_scoped_release nogil;
+             s = db.count_start(mode, t, completion(q, cookie));
+           }
+           return pending(std::move(s), [](uint64_t& n) { return py::object(py::int_(n)); });
+         },
+         py::arg("mode"), py::arg("timeout_ms"), py::arg("completions"), py::arg("cookie"))
+      .def(
+          "put_start",
+          [](const Database& db, py::handle keys, py::handle values, int32_t mode, double t,
+             const Queue& q, uint64_t cookie) {
+            ByteViews views;
+            Keys k = read_items(views, keys, "key");
+            Keys v = read_items(views, values, "value");
+            Started<void> s;
+            {
+              py::gil_scoped_release nogil;
+              s = db.put_start(mode, k, v, t, completion(q, cookie));
+            }
+            return pending(std::move(s), 0);
+          },
+          py::arg("keys"), py::arg("values"), py::arg("mode"), py::arg("timeout_ms"),
+          py::arg("completions"), py::arg("cookie"))
+      .def(
+          "get_start",
+          [sizes](const Database& db, py::handle keys, py::handle buffers, int32_t mode, double t,
+                  const Queue& q, uint64_t cookie) {
+            ByteViews views;
+            Keys k = read_items(views, keys, "key");
+            auto outputs = std::make_unique<ByteViews>();
+            auto out = writable_list(*outputs, buffers, "value buffer");
+            Started<std::vector<uint64_t>> s;
+            {
+              py::gil_scoped_release nogil;
+              s = db.get_start(mode, k, out, t, completion(q, cookie));
+            }
+            return pending(std::move(s), sizes, std::move(outputs));
+          },
+          py::arg("keys"), py::arg("buffers"), py::arg("mode"), py::arg("timeout_ms"),
+          py::arg("completions"), py::arg("cookie"))
+      .def(
+          "get_packed_start",
+          [sizes](const Database& db, py::handle keys, py::handle buffer, int32_t mode, double t,
+                  const Queue& q, uint64_t cookie) {
+            ByteViews views;
+            Keys k = read_items(views, keys, "key");
+            auto outputs = std::make_unique<ByteViews>();
+            auto [p, n] = outputs->write(buffer, "values buffer");
+            Started<std::vector<uint64_t>> s;
+            {
+              py::gil_scoped_release nogil;
+              s = db.get_packed_start(mode, k, {p, n}, t, completion(q, cookie));
+            }
+            return pending(std::move(s), sizes, std::move(outputs));
+          },
+          py::arg("keys"), py::arg("buffer"), py::arg("mode"), py::arg("timeout_ms"),
+          py::arg("completions"), py::arg("cookie"))
+      .def(
+          "get_alloc_start",
+          [](const Database& db, py::handle keys, int32_t mode, double t, const Queue& q,
+             uint64_t cookie) {
+            ByteViews views;
+            Keys k = read_items(views, keys, "key");
+            Started<Database::AllocResult> s;
+            {
+              py::gil_scoped_release nogil;
+              s = db.get_alloc_start(mode, k, t, completion(q, cookie));
+            }
+            return pending(std::move(s), [](Database::AllocResult& r) {
+              return py::object(split_bytes(r.values.view(), r.sizes));
+            });
+          },
+          py::arg("keys"), py::arg("mode"), py::arg("timeout_ms"), py::arg("completions"),
+          py::arg("cookie"))
+      .def(
+          "exists_start",
+          [](const Database& db, py::handle keys, int32_t mode, double t, const Queue& q,
+             uint64_t cookie) {
+            ByteViews views;
+            Keys k = read_items(views, keys, "key");
+            Started<std::vector<bool>> s;
+            {
+              py::gil_scoped_release nogil;
+              s = db.exists_start(mode, k, t, completion(q, cookie));
+            }
+            return pending(std::move(s), [](std::vector<bool>& v) { return py::cast(v); });
+          },
+          py::arg("keys"), py::arg("mode"), py::arg("timeout_ms"), py::arg("completions"),
+          py::arg("cookie"))
+      .def(
+          "length_start",
+          [sizes](const Database& db, py::handle keys, int32_t mode, double t, const Queue& q,
+                  uint64_t cookie) {
+            ByteViews views;
+            Keys k = read_items(views, keys, "key");
+            Started<std::vector<uint64_t>> s;
+            {
+              py::gil_scoped_release nogil;
+              s = db.length_start(mode, k, t, completion(q, cookie));
+            }
+            return pending(std::move(s), sizes);
+          },
+          py::arg("keys"), py::arg("mode"), py::arg("timeout_ms"), py::arg("completions"),
+          py::arg("cookie"))
+      .def(
+          "erase_start",
+          [](const Database& db, py::handle keys, int32_t mode, double t, const Queue& q,
+             uint64_t cookie) {
+            ByteViews views;
+            Keys k = read_items(views, keys, "key");
+            Started<void> s;
+            {
+              py::gil_scoped_release nogil;
+              s = db.erase_start(mode, k, t, completion(q, cookie));
+            }
+            return pending(std::move(s), 0);
+          },
+          py::arg("keys"), py::arg("mode"), py::arg("timeout_ms"), py::arg("completions"),
+          py::arg("cookie"))
+      .def(
+          "erase_range_start",
+          [](const Database& db, py::handle prefix, int32_t mode, double t, const Queue& q,
+             uint64_t cookie) {
+            ByteViews views;
+            auto p = views.read(prefix, "prefix");
+            Started<void> s;
+            {
+              py::gil_scoped_release nogil;
+              s = db.erase_range_start(mode, p, t, completion(q, cookie));
+            }
+            return pending(std::move(s), 0);
+          },
+          py::arg("prefix"), py::arg("mode"), py::arg("timeout_ms"), py::arg("completions"),
+          py::arg("cookie"))
+      // list() in two steps; wait() returns what list() returns. The
+      // defaults (layout 2, no queue) are the blocking scan's page ahead.
+      .def(
+          "list_start",
+          [](const Database& db, py::handle from, py::handle filter, uint64_t count,
+             bool with_values, int32_t mode, double t, int layout, py::handle key_bufs,
+             py::handle value_bufs, const Queue& q, uint64_t cookie) {
+            ByteViews views;
+            auto f = views.read(from, "from_key");
+            auto flt = views.read(filter, "filter");
+            auto outputs = std::make_unique<ByteViews>();
+            auto kout = writable_list(*outputs, key_bufs, "list buffer");
+            auto vout = writable_list(*outputs, value_bufs, "list buffer");
+            check_list_slots(layout, with_values, kout);
+            Started<Database::ListResult> s;
+            {
+              py::gil_scoped_release nogil;
+              s = db.list_start(mode, f, flt, count, with_values,
+                                static_cast<Database::ListLayout>(layout), kout, vout, t,
+                                completion(q, cookie));
+            }
+            return pending(
+                std::move(s),
+                [layout, with_values](Database::ListResult& r) {
+                  return list_result(r, layout, with_values);
+                },
+                std::move(outputs));
+          },
+          py::arg("from_key"), py::arg("filter"), py::arg("count"), py::arg("with_values"),
+          py::arg("mode"), py::arg("timeout_ms"), py::arg("layout") = 2,
+          py::arg("key_buffers") = py::none(), py::arg("value_buffers") = py::none(),
+          py::arg("completions") = Queue(), py::arg("cookie") = 0);
+}
+
 }  // namespace
 
 void bind_client(py::module_& m) {
@@ -189,46 +396,21 @@ void bind_client(py::module_& m) {
             ByteViews views;
             auto f = views.read(from, "from_key");
             auto flt = views.read(filter, "filter");
-            std::vector<Destination> kout, vout;
-            auto collect = [&views](py::handle seq, std::vector<Destination>& out) {
-              if (seq.is_none()) return;
-              for (auto b : py::reinterpret_borrow<py::sequence>(seq)) {
-                auto [p, n] = views.write(b, "list buffer");
-                out.push_back({p, n});
-              }
-            };
-            collect(key_bufs, kout);
-            collect(value_bufs, vout);
-            // A keys-only listing into a zero-length slot can never succeed.
-            if (layout == 0 && !with_values)
-              for (auto& d : kout)
-                if (d.size == 0)
-                  throw Exception(Status::YOKAN_ERR_INVALID_ARGS, "empty key buffer");
+            auto kout = writable_list(views, key_bufs, "list buffer");
+            auto vout = writable_list(views, value_bufs, "list buffer");
+            check_list_slots(layout, with_values, kout);
             Database::ListResult r;
             {
               py::gil_scoped_release nogil;
               r = db.list(mode, f, flt, count, with_values,
                           static_cast<Database::ListLayout>(layout), kout, vout, t);
             }
-            if (layout == 2) return allocated_page(r, with_values);
-            return py::tuple(
-                py::make_tuple(python_sizes(r.key_sizes), python_sizes(r.value_sizes)));
+            return list_result(r, layout, with_values);
           },
           py::arg("from_key"), py::arg("filter"), py::arg("count"), py::arg("with_values"),
           py::arg("layout"), py::arg("key_buffers"), py::arg("value_buffers"), py::arg("mode"),
-          py::arg("timeout_ms"))
-      .def(
-          "list_start",
-          [](const Database& db, py::handle from, py::handle filter, uint64_t count,
-             bool with_values, int32_t mode, double t) {
-            ByteViews views;
-            auto f = views.read(from, "from_key");
-            auto flt = views.read(filter, "filter");
-            py::gil_scoped_release nogil;
-            return db.list_start(mode, f, flt, count, with_values, t);
-          },
-          py::arg("from_key"), py::arg("filter"), py::arg("count"), py::arg("with_values"),
-          py::arg("mode"), py::arg("timeout_ms"));
+          py::arg("timeout_ms"));
+  bind_start_calls(database);
 
   py::class_<ShardedDatabase> sharded(m, "ShardedDatabase");
   bind_key_value_calls(sharded);
@@ -255,19 +437,22 @@ void bind_client(py::module_& m) {
         return fnv1a_64(views.read(key, "key"));
       },
       py::arg("key"));
+}
 
-  // A page on its way (Database.list_start): wait() -> (keys, values) as
-  // list(..., layout=2) returns them.
-  py::class_<Database::PendingList>(m, "PendingList").def("wait", [](Database::PendingList& p) {
-    Database::ListResult r;
-    bool with_values = false;
-    {
-      py::gil_scoped_release nogil;
-      with_values = p.with_values();
-      r = p.finish();
-    }
-    return allocated_page(r, with_values);
-  });
+void bind_pending_call(py::module_& m) {
+  py::class_<CompletionQueue, std::shared_ptr<CompletionQueue>>(m, "CompletionQueue")
+      .def(py::init<>())
+      .def("fd", &CompletionQueue::fd)
+      .def("take", &CompletionQueue::take)
+      .def("in_flight", &CompletionQueue::in_flight)
+      .def("peak_in_flight", &CompletionQueue::peak_in_flight)
+      .def("reset_peak", &CompletionQueue::reset_peak);
+  py::class_<PendingCall>(m, "PendingCall")
+      .def("sent", &PendingCall::sent)
+      .def("ready", &PendingCall::ready)
+      .def("expire", &PendingCall::expire)
+      .def("wait", &PendingCall::wait)
+      .def("cancel", &PendingCall::cancel);
 }
 
 }  // namespace yokan::python

@@ -10,6 +10,7 @@ PYBIND11_MODULE(_client, m) {
   m.attr("KEY_NOT_FOUND") = KEY_NOT_FOUND;
   m.attr("SIZE_TOO_SMALL") = SIZE_TOO_SMALL;
   register_error_translator();
+  bind_pending_call(m);
   bind_client(m);
   bind_collection(m);
 }

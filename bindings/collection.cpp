@@ -3,6 +3,7 @@
 // The GIL is released around every RPC.
 #include "yokan/collection.hpp"
 
+#include "pending_call.hpp"
 #include "py_common.hpp"
 
 namespace yokan::python {
@@ -31,11 +32,178 @@ std::vector<Destination> writable(ByteViews& views, py::handle seq) {
   return out;
 }
 
+py::object load_result(Collection::LoadResult& r, int layout) {
+  return py::make_tuple(python_sizes(r.sizes),
+                        layout == 2 ? split_bytes(r.data.view(), r.sizes) : py::list());
+}
+
+py::object list_result(Collection::ListResult& r, int layout) {
+  return py::make_tuple(int_list(r.ids), python_sizes(r.sizes),
+                        layout == 2 ? split_bytes(r.data.view(), r.sizes) : py::list());
+}
+
+// The two-step calls of Collection, as Database's (bindings/client.cpp):
+// the blocking binding's arguments plus (completions, cookie); wait()
+// returns what the blocking binding returns.
+void bind_start_calls(py::class_<Collection>& cls) {
+  using Queue = std::shared_ptr<CompletionQueue>;
+  cls.def(
+         "create_start",
+         [](const Collection& c, int32_t mode, double t, const Queue& q, uint64_t cookie) {
+           Started<void> s;
+           {
+             py::gil_scoped_release nogil;
+             s = c.create_start(mode, t, completion(q, cookie));
+           }
+           return pending(std::move(s), 0);
+         },
+         py::arg("mode"), py::arg("timeout_ms"), py::arg("completions"), py::arg("cookie"))
+      .def(
+          "drop_start",
+          [](const Collection& c, int32_t mode, double t, const Queue& q, uint64_t cookie) {
+            Started<void> s;
+            {
+              py::gil_scoped_release nogil;
+              s = c.drop_start(mode, t, completion(q, cookie));
+            }
+            return pending(std::move(s), 0);
+          },
+          py::arg("mode"), py::arg("timeout_ms"), py::arg("completions"), py::arg("cookie"))
+      .def(
+          "exists_start",
+          [](const Collection& c, int32_t mode, double t, const Queue& q, uint64_t cookie) {
+            Started<bool> s;
+            {
+              py::gil_scoped_release nogil;
+              s = c.exists_start(mode, t, completion(q, cookie));
+            }
+            return pending(std::move(s), [](bool& b) { return py::object(py::bool_(b)); });
+          },
+          py::arg("mode"), py::arg("timeout_ms"), py::arg("completions"), py::arg("cookie"))
+      .def(
+          "info_start",
+          [](const Collection& c, int32_t mode, double t, const Queue& q, uint64_t cookie) {
+            Started<Collection::Info> s;
+            {
+              py::gil_scoped_release nogil;
+              s = c.info_start(mode, t, completion(q, cookie));
+            }
+            return pending(std::move(s), [](Collection::Info& i) {
+              return py::object(py::make_tuple(i.size, i.next_id));
+            });
+          },
+          py::arg("mode"), py::arg("timeout_ms"), py::arg("completions"), py::arg("cookie"))
+      .def(
+          "store_start",
+          [](const Collection& c, py::handle docs, int32_t mode, double t, const Queue& q,
+             uint64_t cookie) {
+            ByteViews views;
+            Keys d = views.read_list(docs, "document");
+            Started<DocIds> s;
+            {
+              py::gil_scoped_release nogil;
+              s = c.store_start(mode, d, t, completion(q, cookie));
+            }
+            return pending(std::move(s), [](DocIds& ids) { return py::object(int_list(ids)); });
+          },
+          py::arg("documents"), py::arg("mode"), py::arg("timeout_ms"), py::arg("completions"),
+          py::arg("cookie"))
+      .def(
+          "update_start",
+          [](const Collection& c, py::handle ids, py::handle docs, int32_t mode, double t,
+             const Queue& q, uint64_t cookie) {
+            DocIds i = id_list(ids);
+            ByteViews views;
+            Keys d = views.read_list(docs, "document");
+            Started<void> s;
+            {
+              py::gil_scoped_release nogil;
+              s = c.update_start(mode, i, d, t, completion(q, cookie));
+            }
+            return pending(std::move(s), 0);
+          },
+          py::arg("ids"), py::arg("documents"), py::arg("mode"), py::arg("timeout_ms"),
+          py::arg("completions"), py::arg("cookie"))
+      .def(
+          "load_start",
+          [](const Collection& c, py::handle ids, int layout, py::handle buffers, int32_t mode,
+             double t, const Queue& q, uint64_t cookie) {
+            DocIds i = id_list(ids);
+            auto outputs = std::make_unique<ByteViews>();
+            auto out = writable(*outputs, buffers);
+            Started<Collection::LoadResult> s;
+            {
+              py::gil_scoped_release nogil;
+              s = c.load_start(mode, i, static_cast<Collection::Layout>(layout), out, t,
+                               completion(q, cookie));
+            }
+            return pending(
+                std::move(s),
+                [layout](Collection::LoadResult& r) { return load_result(r, layout); },
+                std::move(outputs));
+          },
+          py::arg("ids"), py::arg("layout"), py::arg("buffers"), py::arg("mode"),
+          py::arg("timeout_ms"), py::arg("completions"), py::arg("cookie"))
+      .def(
+          "length_start",
+          [](const Collection& c, py::handle ids, int32_t mode, double t, const Queue& q,
+             uint64_t cookie) {
+            DocIds i = id_list(ids);
+            Started<std::vector<uint64_t>> s;
+            {
+              py::gil_scoped_release nogil;
+              s = c.length_start(mode, i, t, completion(q, cookie));
+            }
+            return pending(std::move(s),
+                           [](std::vector<uint64_t>& v) { return py::object(python_sizes(v)); });
+          },
+          py::arg("ids"), py::arg("mode"), py::arg("timeout_ms"), py::arg("completions"),
+          py::arg("cookie"))
+      .def(
+          "erase_start",
+          [](const Collection& c, py::handle ids, int32_t mode, double t, const Queue& q,
+             uint64_t cookie) {
+            DocIds i = id_list(ids);
+            Started<void> s;
+            {
+              py::gil_scoped_release nogil;
+              s = c.erase_start(mode, i, t, completion(q, cookie));
+            }
+            return pending(std::move(s), 0);
+          },
+          py::arg("ids"), py::arg("mode"), py::arg("timeout_ms"), py::arg("completions"),
+          py::arg("cookie"))
+      // list() in two steps; the defaults (layout 2, no queue) are the
+      // blocking scan's page ahead.
+      .def(
+          "list_start",
+          [](const Collection& c, uint64_t start, py::handle filter, uint64_t count, int32_t mode,
+             double t, int layout, py::handle buffers, const Queue& q, uint64_t cookie) {
+            ByteViews views;
+            auto f = views.read(filter, "filter");
+            auto outputs = std::make_unique<ByteViews>();
+            auto out = writable(*outputs, buffers);
+            Started<Collection::ListResult> s;
+            {
+              py::gil_scoped_release nogil;
+              s = c.list_start(mode, start, f, count, static_cast<Collection::Layout>(layout), out,
+                               t, completion(q, cookie));
+            }
+            return pending(
+                std::move(s),
+                [layout](Collection::ListResult& r) { return list_result(r, layout); },
+                std::move(outputs));
+          },
+          py::arg("start_id"), py::arg("filter"), py::arg("count"), py::arg("mode"),
+          py::arg("timeout_ms"), py::arg("layout") = 2, py::arg("buffers") = py::none(),
+          py::arg("completions") = Queue(), py::arg("cookie") = 0);
+}
+
 }  // namespace
 
 void bind_collection(py::module_& m) {
-  py::class_<Collection>(m, "Collection")
-      .def(py::init<Database, std::string>(), py::arg("database"), py::arg("name"))
+  py::class_<Collection> cls(m, "Collection");
+  cls.def(py::init<Database, std::string>(), py::arg("database"), py::arg("name"))
       .def_property_readonly("name", &Collection::name)
       .def("create", &Collection::create, py::arg("mode"), py::arg("timeout_ms"),
            py::call_guard<py::gil_scoped_release>())
@@ -91,8 +259,7 @@ void bind_collection(py::module_& m) {
               py::gil_scoped_release nogil;
               r = c.load(mode, i, static_cast<Collection::Layout>(layout), out, t);
             }
-            return py::make_tuple(python_sizes(r.sizes),
-                                  layout == 2 ? split_bytes(r.data.view(), r.sizes) : py::list());
+            return load_result(r, layout);
           },
           py::arg("ids"), py::arg("layout"), py::arg("buffers"), py::arg("mode"),
           py::arg("timeout_ms"))
@@ -129,35 +296,11 @@ void bind_collection(py::module_& m) {
               py::gil_scoped_release nogil;
               r = c.list(mode, start, f, count, static_cast<Collection::Layout>(layout), out, t);
             }
-            return py::make_tuple(int_list(r.ids), python_sizes(r.sizes),
-                                  layout == 2 ? split_bytes(r.data.view(), r.sizes) : py::list());
+            return list_result(r, layout);
           },
           py::arg("start_id"), py::arg("filter"), py::arg("count"), py::arg("layout"),
-          py::arg("buffers"), py::arg("mode"), py::arg("timeout_ms"))
-      .def(
-          "list_start",
-          [](const Collection& c, uint64_t start, py::handle filter, uint64_t count, int32_t mode,
-             double t) {
-            ByteViews views;
-            auto f = views.read(filter, "filter");
-            py::gil_scoped_release nogil;
-            return c.list_start(mode, start, f, count, t);
-          },
-          py::arg("start_id"), py::arg("filter"), py::arg("count"), py::arg("mode"),
-          py::arg("timeout_ms"));
-
-  // A page of documents on its way (Collection.list_start): wait() ->
-  // (ids, sizes, documents) as list(..., layout=2) returns them.
-  py::class_<Collection::PendingList>(m, "PendingDocList")
-      .def("wait", [](Collection::PendingList& p) {
-        Collection::ListResult r;
-        {
-          py::gil_scoped_release nogil;
-          r = p.finish();
-        }
-        return py::make_tuple(int_list(r.ids), python_sizes(r.sizes),
-                              split_bytes(r.data.view(), r.sizes));
-      });
+          py::arg("buffers"), py::arg("mode"), py::arg("timeout_ms"));
+  bind_start_calls(cls);
 }
 
 }  // namespace yokan::python

@@ -61,5 +61,6 @@ void bind_engine(py::module_& m);
 void bind_server(py::module_& m);
 void bind_client(py::module_& m);
 void bind_collection(py::module_& m);
+void bind_pending_call(py::module_& m);  // PendingCall, CompletionQueue (pending_call.hpp)
 
 }  // namespace yokan::python

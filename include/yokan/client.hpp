@@ -23,6 +23,45 @@ namespace yokan {
 
 using Keys = std::vector<std::string_view>;
 
+class Database;
+
+// A call made by one of the *_start methods (Database, Collection): its
+// request is on its way; finish() collects the reply and decodes it as the
+// blocking method does. Given a Completion, the call reports to its queue
+// when ready() and finish() then never blocks; it also owns copies of its
+// request and reply, so that destroying it unfinished (a cancelled caller)
+// gives the call up at once: a late reply is dropped, and output buffers
+// (written by finish() only) are never touched after that.
+// Thread-safety: one thread at a time. Errors: the *_start method throws
+// what the blocking method throws before its RPC; finish() the rest.
+template <typename T>
+class Started {
+ public:
+  using Decode = std::function<T(Reply&)>;
+  Started() = default;
+  // `call` null: nothing was sent (an empty batch); finish() decodes an empty reply.
+  Started(std::unique_ptr<CallInFlight> call, Decode decode)
+      : call_(std::move(call)), decode_(std::move(decode)) {}
+
+  // True if a request went out (else the result is known already).
+  bool sent() const { return sent_ || call_ != nullptr; }
+  // True once finish() will not wait for the peer.
+  bool ready() const { return !call_ || call_->ready(); }
+  // At the caller's deadline: unless the reply is in, gives the call up;
+  // finish() then throws YOKAN_ERR_TIMEOUT. No-op once finished.
+  void expire();
+  // The decoded result (at most once; YOKAN_ERR_INVALID_ARGS the second time).
+  T finish();
+
+ private:
+  std::unique_ptr<CallInFlight> call_;
+  Decode decode_;
+  Status status_ = Status::YOKAN_SUCCESS;
+  Reply reply_;
+  bool sent_ = false;
+  bool finished_ = false;
+};
+
 class Database {
  public:
   Database(std::shared_ptr<Engine> engine, EndpointPtr endpoint, uint16_t provider_id);
@@ -63,23 +102,41 @@ class Database {
                   bool with_values, ListLayout layout, const std::vector<Destination>& key_out,
                   const std::vector<Destination>& value_out, double timeout_ms) const;
 
-  // list() with the kAlloc layout in two steps, so that the caller can work
-  // while the provider lists: the request is sent now (throws as list()
-  // does if it cannot be), and finish() waits for the page. Dropping a
-  // PendingList unfinished gives the page up.
-  class PendingList {
-   public:
-    ListResult finish();  // at most once; throws as list() does
-    bool with_values() const { return with_values_; }
-
-   private:
-    friend class Database;
-    std::unique_ptr<CallInFlight> call_;
-    uint64_t count_ = 0;
-    bool with_values_ = false;
+  // The two-step forms (see Started): each sends the request now and
+  // decodes the reply in finish(), with the blocking method's encoder and
+  // decoder. Output destinations (get_start, get_packed_start, list_start
+  // with kSlots/kPacked) are written by finish() and must stay valid until
+  // then or until the Started is destroyed. list_start lets a scan request
+  // page k+1 while the caller works through page k.
+  struct AllocResult {
+    std::vector<uint64_t> sizes;
+    Buffer values;
   };
+  Started<uint64_t> count_start(int32_t mode, double timeout_ms, const Completion& done = {}) const;
+  Started<void> put_start(int32_t mode, const Keys& keys, const Keys& values, double timeout_ms,
+                          const Completion& done = {}) const;
+  Started<std::vector<uint64_t>> get_start(int32_t mode, const Keys& keys,
+                                           const std::vector<Destination>& out, double timeout_ms,
+                                           const Completion& done = {}) const;
+  Started<std::vector<uint64_t>> get_packed_start(int32_t mode, const Keys& keys, Destination out,
+                                                  double timeout_ms,
+                                                  const Completion& done = {}) const;
+  Started<AllocResult> get_alloc_start(int32_t mode, const Keys& keys, double timeout_ms,
+                                       const Completion& done = {}) const;
+  Started<std::vector<bool>> exists_start(int32_t mode, const Keys& keys, double timeout_ms,
+                                          const Completion& done = {}) const;
+  Started<std::vector<uint64_t>> length_start(int32_t mode, const Keys& keys, double timeout_ms,
+                                              const Completion& done = {}) const;
+  Started<void> erase_start(int32_t mode, const Keys& keys, double timeout_ms,
+                            const Completion& done = {}) const;
+  Started<void> erase_range_start(int32_t mode, std::string_view prefix, double timeout_ms,
+                                  const Completion& done = {}) const;
+  using PendingList = Started<ListResult>;
   PendingList list_start(int32_t mode, std::string_view from, std::string_view filter,
-                         uint64_t count, bool with_values, double timeout_ms) const;
+                         uint64_t count, bool with_values, ListLayout layout,
+                         const std::vector<Destination>& key_out,
+                         const std::vector<Destination>& value_out, double timeout_ms,
+                         const Completion& done = {}) const;
 
   uint16_t provider_id() const { return provider_id_; }
   std::string address() const;
@@ -96,13 +153,42 @@ class Database {
   // call() without a body in two steps: start() sends (throws if it cannot),
   // finish() waits and throws on any failure status, as call() does.
   std::unique_ptr<CallInFlight> start(uint16_t rpc, std::string meta, double timeout_ms,
-                                      int32_t mode, const std::vector<Segment>& body = {}) const;
+                                      int32_t mode, const std::vector<Segment>& body = {},
+                                      const Completion& done = {}) const;
   static Reply finish(std::unique_ptr<CallInFlight> call);
 
+ public:
+  // The reply of a call that ended with `s`; throws on any failure status
+  // (the transport's detail, or the provider's message, in the text).
+  static Reply checked(Status s, Reply reply);
+
+ private:
   std::shared_ptr<Engine> engine_;
   EndpointPtr endpoint_;
   uint16_t provider_id_;
 };
+
+template <typename T>
+void Started<T>::expire() {
+  if (!call_ || finished_) return;
+  status_ = call_->expire(&reply_);
+  call_.reset();
+  sent_ = true;
+}
+
+template <typename T>
+T Started<T>::finish() {
+  if (finished_)
+    throw Exception(Status::YOKAN_ERR_INVALID_ARGS, "this reply was collected already");
+  finished_ = true;
+  if (call_) {
+    status_ = call_->wait(&reply_);
+    call_.reset();
+    sent_ = true;
+  }
+  Reply reply = Database::checked(status_, std::move(reply_));
+  return decode_(reply);
+}
 
 class Client {
  public:

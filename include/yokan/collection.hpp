@@ -65,18 +65,27 @@ class Collection {
   };
   ListResult list(int32_t mode, uint64_t start_id, std::string_view filter, uint64_t count,
                   Layout layout, const std::vector<Destination>& out, double timeout_ms) const;
-  // list() with the kAlloc layout in two steps, as Database::list_start.
-  class PendingList {
-   public:
-    ListResult finish();  // at most once; throws as list() does
-
-   private:
-    friend class Collection;
-    std::unique_ptr<CallInFlight> call_;
-    uint64_t count_ = 0;
-  };
+  // The two-step forms, as Database's (see Started in client.hpp): output
+  // destinations are written by finish() and must stay valid until then.
+  Started<void> create_start(int32_t mode, double timeout_ms, const Completion& done = {}) const;
+  Started<void> drop_start(int32_t mode, double timeout_ms, const Completion& done = {}) const;
+  Started<bool> exists_start(int32_t mode, double timeout_ms, const Completion& done = {}) const;
+  Started<Info> info_start(int32_t mode, double timeout_ms, const Completion& done = {}) const;
+  Started<DocIds> store_start(int32_t mode, const Keys& docs, double timeout_ms,
+                              const Completion& done = {}) const;
+  Started<void> update_start(int32_t mode, const DocIds& ids, const Keys& docs, double timeout_ms,
+                             const Completion& done = {}) const;
+  Started<LoadResult> load_start(int32_t mode, const DocIds& ids, Layout layout,
+                                 const std::vector<Destination>& out, double timeout_ms,
+                                 const Completion& done = {}) const;
+  Started<std::vector<uint64_t>> length_start(int32_t mode, const DocIds& ids, double timeout_ms,
+                                              const Completion& done = {}) const;
+  Started<void> erase_start(int32_t mode, const DocIds& ids, double timeout_ms,
+                            const Completion& done = {}) const;
+  using PendingList = Started<ListResult>;
   PendingList list_start(int32_t mode, uint64_t start_id, std::string_view filter, uint64_t count,
-                         double timeout_ms) const;
+                         Layout layout, const std::vector<Destination>& out, double timeout_ms,
+                         const Completion& done = {}) const;
 
  private:
   Reply call(uint16_t rpc, std::string_view meta, const std::vector<Segment>& body,

@@ -16,9 +16,11 @@
 // transport fails or the peer dies).
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -82,6 +84,49 @@ struct Reply {
 using Scatter =
     std::function<bool(std::string_view meta, size_t body_len, std::vector<Destination>& dst)>;
 
+// Where calls report that their response is in, for an event loop that
+// cannot block in wait(): an eventfd that becomes readable when calls started
+// with it (CallOptions::completion) complete, and the list of those calls.
+// The engine writes the eventfd once per batch (when the list goes from empty
+// to non-empty), not once per call. Thread-safety: post() from any thread,
+// fd()/take() from the loop's thread. Errors: the constructor throws
+// yokan::Exception (YOKAN_ERR_OTHER) if no eventfd can be made.
+class CompletionQueue {
+ public:
+  CompletionQueue();
+  ~CompletionQueue();
+  CompletionQueue(const CompletionQueue&) = delete;
+  CompletionQueue& operator=(const CompletionQueue&) = delete;
+
+  // Readable (level-triggered) while take() has something to return.
+  int fd() const { return fd_; }
+  // The engine: the call `cookie` is complete (its wait() will not block).
+  void post(uint64_t cookie);
+  // Drains the eventfd and returns the cookies posted since the last take(),
+  // oldest first.
+  std::vector<uint64_t> take();
+  // Calls started with this queue and not yet collected or given up, and
+  // the most there ever were at once (a structural measure of concurrency).
+  size_t in_flight() const { return in_flight_.load(std::memory_order_relaxed); }
+  size_t peak_in_flight() const { return peak_.load(std::memory_order_relaxed); }
+  void reset_peak() { peak_.store(in_flight()); }
+  void call_started();
+  void call_ended() { in_flight_.fetch_sub(1, std::memory_order_relaxed); }
+
+ private:
+  int fd_ = -1;
+  std::mutex mu_;
+  std::vector<uint64_t> ready_;
+  bool signalled_ = false;  // the eventfd was written since the last take()
+  std::atomic<size_t> in_flight_{0}, peak_{0};
+};
+
+// A call that reports its completion to a CompletionQueue as `cookie`.
+struct Completion {
+  std::shared_ptr<CompletionQueue> queue;
+  uint64_t cookie = 0;
+};
+
 // A call whose response is collected later, so that the caller can work
 // while the peer does (Engine::start_call). Thread-safety: one thread at a
 // time. Destroying it without wait() gives the call up: a late response is
@@ -90,9 +135,17 @@ class CallInFlight {
  public:
   virtual ~CallInFlight() = default;
   // Waits for the response as call() would and returns call()'s status;
-  // the timeout counts from this call, not from the send.
+  // the timeout counts from this call, not from the send. A call started
+  // with a Completion never blocks here once ready().
   // YOKAN_ERR_INVALID_ARGS if waited for already.
   virtual Status wait(Reply* reply) = 0;
+  // True once the response (or the call's failure) is in; never blocks.
+  virtual bool ready() const = 0;
+  // At the caller's deadline (calls with a Completion, whose deadline the
+  // caller keeps): wait() if ready(), otherwise gives the call up as
+  // destroying it does and returns YOKAN_ERR_TIMEOUT with reply->error
+  // saying so. Does not block for calls with a Completion.
+  virtual Status expire(Reply* reply) = 0;
 };
 
 struct CallOptions {
@@ -106,6 +159,11 @@ struct CallOptions {
   double timeout_ms = 0;
   bool no_rdma = false;  // force eager (inline) transfer of large bodies
   const Scatter* scatter = nullptr;
+  // start_call only: report the completion there (then the call owns copies
+  // of its body and reply, as a call with a deadline does, so that giving it
+  // up never waits; the deadline is the caller's to keep, see
+  // CallInFlight::expire). Empty: no report, no cost.
+  Completion completion;
 };
 
 // Timeouts from this value on (about 31 years) mean "no limit".

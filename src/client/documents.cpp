@@ -91,16 +91,12 @@ Reply Collection::call(uint16_t rpc, std::string_view meta, const std::vector<Se
   return db_.call(rpc, meta, body, timeout_ms, m);
 }
 
-void Collection::create(int32_t m, double t) const {
-  call(rpc::kCollCreate, header(m, name_).str(), {}, t, m);
-}
+// Each RPC's encoder and decoder, shared by the blocking method and its
+// two-step form.
+namespace {
+void no_result(Reply&) {}
 
-void Collection::drop(int32_t m, double t) const {
-  call(rpc::kCollDrop, header(m, name_).str(), {}, t, m);
-}
-
-bool Collection::exists(int32_t m, double t) const {
-  Reply r = call(rpc::kCollInfo, header(m, name_).str(), {}, t, m);
+bool exists_reply(const Reply& r) {
   WireReader in(r.meta);
   uint8_t found = in.get<uint8_t>();
   in.get<uint64_t>();
@@ -109,64 +105,151 @@ bool Collection::exists(int32_t m, double t) const {
   return found != 0;
 }
 
-Collection::Info Collection::info(int32_t m, double t) const {
-  Reply r = call(rpc::kCollInfo, header(m, name_).str(), {}, t, m);
+Collection::Info info_reply(const Reply& r, const std::string& name) {
   WireReader in(r.meta);
   uint8_t found = in.get<uint8_t>();
-  Info info;
+  Collection::Info info;
   info.size = in.get<uint64_t>();
   info.next_id = in.get<uint64_t>();
   if (!in.done()) throw Exception(Status::YOKAN_ERR_CORRUPTION, "malformed collection reply");
   if (!found)
-    throw Exception(Status::YOKAN_ERR_KEY_NOT_FOUND, "no collection named \"" + name_ + "\"");
+    throw Exception(Status::YOKAN_ERR_KEY_NOT_FOUND, "no collection named \"" + name + "\"");
   return info;
+}
+
+DocIds store_reply(const Reply& r, size_t n) {
+  WireReader in(r.meta);
+  DocIds ids = in.array<uint64_t>(n);
+  if (!in.done() || ids.size() != n)
+    throw Exception(Status::YOKAN_ERR_CORRUPTION, "malformed store reply");
+  return ids;
+}
+
+WireWriter update_request(int32_t m, const std::string& name, const DocIds& ids, const Keys& docs,
+                          RequestBody* body) {
+  if (ids.size() != docs.size())
+    throw Exception(Status::YOKAN_ERR_INVALID_ARGS, "ids and documents differ in number");
+  WireWriter w = header(m, name);
+  w.array(ids);
+  *body = doc_body(docs, &w);
+  return w;
+}
+
+WireWriter load_request(int32_t m, const std::string& name, const DocIds& ids,
+                        Collection::Layout layout, const std::vector<Destination>& out) {
+  WireWriter w = header(m, name);
+  auto caps = capacities(layout, out, ids.size());
+  w.array(ids);
+  w.put<uint8_t>(layout != Collection::Layout::kSlots);
+  w.array(caps);
+  return w;
+}
+
+Collection::LoadResult load_reply(const Reply& r, size_t n, Collection::Layout layout,
+                                  const std::vector<Destination>& out) {
+  Collection::LoadResult result;
+  result.sizes = decode_sizes(r.meta, n);
+  scatter_docs(result.sizes, r.body, layout, out, &result.data);
+  return result;
+}
+
+WireWriter ids_request(int32_t m, const std::string& name, const DocIds& ids) {
+  WireWriter w = header(m, name);
+  w.array(ids);
+  return w;
+}
+}  // namespace
+
+void Collection::create(int32_t m, double t) const {
+  call(rpc::kCollCreate, header(m, name_).str(), {}, t, m);
+}
+Started<void> Collection::create_start(int32_t m, double t, const Completion& done) const {
+  return {db_.start(rpc::kCollCreate, std::move(header(m, name_).str()), t, m, {}, done),
+          no_result};
+}
+
+void Collection::drop(int32_t m, double t) const {
+  call(rpc::kCollDrop, header(m, name_).str(), {}, t, m);
+}
+Started<void> Collection::drop_start(int32_t m, double t, const Completion& done) const {
+  return {db_.start(rpc::kCollDrop, std::move(header(m, name_).str()), t, m, {}, done), no_result};
+}
+
+bool Collection::exists(int32_t m, double t) const {
+  return exists_reply(call(rpc::kCollInfo, header(m, name_).str(), {}, t, m));
+}
+Started<bool> Collection::exists_start(int32_t m, double t, const Completion& done) const {
+  return {db_.start(rpc::kCollInfo, std::move(header(m, name_).str()), t, m, {}, done),
+          exists_reply};
+}
+
+Collection::Info Collection::info(int32_t m, double t) const {
+  return info_reply(call(rpc::kCollInfo, header(m, name_).str(), {}, t, m), name_);
+}
+Started<Collection::Info> Collection::info_start(int32_t m, double t,
+                                                 const Completion& done) const {
+  return {db_.start(rpc::kCollInfo, std::move(header(m, name_).str()), t, m, {}, done),
+          [name = name_](Reply& r) { return info_reply(r, name); }};
 }
 
 DocIds Collection::store(int32_t m, const Keys& docs, double t) const {
   WireWriter w = header(m, name_);
   RequestBody body = doc_body(docs, &w);
-  Reply r = call(rpc::kDocStore, w.str(), body.segments, t, m);
-  WireReader in(r.meta);
-  DocIds ids = in.array<uint64_t>(docs.size());
-  if (!in.done() || ids.size() != docs.size())
-    throw Exception(Status::YOKAN_ERR_CORRUPTION, "malformed store reply");
-  return ids;
+  return store_reply(call(rpc::kDocStore, w.str(), body.segments, t, m), docs.size());
+}
+Started<DocIds> Collection::store_start(int32_t m, const Keys& docs, double t,
+                                        const Completion& done) const {
+  WireWriter w = header(m, name_);
+  RequestBody body = doc_body(docs, &w);
+  const size_t n = docs.size();
+  return {db_.start(rpc::kDocStore, std::move(w.str()), t, m, body.segments, done),
+          [n](Reply& r) { return store_reply(r, n); }};
 }
 
 void Collection::update(int32_t m, const DocIds& ids, const Keys& docs, double t) const {
-  if (ids.size() != docs.size())
-    throw Exception(Status::YOKAN_ERR_INVALID_ARGS, "ids and documents differ in number");
-  WireWriter w = header(m, name_);
-  w.array(ids);
-  RequestBody body = doc_body(docs, &w);
+  RequestBody body;
+  WireWriter w = update_request(m, name_, ids, docs, &body);
   call(rpc::kDocUpdate, w.str(), body.segments, t, m);
+}
+Started<void> Collection::update_start(int32_t m, const DocIds& ids, const Keys& docs, double t,
+                                       const Completion& done) const {
+  RequestBody body;
+  WireWriter w = update_request(m, name_, ids, docs, &body);
+  return {db_.start(rpc::kDocUpdate, std::move(w.str()), t, m, body.segments, done), no_result};
 }
 
 Collection::LoadResult Collection::load(int32_t m, const DocIds& ids, Layout layout,
                                         const std::vector<Destination>& out, double t) const {
-  WireWriter w = header(m, name_);
-  auto caps = capacities(layout, out, ids.size());
-  w.array(ids);
-  w.put<uint8_t>(layout != Layout::kSlots);
-  w.array(caps);
-  Reply r = call(rpc::kDocLoad, w.str(), {}, t, m);
-  LoadResult result;
-  result.sizes = decode_sizes(r.meta, ids.size());
-  scatter_docs(result.sizes, r.body, layout, out, &result.data);
-  return result;
+  WireWriter w = load_request(m, name_, ids, layout, out);
+  return load_reply(call(rpc::kDocLoad, w.str(), {}, t, m), ids.size(), layout, out);
+}
+Started<Collection::LoadResult> Collection::load_start(int32_t m, const DocIds& ids, Layout layout,
+                                                       const std::vector<Destination>& out,
+                                                       double t, const Completion& done) const {
+  WireWriter w = load_request(m, name_, ids, layout, out);
+  const size_t n = ids.size();
+  return {db_.start(rpc::kDocLoad, std::move(w.str()), t, m, {}, done),
+          [n, layout, out](Reply& r) { return load_reply(r, n, layout, out); }};
 }
 
 std::vector<uint64_t> Collection::length(int32_t m, const DocIds& ids, double t) const {
-  WireWriter w = header(m, name_);
-  w.array(ids);
-  Reply r = call(rpc::kDocLength, w.str(), {}, t, m);
+  Reply r = call(rpc::kDocLength, ids_request(m, name_, ids).str(), {}, t, m);
   return decode_sizes(r.meta, ids.size());
+}
+Started<std::vector<uint64_t>> Collection::length_start(int32_t m, const DocIds& ids, double t,
+                                                        const Completion& done) const {
+  const size_t n = ids.size();
+  return {db_.start(rpc::kDocLength, std::move(ids_request(m, name_, ids).str()), t, m, {}, done),
+          [n](Reply& r) { return decode_sizes(r.meta, n); }};
 }
 
 void Collection::erase(int32_t m, const DocIds& ids, double t) const {
-  WireWriter w = header(m, name_);
-  w.array(ids);
-  call(rpc::kDocErase, w.str(), {}, t, m);
+  call(rpc::kDocErase, ids_request(m, name_, ids).str(), {}, t, m);
+}
+Started<void> Collection::erase_start(int32_t m, const DocIds& ids, double t,
+                                      const Completion& done) const {
+  return {db_.start(rpc::kDocErase, std::move(ids_request(m, name_, ids).str()), t, m, {}, done),
+          no_result};
 }
 
 namespace {
@@ -208,19 +291,13 @@ Collection::ListResult Collection::list(int32_t m, uint64_t start_id, std::strin
 
 Collection::PendingList Collection::list_start(int32_t m, uint64_t start_id,
                                                std::string_view filter, uint64_t count,
-                                               double t) const {
+                                               Layout layout, const std::vector<Destination>& out,
+                                               double t, const Completion& done) const {
   WireWriter w = header(m, name_);
-  auto caps = capacities(Layout::kAlloc, {}, count);
-  list_request(w, start_id, filter, count, Layout::kAlloc, caps);
-  PendingList pending;
-  pending.count_ = count;
-  pending.call_ = db_.start(rpc::kDocList, std::move(w.str()), t, m);
-  return pending;
-}
-
-Collection::ListResult Collection::PendingList::finish() {
-  Reply r = Database::finish(std::move(call_));
-  return list_reply(r, count_, Layout::kAlloc, {});
+  auto caps = capacities(layout, out, count);
+  list_request(w, start_id, filter, count, layout, caps);
+  return {db_.start(rpc::kDocList, std::move(w.str()), t, m, {}, done),
+          [count, layout, out](Reply& r) { return list_reply(r, count, layout, out); }};
 }
 
 }  // namespace yokan

@@ -1,17 +1,9 @@
-// Database::list and erase_range.
+// Database::list and list_start.
 #include <cstring>
 
 #include "client/encode.hpp"
 
 namespace yokan {
-
-void Database::erase_range(int32_t m, std::string_view prefix, double timeout_ms) const {
-  check_mode(m);
-  WireWriter w;
-  w.put<int32_t>(m);
-  w.bytes(prefix);
-  call(rpc::kEraseRange, w.str(), {}, timeout_ms, m);
-}
 
 namespace {
 
@@ -126,25 +118,22 @@ Database::ListResult Database::list(int32_t m, std::string_view from, std::strin
 
 Database::PendingList Database::list_start(int32_t m, std::string_view from,
                                            std::string_view filter, uint64_t count,
-                                           bool with_values, double timeout_ms) const {
+                                           bool with_values, ListLayout layout,
+                                           const std::vector<Destination>& key_out,
+                                           const std::vector<Destination>& value_out, double t,
+                                           const Completion& done) const {
   check_mode(m);
-  PendingList pending;
-  pending.count_ = count;
-  pending.with_values_ = with_values;
-  if (count == 0) return pending;
   std::vector<uint64_t> vcaps;
-  auto kcaps = capacities(ListLayout::kAlloc, count, with_values, {}, {}, &vcaps);
-  pending.call_ =
-      start(rpc::kList,
-            list_request(m, from, filter, count, with_values, ListLayout::kAlloc, kcaps, vcaps),
-            timeout_ms, m);
-  return pending;
-}
-
-Database::ListResult Database::PendingList::finish() {
-  if (count_ == 0) return {};
-  Reply r = Database::finish(std::move(call_));
-  return list_reply(r, count_, with_values_, ListLayout::kAlloc, {}, {});
+  auto kcaps = capacities(layout, count, with_values, key_out, value_out, &vcaps);
+  // The destinations by value: the caller's vectors may be gone by finish().
+  auto decode = [count, with_values, layout, key_out, value_out](const Reply& r) {
+    if (count == 0) return ListResult{};
+    return list_reply(r, count, with_values, layout, key_out, value_out);
+  };
+  if (count == 0) return {nullptr, decode};
+  return {start(rpc::kList, list_request(m, from, filter, count, with_values, layout, kcaps, vcaps),
+                t, m, {}, done),
+          decode};
 }
 
 }  // namespace yokan

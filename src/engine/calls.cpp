@@ -74,7 +74,9 @@ Status UcxEngine::start_call(CallState& cs, uint16_t am_id, const EndpointPtr& e
   // Infinite, NaN or huge: no deadline (and no double -> int overflow below).
   const bool limited = limited_timeout(options.timeout_ms);
   cs.timeout_ms = limited ? options.timeout_ms : 0;
-  cs.owns_buffers = limited && pc.owner == &cs;
+  // (A nonblocking call owns its buffers too: it may be given up at any
+  // moment, and must then leave at once.)
+  cs.owns_buffers = (limited || cs.nonblocking) && pc.owner == &cs;
 
   WireHeader h{};
   h.magic = kWireMagic;
@@ -339,8 +341,10 @@ bool UcxEngine::end_send(CallState& cs, bool claimed) {
   PendingCall& pc = cs.pc;
   if (pc.send_done.load()) return false;
   ucp_request_cancel(worker_, cs.req);  // a no-op for sends in UCX 1.13; not in later ones
-  auto give_up = Clock::now() + kGrace;
-  nap_until(pc, [&] { return pc.send_done.load() || Clock::now() >= give_up; });
+  if (!cs.nonblocking) {                // an event loop's call does not wait: it owns its buffers
+    auto give_up = Clock::now() + kGrace;
+    nap_until(pc, [&] { return pc.send_done.load() || Clock::now() >= give_up; });
+  }
   if (pc.send_done.load()) return false;
   // A stopped peer never takes a rendezvous send (nor a dead link an eager
   // one), and UCX without peer-failure mode can neither cancel it nor
@@ -372,27 +376,79 @@ void UcxEngine::abandon_call(CallState& cs, bool* orphaned) {
   end_op();
 }
 
+Status UcxEngine::collect_call(CallState& cs, bool* orphaned) {
+  PendingCall& pc = cs.pc;
+  ucs_status_ptr_t req = cs.req;  // read now: an orphaned `cs` may go at any moment
+  const Endpoint* ep = pc.ep;
+  cs.in_flight = false;
+  // The response is complete, so the peer had the request; a send UCX has
+  // not finished yet (a rendezvous the peer never acknowledged) stays UCX's,
+  // with the call's own copy of the body.
+  if (!pc.send_done.load(std::memory_order_acquire)) *orphaned = end_send(cs, true);
+  Status s = Status::YOKAN_SUCCESS;
+  if (!*orphaned) {
+    pc.finish();
+    if (!ok(pc.send_status) && !pc.claimed) {
+      pc.reply->error = "sending to " + ep->address + " failed";
+      s = pc.send_status;
+    }
+  }
+  if (req != nullptr) ucp_request_free(req);
+  end_op();
+  return s;
+}
+
 namespace {
 // A call started by Engine::start_call. Holds the engine: a call in flight
 // keeps the worker it was sent on alive.
 class UcxCallInFlight final : public CallInFlight {
  public:
-  UcxCallInFlight(std::shared_ptr<UcxEngine> engine, std::string meta)
+  UcxCallInFlight(std::shared_ptr<UcxEngine> engine, std::string meta, const Completion& done)
       : engine_(std::move(engine)), meta_(std::move(meta)), state_(new CallState) {
     state_->pc.owner = state_.get();
+    if (done.queue) {
+      state_->queue = done.queue;
+      state_->nonblocking = true;
+      state_->pc.completions = done.queue.get();
+      state_->pc.cookie = done.cookie;
+    }
   }
   ~UcxCallInFlight() override {
+    if (!state_) return;  // collected, and left to UCX with its send
+    const bool counted = state_->in_flight && state_->queue;
+    std::shared_ptr<CompletionQueue> queue = state_->queue;
     bool orphaned = false;
     engine_->abandon_call(*state_, &orphaned);
     if (orphaned) (void)state_.release();  // now owned by its UCX callbacks
+    if (counted) queue->call_ended();
   }
   Status wait(Reply* reply) override {
-    if (!state_->in_flight) return Status::YOKAN_ERR_INVALID_ARGS;  // waited for already
+    if (!state_ || !state_->in_flight) return Status::YOKAN_ERR_INVALID_ARGS;  // waited for already
     bool orphaned = false;
-    Status s = engine_->await_call(*state_, &orphaned);
+    std::shared_ptr<CompletionQueue> queue = state_->queue;
+    Status s = queue && ready() ? engine_->collect_call(*state_, &orphaned)
+                                : engine_->await_call(*state_, &orphaned);
     *reply = std::move(reply_);
     if (orphaned) (void)state_.release();
+    if (queue) queue->call_ended();
     return s;
+  }
+  bool ready() const override {
+    return !state_ || state_->pc.response_done.load(std::memory_order_acquire);
+  }
+  Status expire(Reply* reply) override {
+    if (!state_ || !state_->in_flight) return Status::YOKAN_ERR_INVALID_ARGS;
+    if (ready()) return wait(reply);
+    const double timeout_ms = state_->timeout_ms;
+    const std::string address = state_->pc.ep->address;
+    std::shared_ptr<CompletionQueue> queue = state_->queue;
+    bool orphaned = false;
+    engine_->abandon_call(*state_, &orphaned);
+    if (orphaned) (void)state_.release();
+    if (queue) queue->call_ended();
+    reply->error = "timed out after " + std::to_string(static_cast<long long>(timeout_ms)) +
+                   " ms waiting for " + address;
+    return Status::YOKAN_ERR_TIMEOUT;
   }
 
   std::shared_ptr<UcxEngine> engine_;
@@ -418,10 +474,12 @@ std::unique_ptr<CallInFlight> UcxEngine::start_call(const EndpointPtr& ep, uint1
           1.0, opts.timeout_ms -
                    std::chrono::duration<double, std::milli>(Clock::now() - start).count());
   }
-  auto call = std::make_unique<UcxCallInFlight>(shared_from_this(), std::move(meta));
+  auto call =
+      std::make_unique<UcxCallInFlight>(shared_from_this(), std::move(meta), options.completion);
   *status = start_call(*call->state_, kAmRequest, ep, provider_id, rpc, call->meta_, body, opts,
                        &call->reply_);
   if (!ok(*status)) return nullptr;
+  if (call->state_->queue) call->state_->queue->call_started();
   return call;
 }
 

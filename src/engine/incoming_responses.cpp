@@ -41,6 +41,7 @@ void response_recv_done(void* request, ucs_status_t status, size_t length, void*
   }
   pc->response_done.store(true, std::memory_order_release);
   pc->cv.notify_all();
+  if (pc->completions) pc->completions->post(pc->cookie);
 }
 }  // namespace
 

@@ -139,6 +139,10 @@ struct PendingCall {
   bool orphaned = false;                     // the caller left (guarded by m)
   int orphan_refs = 0;                       // UCX callbacks still to come once orphaned
   std::atomic<int>* orphan_count = nullptr;  // the engine's count of orphans
+  // Calls with a Completion: told when the response is in (under `m`, by
+  // whoever sets response_done). Null for every other call: one branch.
+  CompletionQueue* completions = nullptr;
+  uint64_t cookie = 0;
 
   // The last touch of the call by a completer. The caller may see the flag
   // (it spins on the atomics without the mutex) and leave at once, taking
@@ -148,6 +152,7 @@ struct PendingCall {
     std::lock_guard<std::mutex> g(m);
     response_done.store(true, std::memory_order_release);
     cv.notify_all();
+    if (completions) completions->post(cookie);
   }
   // Waits for a completer still inside complete_*().
   void finish() { std::lock_guard<std::mutex> g(m); }
@@ -175,6 +180,10 @@ struct CallState {
   // When the deadline starts counting (send_and_wait: before the send and
   // its copies); default: when await_call starts.
   Clock::time_point t0{};
+  // A call with a Completion (an event loop's): keeps its queue alive, owns
+  // its buffers, and is ended (collect / abandon) without ever napping.
+  std::shared_ptr<CompletionQueue> queue;
+  bool nonblocking = false;
 };
 
 inline bool PendingCall::release_if_orphaned(std::unique_lock<std::mutex>& lk) {
@@ -317,6 +326,9 @@ class UcxEngine final : public Engine, public std::enable_shared_from_this<UcxEn
                     const CallOptions& options, Reply* reply);
   Status await_call(CallState& cs, bool* orphaned);
   void abandon_call(CallState& cs, bool* orphaned);
+  // await_call for a nonblocking call whose response is in: ends it at once
+  // (its send, if UCX still has it, is left to UCX with the call's state).
+  Status collect_call(CallState& cs, bool* orphaned);
 
  private:
   // For a call whose response no one will wait for (timed out, abandoned):

@@ -13,6 +13,7 @@ import pytest
 
 MODULES = [
     "mochi.margo",
+    "mochi.yokan.aio",
     "mochi.yokan.arrays",
     "mochi.yokan.backends",
     "mochi.yokan.client",

@@ -28,7 +28,14 @@ NATIVE = {"_common": _common, "_mode": _mode, "_client": _client, "_server": _se
 EXPECTED = {
     "_common": {"Engine", "errors"},
     "_mode": {"modes", "mode_is_compatible"},
-    "_client": {"Client", "Database", "ShardedDatabase", "Collection", "PendingList"},
+    "_client": {
+        "Client",
+        "Database",
+        "ShardedDatabase",
+        "Collection",
+        "PendingCall",
+        "CompletionQueue",
+    },
     "_server": {"Provider", "available_backends", "has_lua"},
 }
 

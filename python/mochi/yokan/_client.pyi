@@ -14,11 +14,22 @@ from mochi.yokan._common import Engine
 KEY_NOT_FOUND: int
 SIZE_TOO_SMALL: int
 
-class PendingList:
-    def wait(self) -> Tuple[List[bytes], List[Optional[bytes]]]: ...
+class CompletionQueue:
+    def __init__(self) -> None: ...
+    def fd(self) -> int: ...
+    def take(self) -> List[int]: ...
+    def in_flight(self) -> int: ...
+    def peak_in_flight(self) -> int: ...
+    def reset_peak(self) -> None: ...
 
-class PendingDocList:
-    def wait(self) -> Tuple[List[int], List[int], List[bytes]]: ...
+class PendingCall:
+    """A call made by a ``*_start`` method; ``wait()`` returns what the
+    blocking method of the same name returns."""
+    def sent(self) -> bool: ...
+    def ready(self) -> bool: ...
+    def expire(self) -> None: ...
+    def wait(self) -> Any: ...
+    def cancel(self) -> None: ...
 
 class Database:
     @property
@@ -56,7 +67,82 @@ class Database:
         with_values: bool,
         mode: int,
         timeout_ms: float,
-    ) -> PendingList: ...
+        layout: int = 2,
+        key_buffers: Any = None,
+        value_buffers: Any = None,
+        completions: Optional[CompletionQueue] = None,
+        cookie: int = 0,
+    ) -> PendingCall: ...
+    def count_start(
+        self, mode: int, timeout_ms: float, completions: Optional[CompletionQueue], cookie: int
+    ) -> PendingCall: ...
+    def put_start(
+        self,
+        keys: Any,
+        values: Any,
+        mode: int,
+        timeout_ms: float,
+        completions: Optional[CompletionQueue],
+        cookie: int,
+    ) -> PendingCall: ...
+    def get_start(
+        self,
+        keys: Any,
+        buffers: Any,
+        mode: int,
+        timeout_ms: float,
+        completions: Optional[CompletionQueue],
+        cookie: int,
+    ) -> PendingCall: ...
+    def get_packed_start(
+        self,
+        keys: Any,
+        buffer: Any,
+        mode: int,
+        timeout_ms: float,
+        completions: Optional[CompletionQueue],
+        cookie: int,
+    ) -> PendingCall: ...
+    def get_alloc_start(
+        self,
+        keys: Any,
+        mode: int,
+        timeout_ms: float,
+        completions: Optional[CompletionQueue],
+        cookie: int,
+    ) -> PendingCall: ...
+    def exists_start(
+        self,
+        keys: Any,
+        mode: int,
+        timeout_ms: float,
+        completions: Optional[CompletionQueue],
+        cookie: int,
+    ) -> PendingCall: ...
+    def length_start(
+        self,
+        keys: Any,
+        mode: int,
+        timeout_ms: float,
+        completions: Optional[CompletionQueue],
+        cookie: int,
+    ) -> PendingCall: ...
+    def erase_start(
+        self,
+        keys: Any,
+        mode: int,
+        timeout_ms: float,
+        completions: Optional[CompletionQueue],
+        cookie: int,
+    ) -> PendingCall: ...
+    def erase_range_start(
+        self,
+        prefix: Any,
+        mode: int,
+        timeout_ms: float,
+        completions: Optional[CompletionQueue],
+        cookie: int,
+    ) -> PendingCall: ...
 
 class ShardedDatabase:
     def __init__(self, shards: List[Database]) -> None: ...
@@ -110,5 +196,69 @@ class Collection:
         timeout_ms: float,
     ) -> Tuple[List[int], List[int], List[bytes]]: ...
     def list_start(
-        self, start_id: int, filter: Any, count: int, mode: int, timeout_ms: float
-    ) -> PendingDocList: ...
+        self,
+        start_id: int,
+        filter: Any,
+        count: int,
+        mode: int,
+        timeout_ms: float,
+        layout: int = 2,
+        buffers: Any = None,
+        completions: Optional[CompletionQueue] = None,
+        cookie: int = 0,
+    ) -> PendingCall: ...
+    def create_start(
+        self, mode: int, timeout_ms: float, completions: Optional[CompletionQueue], cookie: int
+    ) -> PendingCall: ...
+    def drop_start(
+        self, mode: int, timeout_ms: float, completions: Optional[CompletionQueue], cookie: int
+    ) -> PendingCall: ...
+    def exists_start(
+        self, mode: int, timeout_ms: float, completions: Optional[CompletionQueue], cookie: int
+    ) -> PendingCall: ...
+    def info_start(
+        self, mode: int, timeout_ms: float, completions: Optional[CompletionQueue], cookie: int
+    ) -> PendingCall: ...
+    def store_start(
+        self,
+        documents: Any,
+        mode: int,
+        timeout_ms: float,
+        completions: Optional[CompletionQueue],
+        cookie: int,
+    ) -> PendingCall: ...
+    def update_start(
+        self,
+        ids: Any,
+        documents: Any,
+        mode: int,
+        timeout_ms: float,
+        completions: Optional[CompletionQueue],
+        cookie: int,
+    ) -> PendingCall: ...
+    def load_start(
+        self,
+        ids: Any,
+        layout: int,
+        buffers: Any,
+        mode: int,
+        timeout_ms: float,
+        completions: Optional[CompletionQueue],
+        cookie: int,
+    ) -> PendingCall: ...
+    def length_start(
+        self,
+        ids: Any,
+        mode: int,
+        timeout_ms: float,
+        completions: Optional[CompletionQueue],
+        cookie: int,
+    ) -> PendingCall: ...
+    def erase_start(
+        self,
+        ids: Any,
+        mode: int,
+        timeout_ms: float,
+        completions: Optional[CompletionQueue],
+        cookie: int,
+    ) -> PendingCall: ...
