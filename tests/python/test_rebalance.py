@@ -368,3 +368,13 @@ def test_a_moving_group_file_is_checked(tmp_path):
     )
     with pytest.raises(ValueError, match="moving_from"):
         Group.from_file(str(path))
+
+
+def test_a_conditional_batch_acts_pair_by_pair(db):
+    # The mover's NEW_ONLY pages are one backend batch now: the result must
+    # stay that of applying the pairs one by one.
+    db.put("a", "old")
+    db.put_multi([("a", "x"), ("b", "1"), ("b", "2"), ("c", "3")], Mode.NEW_ONLY)
+    assert db.get_multi(["a", "b", "c"]) == [b"old", b"1", b"3"]
+    db.put_multi([("a", "y"), ("d", "4"), ("a", "z")], Mode.EXIST_ONLY)
+    assert db.get_multi(["a", "d"]) == [b"z", None]
