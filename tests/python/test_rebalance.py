@@ -20,7 +20,11 @@ from mochi.yokan.rebalance import migrate
 
 HERE = Path(__file__).resolve().parent
 # The core test runs on the in-memory map and the cheap persistent backends.
-GROW_BACKENDS = [b for b in ("map", "rocksdb", "lmdb", "leveldb", "berkeleydb", "tkrzw") if b in available_backends]
+GROW_BACKENDS = [
+    b
+    for b in ("map", "rocksdb", "lmdb", "leveldb", "berkeleydb", "tkrzw")
+    if b in available_backends
+]
 BASE_KEYS = 100_000
 WRITERS = 3
 WRITER_KEYS = 1500

@@ -124,14 +124,14 @@ def _parse_routing(
     state = doc.get("state", "stable")
     if state not in ("stable", "moving"):
         raise ValueError(f"{source}: 'state' must be 'stable' or 'moving', not {state!r}")
-    moving_from = None
+    moving_from: Optional[int] = None
     if state == "moving":
-        moving_from = doc.get("moving_from")
-        if not _is_int(moving_from) or not 0 < moving_from < members:
+        value = doc.get("moving_from")
+        if not isinstance(value, int) or isinstance(value, bool) or not 0 < value < members:
             raise ValueError(
-                f"{source}: a moving group needs 'moving_from' in [1, {members - 1}], "
-                f"not {moving_from!r}"
+                f"{source}: a moving group needs 'moving_from' in [1, {members - 1}], not {value!r}"
             )
+        moving_from = value
     refresh_ms = doc.get("refresh_ms", DEFAULT_REFRESH_MS)
     if not isinstance(refresh_ms, (int, float)) or isinstance(refresh_ms, bool) or refresh_ms <= 0:
         raise ValueError(f"{source}: 'refresh_ms' must be a positive number, not {refresh_ms!r}")
