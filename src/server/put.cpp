@@ -1,4 +1,5 @@
 #include <mutex>
+#include <unordered_set>
 
 #include "server/provider_impl.hpp"
 
@@ -45,6 +46,26 @@ Status ProviderImpl::apply_put(
   }
   const bool single = pairs.size() == 1;
   std::unique_lock<std::shared_mutex> g(write_order);
+  if (!(m & mode::APPEND) && !single) {
+    // NEW_ONLY / EXIST_ONLY batch: the pairs that pass go down as one
+    // put_batch (one transaction: a group's rebalance copies pages with
+    // NEW_ONLY, and a put per pair cost one fdatasync each on LMDB).
+    std::vector<std::pair<std::string_view, std::string_view>> passing;
+    passing.reserve(pairs.size());
+    std::unordered_set<std::string_view> created;  // keys NEW_ONLY put earlier in it
+    for (auto& [key, value] : pairs) {
+      bool found = false;
+      Status s = backend->exists(key, &found);
+      if (!ok(s)) return s;
+      // As if applied one by one: a key earlier in the batch exists by now.
+      found = found || created.count(key) != 0;
+      if ((m & mode::NEW_ONLY) && found) continue;
+      if ((m & mode::EXIST_ONLY) && !found) continue;
+      if (m & mode::NEW_ONLY) created.insert(key);
+      passing.emplace_back(key, value);
+    }
+    return passing.empty() ? Status::YOKAN_SUCCESS : backend->put_batch(passing);
+  }
   for (auto& [key, value] : pairs) {
     bool found = false;
     Status s = backend->exists(key, &found);

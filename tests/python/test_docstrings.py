@@ -23,6 +23,7 @@ MODULES = [
     "mochi.yokan.exception",
     "mochi.yokan.group",
     "mochi.yokan.mapping",
+    "mochi.yokan.rebalance",
     "mochi.yokan.mode",
     "mochi.yokan.server",
 ]

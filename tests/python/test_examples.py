@@ -21,6 +21,7 @@ STANDALONE = [
     "numpy_example",
     "higher_level_api",
     "documents",
+    "rebalance",
 ]
 
 

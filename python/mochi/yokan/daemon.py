@@ -284,6 +284,12 @@ def _arguments(argv: Optional[Sequence[str]]) -> argparse.Namespace:
         "(SLURM_PROCID, PMI_RANK, OMPI_COMM_WORLD_RANK) if any, else the order of registration",
     )
     parser.add_argument(
+        "--join",
+        action="store_true",
+        help="grow the group in --group-file by this server: once it serves, move to it the "
+        "keys that now route to it while clients keep working (see mochi.yokan.rebalance)",
+    )
+    parser.add_argument(
         "--group-size",
         type=int,
         help="how many servers the group will have (written to the group file; "
@@ -318,6 +324,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             return EXIT_CONFIG
     if (args.group_size is not None or args.group_rank is not None) and not args.group_file:
         print("yokan-server: --group-size/--group-rank need --group-file", file=sys.stderr)
+        return EXIT_CONFIG
+    if args.join and (
+        not args.group_file or args.group_size is not None or args.group_rank is not None
+    ):
+        print(
+            "yokan-server: --join needs --group-file, and takes no --group-size/--group-rank "
+            "(the member joins last)",
+            file=sys.stderr,
+        )
         return EXIT_CONFIG
     if config.ignored:
         log.warning(
@@ -362,14 +377,48 @@ def _mpi_world() -> Any:
     return MPI.COMM_WORLD if MPI.COMM_WORLD.Get_size() > 1 else None
 
 
+def _grow_in_background(
+    args: argparse.Namespace, address: str, provider_ids: List[int], engine: Any
+) -> None:
+    """--join: the group grows by this server in a thread, while it serves
+    (the keys moved to it arrive as requests like any client's)."""
+    import threading
+
+    from mochi.yokan import rebalance
+
+    def run() -> None:
+        try:
+            rebalance.grow(
+                args.group_file, address, provider_ids, engine=engine, pid=os.getpid(), log=log.info
+            )
+        except Exception as e:  # noqa: BLE001 - logged; the group stays moving, clients work
+            log.error(
+                "could not finish joining the group in %s: %s; to finish: yokan-group grow %s %s",
+                args.group_file,
+                e,
+                args.group_file,
+                address,
+            )
+
+    threading.Thread(target=run, name="yokan-join", daemon=True).start()
+
+
 def _join_group(
-    args: argparse.Namespace, address: str, provider_ids: List[int], stack: contextlib.ExitStack
+    args: argparse.Namespace,
+    address: str,
+    provider_ids: List[int],
+    stack: contextlib.ExitStack,
+    engine: Any = None,
 ) -> None:
     """Puts this server in the group file: under MPI, rank 0 gathers every
     rank's entry and writes the file once all serve; otherwise each server
     adds itself under the file's lock (and removes itself at a clean stop)."""
     from mochi.yokan import group
 
+    if args.join:
+        _grow_in_background(args, address, provider_ids, engine)
+        stack.callback(group.unregister_member, args.group_file, address)
+        return
     world = _mpi_world()
     if world is not None:
         entries = world.gather(
@@ -459,7 +508,7 @@ def _serve(args: argparse.Namespace, config: ServerConfig, stack: contextlib.Exi
         stack.callback(_remove_quietly, args.address_file)
     if args.group_file:
         try:
-            _join_group(args, address, [p.provider_id for p in config.providers], stack)
+            _join_group(args, address, [p.provider_id for p in config.providers], stack, engine)
         except Exception as e:  # noqa: BLE001 - reported, then a failing exit code
             return _abort(f"cannot join the group in {args.group_file}: {e}", providers, engine)
     log.info("running at %s with %d provider(s)", address, len(providers))

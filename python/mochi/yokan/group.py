@@ -17,6 +17,15 @@ Routing is stable and documented, so that another language can route the
 same way: key ``k`` goes to shard ``jump_consistent_hash(fnv1a_64(k), n)``
 (``n`` shards in file order; see ``include/yokan/sharded.hpp``). A
 collection lives whole on the shard its name routes to.
+
+A group can grow by one member while clients keep working
+(:mod:`mochi.yokan.rebalance`, ``docs/design/rebalance.md``): the file then
+also carries ``version`` (bumped at every change of routing), ``state``
+(``"stable"`` or ``"moving"``), ``moving_from`` (while moving: how many of the
+first members were the group before the move) and ``refresh_ms``. A
+:class:`ShardedDatabase` made from a file looks at it again at most every
+``refresh_ms`` (a clock read per call; a ``stat`` per period) and follows a new
+version before routing the call.
 """
 
 from __future__ import annotations
@@ -25,7 +34,9 @@ import contextlib
 import fcntl
 import heapq
 import json
+import math
 import os
+import threading
 import time
 from itertools import islice
 from operator import itemgetter
@@ -48,6 +59,7 @@ from mochi.yokan import _client
 from mochi.yokan._types import Buffer, Data
 from mochi.yokan.client import Client, Database
 from mochi.yokan.collection import Collection
+from mochi.yokan.exception import YOKAN_ERR_MIGRATED
 from mochi.yokan.exception import ClientException as Exception  # noqa: A004
 
 _T = TypeVar("_T")
@@ -78,6 +90,9 @@ class Member:
         return f"Member({self.address!r}, {self.provider_ids!r})"
 
 
+DEFAULT_REFRESH_MS = 500
+
+
 def _parse_members(doc: Any, source: str) -> List[Member]:
     if not isinstance(doc, dict) or not isinstance(doc.get("members"), list):
         raise ValueError(f"{source}: a group file is an object with a 'members' list")
@@ -95,17 +110,79 @@ def _parse_members(doc: Any, source: str) -> List[Member]:
     return members
 
 
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _parse_routing(
+    doc: Dict[str, Any], members: int, source: str
+) -> Tuple[int, Optional[int], float]:
+    """(version, moving_from or None, refresh_ms) of a parsed group file."""
+    version = doc.get("version", 0)
+    if not _is_int(version) or version < 0:
+        raise ValueError(f"{source}: 'version' must be an integer >= 0, not {version!r}")
+    state = doc.get("state", "stable")
+    if state not in ("stable", "moving"):
+        raise ValueError(f"{source}: 'state' must be 'stable' or 'moving', not {state!r}")
+    moving_from: Optional[int] = None
+    if state == "moving":
+        value = doc.get("moving_from")
+        if not isinstance(value, int) or isinstance(value, bool) or not 0 < value < members:
+            raise ValueError(
+                f"{source}: a moving group needs 'moving_from' in [1, {members - 1}], not {value!r}"
+            )
+        moving_from = value
+    refresh_ms = doc.get("refresh_ms", DEFAULT_REFRESH_MS)
+    if not isinstance(refresh_ms, (int, float)) or isinstance(refresh_ms, bool) or refresh_ms <= 0:
+        raise ValueError(f"{source}: 'refresh_ms' must be a positive number, not {refresh_ms!r}")
+    return version, moving_from, float(refresh_ms)
+
+
+def _read_doc(path: str) -> Tuple[Any, Tuple[int, int, int]]:
+    """The parsed file and the (inode, mtime, size) it was read with. Raises
+    ``OSError``, and ``ValueError`` for a file that is not JSON."""
+    with open(path) as f:
+        st = os.fstat(f.fileno())
+        try:
+            doc = json.load(f)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{path}: not valid JSON: {e}") from None
+    return doc, (st.st_ino, st.st_mtime_ns, st.st_size)
+
+
 class Group:
     """The members of a group; ``database(provider_id)`` shards over them.
 
     ``engine``: the ``mochi.margo.Engine`` to reach them with; without one,
     the group starts a client engine of the members' protocol and keeps it.
+    ``version``, ``moving_from`` and ``refresh_ms`` are the group file's (see
+    the module's documentation); ``path``: the file, when the group was read
+    from one (its databases then follow its changes).
     """
 
-    def __init__(self, members: Sequence[Member], engine: Any = None) -> None:
+    def __init__(
+        self,
+        members: Sequence[Member],
+        engine: Any = None,
+        *,
+        version: int = 0,
+        moving_from: Optional[int] = None,
+        refresh_ms: float = DEFAULT_REFRESH_MS,
+        path: Optional[str] = None,
+    ) -> None:
         if not members:
             raise ValueError("a group needs at least one member")
         self.members = list(members)
+        self.version = version
+        self.moving_from = moving_from
+        self.refresh_ms = refresh_ms
+        self.path = path
+        self._signature: Optional[Tuple[int, int, int]] = None
+        # Guards the routing fields above (reload() replaces them together)
+        # and the handle cache; taken only when the file changed or a
+        # database is made, never on a call's path.
+        self._lock = threading.Lock()
+        self._handles: Dict[Tuple[str, int], Database] = {}
         self._own_engine = None
         if engine is None:
             from mochi.margo import Engine, client
@@ -119,46 +196,113 @@ class Group:
     def from_file(cls, path: str, engine: Any = None, wait_s: float = 0.0) -> "Group":
         """Reads a group file. When it says how many members the group has
         (``size``), waits up to ``wait_s`` seconds for all of them to register,
-        then raises ``TimeoutError``. Raises ``ValueError`` for a malformed file
-        and ``OSError`` when it cannot be read."""
+        then raises ``TimeoutError``. Returns the group. Raises ``ValueError``
+        for a malformed file and ``OSError`` when it cannot be read."""
         deadline = time.monotonic() + wait_s
         while True:
             try:
-                with open(path) as f:
-                    doc = json.load(f)
+                doc, signature = _read_doc(path)
             except FileNotFoundError:
                 if time.monotonic() >= deadline:
                     raise
                 time.sleep(0.05)
                 continue
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{path}: not valid JSON: {e}") from None
             members = _parse_members(doc, path)
             size = doc.get("size")
             if not isinstance(size, int) or len(members) >= size:
-                return cls(members, engine)
+                version, moving_from, refresh_ms = _parse_routing(doc, len(members), path)
+                group = cls(
+                    members,
+                    engine,
+                    version=version,
+                    moving_from=moving_from,
+                    refresh_ms=refresh_ms,
+                    path=path,
+                )
+                group._signature = signature
+                return group
             if time.monotonic() >= deadline:
                 raise TimeoutError(f"{path}: {len(members)} of {size} members registered")
             time.sleep(0.05)
 
-    def database(self, provider_id: int, check: bool = True) -> "ShardedDatabase":
+    def reload(self) -> bool:
+        """Reads the group file again if it changed since the last read, and
+        takes its members and routing when its ``version`` differs (a change
+        of members without a new version, such as servers registering or
+        stopping, does not change routing). Returns whether the routing
+        changed. Raises ``OSError`` and ``ValueError`` as :meth:`from_file`;
+        a group not read from a file returns False."""
+        if self.path is None:
+            return False
+        with self._lock:
+            st = os.stat(self.path)
+            if (st.st_ino, st.st_mtime_ns, st.st_size) == self._signature:
+                return False
+            doc, signature = _read_doc(self.path)
+            members = _parse_members(doc, self.path)
+            version, moving_from, refresh_ms = _parse_routing(doc, len(members), self.path)
+            self._signature = signature
+            self.refresh_ms = refresh_ms
+            if version == self.version or not members:
+                return False
+            self.members, self.version, self.moving_from = members, version, moving_from
+            return True
+
+    def _handle(self, address: str, provider_id: int, check: bool) -> Database:
+        """The cached handle on one member's provider (refreshes reuse the
+        connections of the members that stay)."""
+        with self._lock:
+            known = self._handles.get((address, provider_id))
+        if known is not None:
+            return known
+        try:
+            handle = self._client.make_database_handle(address, provider_id, check)
+        except Exception as e:
+            raise Exception(f"member {address}: {e}", e.code) from e
+        with self._lock:
+            return self._handles.setdefault((address, provider_id), handle)
+
+    def _routing(self, provider_id: int, check: bool) -> Tuple[int, List[Database], Optional[int]]:
+        """(version, shards, how many of them are the shards before a move
+        or None) for ``provider_id``, from one consistent reading."""
+        with self._lock:
+            version, members, moving_from = self.version, list(self.members), self.moving_from
+        shards: List[Database] = []
+        before = 0
+        for i, member in enumerate(members):
+            if provider_id not in member.provider_ids:
+                continue
+            shards.append(self._handle(member.address, provider_id, check))
+            if moving_from is not None and i < moving_from:
+                before += 1
+        if not shards:
+            raise ValueError(f"no member of the group serves provider {provider_id}")
+        moving = moving_from is not None and 0 < before < len(shards)
+        return version, shards, before if moving else None
+
+    def database(
+        self, provider_id: int, check: bool = True, refresh: str = "auto"
+    ) -> "ShardedDatabase":
         """A :class:`ShardedDatabase` over provider ``provider_id`` of every
         member that serves it, in file order.
 
+        ``refresh``: what the handle does when the group file (if the group
+        was read from one) gets a new version: ``"auto"`` follows it before
+        routing the next call; ``"manual"`` fails every call with
+        ``YOKAN_ERR_MIGRATED`` until :meth:`ShardedDatabase.refresh` is called.
         Returns the sharded handle. Raises ``ValueError`` if no member serves
-        it, and the client's exception naming the member that cannot be
-        reached (``check``: also if it has no such provider)."""
-        shards = []
-        for member in self.members:
-            if provider_id not in member.provider_ids:
-                continue
-            try:
-                shards.append(self._client.make_database_handle(member.address, provider_id, check))
-            except Exception as e:
-                raise Exception(f"member {member.address}: {e}", e.code) from e
-        if not shards:
-            raise ValueError(f"no member of the group serves provider {provider_id}")
-        return ShardedDatabase(shards, self)
+        it or ``refresh`` is neither, and the client's exception naming the
+        member that cannot be reached (``check``: also if it has no such
+        provider)."""
+        version, shards, moving_from = self._routing(provider_id, check)
+        return ShardedDatabase(
+            shards,
+            self,
+            version=version,
+            moving_from=moving_from,
+            refresh=refresh,
+            check=check,
+        )
 
     def close(self) -> None:
         """Finalizes the engine the group started, if it started one.
@@ -175,6 +319,32 @@ class Group:
         return False
 
 
+class _View:
+    """One routing of a ShardedDatabase, never changed: a refresh replaces it
+    whole (one attribute store, so a call sees the old view or the new one)."""
+
+    __slots__ = ("version", "shards", "native", "moving_from", "db")
+
+    def __init__(
+        self, version: int, shards: Sequence[Database], moving_from: Optional[int]
+    ) -> None:
+        self.version = version
+        self.shards = list(shards)
+        self.native = _client.ShardedDatabase([s._db for s in self.shards])
+        self.moving_from = (
+            moving_from if moving_from is not None and 0 < moving_from < len(self.shards) else None
+        )
+        # What Database's calls run on: the native object itself when stable
+        # (the same path as before groups could grow), a router that reads
+        # the new shard then the old one while moving.
+        self.db: Any = self.native
+        if self.moving_from is not None:
+            from mochi.yokan.rebalance import MovingRouter
+
+            old = _client.ShardedDatabase([s._db for s in self.shards[: self.moving_from]])
+            self.db = MovingRouter(self.native, old, len(self.shards), self.moving_from)
+
+
 class ShardedDatabase(Database):
     """The :class:`~mochi.yokan.client.Database` API over a group's shards.
 
@@ -186,21 +356,132 @@ class ShardedDatabase(Database):
     their packed forms, ``scan``, ``iter``) merge the shards in key order.
     A failed shard fails the calls that need it with an error naming it; the
     others keep working.
+
+    Made by :meth:`Group.database` from a group file, it follows the file:
+    see :meth:`refresh`. While the group grows (``moving_from``: the number
+    of shards before the move), writes go to the new routing, reads fall
+    back to a key's old shard, erases clear both, and ``count`` may count a
+    key being moved twice (``docs/design/rebalance.md``).
     """
 
-    def __init__(self, shards: Sequence[Database], group: Optional[Group] = None) -> None:
-        native = _client.ShardedDatabase([s._db for s in shards])
-        # The batch calls of Database run unchanged on the sharded native
-        # object, which binds the same key/value methods.
-        super().__init__(cast(Any, native), None)
-        self._sharded = native
-        self.shards = list(shards)
-        self._group = group  # keeps the engine alive
+    def __init__(
+        self,
+        shards: Sequence[Database],
+        group: Optional[Group] = None,
+        *,
+        version: int = 0,
+        moving_from: Optional[int] = None,
+        refresh: str = "auto",
+        check: bool = True,
+    ) -> None:
+        if refresh not in ("auto", "manual"):
+            raise ValueError(f"refresh must be 'auto' or 'manual', not {refresh!r}")
+        self._client = None
+        self._group = group  # keeps the engine alive; the file to follow
+        self._view = _View(version, shards, moving_from)
+        self._provider = self._view.shards[0].provider_id
+        self._refresh = refresh
+        self._check = check
+        self._refresh_lock = threading.Lock()
+        # When to look at the group file next (time.monotonic()); never
+        # without one. Looking costs a clock read per call, a stat per period.
+        watched = group is not None and group.path is not None
+        self._next_check = 0.0 if watched else math.inf
+
+    @property
+    def _db(self) -> Any:
+        # Every Database call goes through here: the current view's router.
+        if time.monotonic() >= self._next_check:
+            self._follow()
+        return self._view.db
+
+    @_db.setter
+    def _db(self, value: Any) -> None:
+        raise AttributeError("a ShardedDatabase's routing changes only by refresh()")
+
+    def _current(self) -> _View:
+        if time.monotonic() >= self._next_check:
+            self._follow()
+        return self._view
+
+    def _follow(self) -> None:
+        """Looks at the group file (once per ``refresh_ms``) and follows a
+        new version, or fails the call if this handle refreshes manually."""
+        group = cast(Group, self._group)
+        with self._refresh_lock:
+            now = time.monotonic()
+            if now < self._next_check:
+                return  # another thread just looked
+            try:
+                group.reload()
+            except (OSError, ValueError):
+                # A file being replaced or removed (the whole group stopped):
+                # keep routing as before and look again next period.
+                pass
+            self._next_check = now + group.refresh_ms / 1000.0
+            if group.version == self._view.version:
+                return
+            if self._refresh == "manual":
+                self._next_check = 0.0  # every call fails until refresh()
+                raise Exception(
+                    f"group file {group.path} is at version {group.version} but this handle "
+                    f"routes by version {self._view.version}: call refresh()",
+                    YOKAN_ERR_MIGRATED,
+                )
+            self._install()
+
+    def _install(self) -> None:
+        group = cast(Group, self._group)
+        try:
+            version, shards, moving_from = group._routing(self._provider, self._check)
+            self._view = _View(version, shards, moving_from)
+        except BaseException:
+            # Not routed by the new version: every call tries again (and
+            # fails loudly) rather than route by the old one.
+            self._next_check = 0.0
+            raise
+
+    def refresh(self) -> int:
+        """Reads the group file now and follows its version. Returns the
+        version this handle routes by. Raises ``OSError`` or ``ValueError``
+        for a group file that cannot be read or is malformed, and the
+        client's exception naming a new member that cannot be reached."""
+        group = self._group
+        if group is None or group.path is None:
+            return self._view.version
+        with self._refresh_lock:
+            group.reload()
+            if group.version != self._view.version:
+                self._install()
+            self._next_check = time.monotonic() + group.refresh_ms / 1000.0
+        return self._view.version
+
+    @property
+    def version(self) -> int:
+        """Returns the group file version this handle routes by (0 without
+        a file); never raises."""
+        return self._view.version
+
+    @property
+    def moving(self) -> bool:
+        """Returns whether this handle routes as during a move (new shard
+        first, old shard as fallback); never raises."""
+        return self._view.moving_from is not None
+
+    @property
+    def shards(self) -> List[Database]:
+        """Returns the shards (one Database per member), in routing order;
+        never raises."""
+        return self._view.shards
+
+    @property
+    def _sharded(self) -> Any:
+        return self._view.native
 
     @property
     def provider_id(self) -> int:
         """Returns the provider id the shards share. Raises nothing."""
-        return self.shards[0].provider_id
+        return self._provider
 
     @property
     def address(self) -> str:
@@ -211,15 +492,17 @@ class ShardedDatabase(Database):
     def transport_info(self) -> str:
         """Returns, for each shard, which UCX transports its connection
         uses. Raises the client's exception if a connection is gone."""
+        view = self._view
         return "\n".join(
-            f"[{self._sharded.describe(i)}]\n{s.transport_info()}"
-            for i, s in enumerate(self.shards)
+            f"[{view.native.describe(i)}]\n{s.transport_info()}" for i, s in enumerate(view.shards)
         )
 
     def shard_for(self, key: Any) -> Database:
-        """Returns the shard (a Database) ``key`` routes to. Raises
-        ``TypeError`` for a key that is neither str nor bytes-like."""
-        return self.shards[self._sharded.shard_of(key)]
+        """Returns the shard (a Database) ``key`` routes to (during a move:
+        its new shard). Raises ``TypeError`` for a key that is neither str nor
+        bytes-like, and ``YOKAN_ERR_MIGRATED`` as :meth:`refresh` explains."""
+        view = self._current()
+        return view.shards[view.native.shard_of(key)]
 
     # -- one key: straight to its shard --------------------------------------
 
@@ -227,37 +510,66 @@ class ShardedDatabase(Database):
         """Stores ``value`` under ``key`` on the key's shard. Returns None.
 
         Raises the client's exception, naming the shard, if it fails or times out."""
-        self._named(lambda: self.shard_for(key).put(key, value, mode, timeout_ms), key)
+        view = self._current()
+        if view.moving_from is not None:
+            return Database.put(self, key, value, mode, timeout_ms)
+        self._named(
+            view,
+            lambda: view.shards[view.native.shard_of(key)].put(key, value, mode, timeout_ms),
+            key,
+        )
 
     def get(self, key: Any, value: Any = None, mode: int = 0, timeout_ms: float = 0.0) -> Any:
         """As :meth:`Database.get`, on the key's shard: returns the value as
         bytes, or its size when a buffer is given. Raises
         ``YOKAN_ERR_KEY_NOT_FOUND`` if absent.
         Raises the client's exception, naming the shard, if it fails or times out."""
-        return self._named(lambda: self.shard_for(key).get(key, value, mode, timeout_ms), key)
+        view = self._current()
+        if view.moving_from is not None:
+            return Database.get(self, key, value, mode, timeout_ms)
+        return self._named(
+            view,
+            lambda: view.shards[view.native.shard_of(key)].get(key, value, mode, timeout_ms),
+            key,
+        )
 
     def exists(self, key: Any, mode: int = 0, timeout_ms: float = 0.0) -> bool:
         """Returns whether ``key`` exists on its shard.
         Raises the client's exception, naming the shard, if it fails or times out."""
-        return self._named(lambda: self.shard_for(key).exists(key, mode, timeout_ms), key)
+        view = self._current()
+        if view.moving_from is not None:
+            return Database.exists(self, key, mode, timeout_ms)
+        return self._named(
+            view, lambda: view.shards[view.native.shard_of(key)].exists(key, mode, timeout_ms), key
+        )
 
     def length(self, key: Any, mode: int = 0, timeout_ms: float = 0.0) -> Optional[int]:
         """Returns the size of ``key``'s value, None if absent.
         Raises the client's exception, naming the shard, if it fails or times out."""
-        return self._named(lambda: self.shard_for(key).length(key, mode, timeout_ms), key)
+        view = self._current()
+        if view.moving_from is not None:
+            return Database.length(self, key, mode, timeout_ms)
+        return self._named(
+            view, lambda: view.shards[view.native.shard_of(key)].length(key, mode, timeout_ms), key
+        )
 
     def erase(self, key: Any, mode: int = 0, timeout_ms: float = 0.0) -> None:
         """Erases ``key`` from its shard. Returns None.
         Raises the client's exception, naming the shard, if it fails or times out."""
-        self._named(lambda: self.shard_for(key).erase(key, mode, timeout_ms), key)
+        view = self._current()
+        if view.moving_from is not None:
+            return Database.erase(self, key, mode, timeout_ms)
+        self._named(
+            view, lambda: view.shards[view.native.shard_of(key)].erase(key, mode, timeout_ms), key
+        )
 
-    def _named(self, call: Callable[[], _T], key: Any) -> _T:
+    def _named(self, view: _View, call: Callable[[], _T], key: Any) -> _T:
         try:
             return call()
         except Exception as e:
             if _is_transport_failure(e.code):
                 raise Exception(
-                    f"{self._sharded.describe(self._sharded.shard_of(key))}: {e}", e.code
+                    f"{view.native.describe(view.native.shard_of(key))}: {e}", e.code
                 ) from e
             raise
 
@@ -277,11 +589,16 @@ class ShardedDatabase(Database):
         from every shard (as :meth:`Database.scan`). Raises
         ``YOKAN_ERR_OP_UNSUPPORTED`` on unsorted backends.
         Raises the client's exception, naming the shard, if it fails or times out."""
+        view = self._current()
         per_shard = [
             s.scan(from_key, filter, count, mode, batch_size, ignore_values, timeout_ms)
-            for s in self.shards
+            for s in view.shards
         ]
-        merged = heapq.merge(*per_shard, key=itemgetter(0))
+        merged: Iterator[Any]
+        if view.moving_from is None:
+            merged = heapq.merge(*per_shard, key=itemgetter(0))
+        else:
+            merged = _newest_first(per_shard, view.moving_from)
         return islice(merged, count) if count > 0 else merged
 
     def _first(
@@ -377,6 +694,23 @@ class ShardedDatabase(Database):
         """Returns the collection ``name`` on its shard, without any
         RPC. Raises nothing."""
         return self.shard_for(name).open_collection(name)
+
+
+def _newest_first(per_shard: List[Iterator[Any]], moving_from: int) -> Iterator[Any]:
+    """The shards' listings merged in key order during a move: a key being
+    moved may be on its old shard and its new one at once; the new one's
+    value is the current one, and the key is listed once."""
+
+    def tagged(items: Iterator[Any], rank: int) -> Iterator[Tuple[Any, int, Any]]:
+        for k, v in items:
+            yield k, rank, v
+
+    streams = [tagged(it, 0 if i >= moving_from else 1) for i, it in enumerate(per_shard)]
+    last: Any = None
+    for k, _, v in heapq.merge(*streams, key=itemgetter(0, 1)):
+        if k != last:
+            last = k
+            yield k, v
 
 
 def _is_transport_failure(code: Optional[int]) -> bool:
