@@ -573,6 +573,7 @@ class YokanStore(Store):
 def _check_range(byte_range: Optional[ByteRequest]) -> None:
     if byte_range is None:
         return
+    values: Tuple[int, ...]
     if isinstance(byte_range, RangeByteRequest):
         values = (byte_range.start, byte_range.end)
     elif isinstance(byte_range, OffsetByteRequest):
