@@ -1,9 +1,9 @@
 """mochi.yokan.zarr.YokanStore: Zarr's own store test suite
-(zarr.testing.store.StoreTests) on the map, rocksdb and lmdb backends, then what
-that suite does not look at: prefix isolation, the zero-copy paths, byte
-ranges against Zarr's MemoryStore, listings against MemoryStore, read-only
-stores and providers, unsorted backends, sharded databases, pickling into
-another process, and compressed chunked arrays."""
+(zarr.testing.store.StoreTests) on the map, rocksdb and lmdb backends and on a
+database sharded over two providers, then what that suite does not look at:
+prefix isolation, the zero-copy paths, byte ranges and listings against Zarr's
+MemoryStore, read-only stores and providers, unsorted backends, sharded
+databases, pickling into another process, and compressed chunked arrays."""
 
 import functools
 import inspect
@@ -115,6 +115,36 @@ class TestYokanStore(StoreTests[YokanStore, cpu.Buffer]):
 
     def test_store_supports_listing(self, store):
         assert store.supports_listing
+
+
+@pytest.fixture
+def sharded_db(engine):
+    """A ShardedDatabase over two map providers, with NEIGHBOURS stored."""
+    from mochi.yokan.server import Provider
+
+    providers = [
+        Provider(engine=engine, provider_id=pid, config={"database": {"type": "map"}})
+        for pid in (1, 2)
+    ]
+    client = Client(engine)
+    db = ShardedDatabase([client.make_database_handle(engine.addr(), pid) for pid in (1, 2)])
+    db.put_multi(list(NEIGHBOURS.items()))
+    yield db
+    assert db.get_multi(list(NEIGHBOURS)) == list(NEIGHBOURS.values())
+    del db, providers
+
+
+class TestYokanStoreSharded(TestYokanStore):
+    """The same suite over a database sharded on two providers (the async
+    tests inherited from TestYokanStore are marked already)."""
+
+    @pytest.fixture
+    def store_kwargs(self, sharded_db):
+        return {"db": sharded_db, "prefix": PREFIX}
+
+    def test_store_repr(self, store):
+        where = ",".join(f"{s.provider_id}@{s.address}" for s in store.database.shards)
+        assert repr(store) == f"YokanStore('yokan://{where}/{PREFIX}/')"
 
 
 # ---------------------------------------------------------------------------
