@@ -249,6 +249,8 @@ def main():
             f"YokanStore / {other}: write {yk['write_gbps'] / r['write_gbps']:.2f}x, "
             f"read {yk['read_gbps'] / r['read_gbps']:.2f}x"
         )
+    load = os.getloadavg()
+    print(f"load average during the run (1/5/15 min): {load[0]:.1f} {load[1]:.1f} {load[2]:.1f}")
     if deadline.truncated:
         print("budget spent, skipped:", ", ".join(deadline.truncated))
     os.makedirs(os.path.dirname(args.json), exist_ok=True)
@@ -263,6 +265,7 @@ def main():
                 "protocol": args.protocol,
                 "results": results,
                 "truncated": deadline.truncated,
+                "loadavg": load,
             },
             f,
             indent=1,
