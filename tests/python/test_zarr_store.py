@@ -458,6 +458,25 @@ def test_a_pickled_store_connects_from_another_process(remote, tmp_path):
     assert zarr.open_array(store, mode="r")[0] == -1.0  # the child's write is there
 
 
+def test_timeout_ms_bounds_every_call_of_the_store(remote):
+    from fault_helpers import stopped, timed
+    from mochi.yokan.exception import YOKAN_ERR_TIMEOUT
+
+    server = remote("na+sm")
+    store = YokanStore.from_address(server.address, 42, "slow", timeout_ms=300)
+    sync(store.set("c/0", cpu.Buffer.from_bytes(b"x" * 100)))
+    with stopped(server):
+        for call in (
+            lambda: sync(store.get("c/0", PROTO)),
+            lambda: sync(store.set("c/1", cpu.Buffer.from_bytes(b"y"))),
+            lambda: collect(store.list()),
+        ):
+            error, seconds = timed(call)
+            assert isinstance(error, ClientError) and error.code == YOKAN_ERR_TIMEOUT, error
+            assert seconds < 0.3 + 5.0  # the budget, with a generous margin for a loaded host
+    assert sync(store.get("c/0", PROTO)).to_bytes() == b"x" * 100  # and it recovers
+
+
 # ---------------------------------------------------------------------------
 # Arrays
 
