@@ -335,6 +335,27 @@ def test_listings_match_memory_store(backend, engine, tmp_path):
         assert db.get("outside") == b"x"
 
 
+def test_list_dir_skips_past_directories(map_db):
+    from mochi.yokan.client import Database
+
+    class Counting(Database):
+        """Counts the keys the store's listings take from the provider."""
+
+        listed = 0
+
+        def scan(self, *args, **kwargs):
+            for item in super().scan(*args, **kwargs):
+                Counting.listed += 1
+                yield item
+
+    store = YokanStore(Counting(map_db._db, map_db._client), "p")
+    keys = ["a/zarr.json", "a/c0", "b"] + [f"a/c/{i}/{j}" for i in range(40) for j in range(50)]
+    fill(store, keys)
+    assert sorted(collect(store.list_dir("a"))) == ["c", "c0", "zarr.json"]
+    # 2000 keys under a/c/: a listing that walked them would take them all.
+    assert Counting.listed < 3 * 64, Counting.listed
+
+
 # ---------------------------------------------------------------------------
 # Read-only
 

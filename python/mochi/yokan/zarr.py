@@ -96,6 +96,8 @@ _MAX_GUESS = 64 * 1024 * 1024
 _BATCH_BYTES = 256 * 1024 * 1024
 # Keys per listing round trip.
 _PAGE = 1024
+# Keys per listing round trip of list_dir, which stops at each directory.
+_DIR_PAGE = 64
 # '/' + 1: the first byte after every key of a "directory" "name/".
 _PAST_SLASH = b"0"
 
@@ -453,8 +455,9 @@ class YokanStore(Store):
     async def list_dir(self, prefix: str) -> AsyncIterator[str]:
         """Yields the direct children of ``prefix``: the names of keys and of
         "directories" right under ``prefix + "/"``, each once, in key order.
-        A directory costs one round trip however many keys it holds (the
-        listing skips past it). Raises as :meth:`list`."""
+        Past each directory the listing starts again from the key after
+        it, so the keys a directory holds are not listed. Raises as
+        :meth:`list`."""
         base = prefix.rstrip("/")
         for name in self._children(self._prefix + (base + "/" if base else "")):
             yield name
@@ -528,13 +531,15 @@ class YokanStore(Store):
         if self._guess < size <= _MAX_GUESS:
             self._guess = size
 
-    def _scan(self, filter_: str, count: int = 0, from_key: bytes = b"") -> Iterator[bytes]:
+    def _scan(
+        self, filter_: str, count: int = 0, from_key: bytes = b"", page: int = _PAGE
+    ) -> Iterator[bytes]:
         """Full keys (bytes) that start with ``filter_``, in key order, from
-        ``from_key`` (inclusive) when given."""
+        ``from_key`` (inclusive) when given, ``page`` keys per request."""
         mode = Mode.INCLUSIVE if from_key else 0
         try:
             for key, _ in self.database.scan(
-                from_key, filter_, count, mode, _PAGE, True, self._timeout_ms
+                from_key, filter_, count, mode, page, True, self._timeout_ms
             ):
                 yield key
         except ClientError as e:
@@ -551,7 +556,8 @@ class YokanStore(Store):
         from_key = b""
         while True:
             skip_to = None
-            for key in self._scan(directory, from_key=from_key):
+            # Small pages: a page that reaches into a directory is cut short.
+            for key in self._scan(directory, from_key=from_key, page=_DIR_PAGE):
                 rest = key[len(base) :]
                 slash = rest.find(b"/")
                 if slash < 0:
