@@ -294,8 +294,9 @@ class YokanStore(Store):
         key_ranges: Iterable[Tuple[str, Optional[ByteRequest]]],
     ) -> List[Optional[Buffer]]:
         """Returns, for each ``(key, byte_range)`` in order, what :meth:`get`
-        would (None for an absent key). Every distinct key is read once, all
-        of them in one batch. Raises as :meth:`get`."""
+        would (None for an absent key). Every distinct key is read once, in
+        batched calls (one per 256 MiB of destination buffers). Raises as
+        :meth:`get`."""
         requests = [(key, rng) for key, rng in key_ranges]
         for _, rng in requests:
             _check_range(rng)
