@@ -6,6 +6,7 @@ or "yield(s)" ("Returns None" for procedures) and its errors with "raise(s)"
 ("never raises" when it cannot fail, "raises as :meth:`x`" to refer)."""
 
 import importlib
+import importlib.util
 import inspect
 import re
 
@@ -27,6 +28,9 @@ MODULES = [
     "mochi.yokan.mode",
     "mochi.yokan.server",
 ]
+# An optional extra: checked wherever zarr-python 3 is installed (CI installs it).
+if importlib.util.find_spec("zarr") is not None:
+    MODULES.append("mochi.yokan.zarr")
 
 RETURNS = re.compile(r"\b(returns?|yields?)\b", re.IGNORECASE)
 RAISES = re.compile(r"\braises?\b", re.IGNORECASE)

@@ -55,8 +55,23 @@ def test_quickstart_output(tmp_path):
 
 
 def test_every_example_is_listed():
-    on_disk = {p.stem for p in EXAMPLES.glob("*.py")} - {"server_example"}
+    on_disk = {p.stem for p in EXAMPLES.glob("*.py")} - {"server_example", "zarr_array"}
     assert on_disk == set(STANDALONE)
+
+
+@pytest.mark.parametrize("backend", ["map", "rocksdb"])
+def test_zarr_example_writes_and_reads_back(backend, tmp_path):
+    # 1 GiB by default; 16 MiB here (16 chunks of 1 MiB) keeps the suite fast.
+    pytest.importorskip("zarr", minversion="3.1", reason="zarr-python 3.1+ is not installed")
+    from mochi.yokan.backends import available_backends
+
+    if backend not in available_backends:
+        pytest.skip(f"{backend} is not compiled into this build")
+    files = ["--path", "db"] if backend != "map" else []
+    r = run("zarr_array", tmp_path, "--size-mib", "16", "--backend", backend, *files)
+    assert r.returncode == 0, r.stderr
+    assert "wrote 16 MiB as 16 chunks" in r.stdout
+    assert "read back and checked 16 MiB" in r.stdout
 
 
 @pytest.mark.parametrize("protocol", ["tcp", "na+sm"])
