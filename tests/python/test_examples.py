@@ -21,6 +21,8 @@ STANDALONE = [
     "numpy_example",
     "higher_level_api",
     "documents",
+    "snapshot",
+    "migrate",
 ]
 
 
