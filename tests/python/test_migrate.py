@@ -39,7 +39,7 @@ def test_migrate_and_follow(tmp_path, backend):
         assert info.value.code == yexc.YOKAN_ERR_MIGRATED
         assert migration_target(info.value) == (str(e2.addr()), 2)
         with pytest.raises(ClientError) as info:
-            db.put("k", "v")
+            Items(backend, db).write(100)
         assert info.value.code == yexc.YOKAN_ERR_MIGRATED
         moved = db.follow_migration(info.value)
         assert moved.provider_id == 2
@@ -59,7 +59,7 @@ def test_migrate_and_follow(tmp_path, backend):
 def test_migrate_refused_by_a_destination_with_a_database(engine, tmp_path):
     src, db = provider(engine, "map", tmp_path, 1)
     db.put("a", "1")
-    provider(engine, "map", tmp_path / "other", 2)
+    occupied = provider(engine, "map", tmp_path / "other", 2)  # noqa: F841 (kept alive)
     with pytest.raises(ServerError) as info:
         src.migrate(str(engine.addr()), 2)
     assert info.value.code == yexc.YOKAN_ERR_INVALID_DATABASE

@@ -337,8 +337,8 @@ def test_remote_snapshot_stays_inside_snapshot_dir(engine, tmp_path):
     assert not (tmp_path / "outside").exists() and not (tmp_path / "x").exists()
     db.snapshot("one")  # relative to snapshot_dir
     db.snapshot(str(allowed / "two"))
-    for name in ("one", "two"):
-        dst, restored = empty_provider(engine, 10 + len(name))
+    for i, name in enumerate(("one", "two")):
+        dst, restored = empty_provider(engine, 10 + i)
         dst.restore(str(allowed / name), str(tmp_path / f"r-{name}"))
         assert restored.get("a") == b"1"
 
