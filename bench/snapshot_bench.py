@@ -134,7 +134,6 @@ def run_backend(backend, size_mb, root, do_all, deadline):
         db = Client(a).make_database_handle(a.addr(), 1)
         t0 = time.perf_counter()
         fill(db, size_mb)
-        src_cfg = src.config["database"]["config"]
         row["fill_s"] = round(time.perf_counter() - t0, 2)
         snap = os.path.join(root, "snap")
         with PauseProbe(db) as probe:
@@ -145,7 +144,6 @@ def run_backend(backend, size_mb, root, do_all, deadline):
         row["snapshot_GBps"] = round(size / GB / row["snapshot_s"], 2)
         manifest = json.load(open(os.path.join(snap, "yokan-snapshot.json")))
         row["snapshot_format"] = manifest.get("format")
-        del src_cfg
         if do_all and time.monotonic() < deadline:
             dst = Provider(engine=a, provider_id=2, config={})
             t0 = time.perf_counter()
@@ -161,7 +159,6 @@ def run_backend(backend, size_mb, root, do_all, deadline):
             row["migrate_s"] = round(time.perf_counter() - t0, 3)
             row["migrate_GBps"] = round(size / GB / row["migrate_s"], 2)
             moved = Client(a).make_database_handle(b.addr(), 3)
-            row["migrate_transport"] = moved.transport_info().splitlines()[0][:80]
             assert moved.exists(f"key{size_mb - 1:08d}")
             del moved, far
         del db, src

@@ -135,7 +135,7 @@ Status ProviderImpl::migrate(const std::string& address, uint16_t dest_id,
   // 2. The snapshot, next to the data.
   temp = make_temp_dir(storage, error);
   if (temp.empty()) s = Status::YOKAN_ERR_IO;
-  if (ok(s)) s = copy_out(*db, type, temp, /*pause_for_dump=*/false, error);
+  if (ok(s)) s = copy_out(*db, type, temp, /*pause_for_dump=*/false, /*durable=*/false, error);
   // 3. The transfer.
   std::vector<std::string> files;
   if (ok(s)) {
@@ -372,6 +372,17 @@ void ProviderImpl::handle_migrate_commit(RequestPtr req) {
     if (ec || have != size)
       return req->respond(Status::YOKAN_ERR_INCOMPLETE,
                           "migration incomplete: data/" + name + " was not fully received");
+  }
+  // On disk before the restore: once it succeeds the source deletes its copy.
+  for (const auto& [name, size] : session->sizes) {
+    (void)size;
+    const std::string path = (fs::path(session->staging) / "data" / name).string();
+    int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    const bool synced = fd >= 0 && ::fsync(fd) == 0;
+    if (fd >= 0) ::close(fd);
+    if (!synced)
+      return req->respond(Status::YOKAN_ERR_IO,
+                          "cannot sync \"" + path + "\": " + std::strerror(errno));
   }
   std::string error;
   std::ofstream(fs::path(session->staging) / snapshot::kManifest) << session->manifest;

@@ -76,8 +76,9 @@ class ProviderImpl : public std::enable_shared_from_this<ProviderImpl> {
   // Copies `db` (of `type`) into DIR/data and writes DIR's manifest. A backend
   // without checkpoint() is dumped, under write_order held exclusively if
   // `pause_for_dump` (false when the caller keeps writes out already).
+  // `durable`: a dump is fsynced (false for a migration's temporary copy).
   Status copy_out(Backend& db, const std::string& type, const std::string& dir, bool pause_for_dump,
-                  std::string* error);
+                  bool durable, std::string* error);
   // Puts `next` in place of the database (under write_order) and records it
   // in the config ("database" removed when `next` is a NoDatabase). Returns
   // the database it replaced.

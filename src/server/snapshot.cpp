@@ -68,7 +68,7 @@ std::shared_ptr<Backend> ProviderImpl::install(std::shared_ptr<Backend> next,
 }
 
 Status ProviderImpl::copy_out(Backend& db, const std::string& type, const std::string& dir,
-                              bool pause_for_dump, std::string* error) {
+                              bool pause_for_dump, bool durable, std::string* error) {
   const fs::path data = fs::path(dir) / "data";
   snapshot::Manifest m;
   m.type = type;
@@ -82,9 +82,13 @@ Status ProviderImpl::copy_out(Backend& db, const std::string& type, const std::s
     if (pause_for_dump) paused.lock();
     std::error_code ec;
     fs::create_directories(data, ec);
+    // Written under the pause, synced after it: the consistent point needs
+    // the pairs read, not on disk.
     s = ec ? refuse(error, Status::YOKAN_ERR_IO,
                     "cannot create \"" + data.string() + "\": " + ec.message())
-           : snapshot::write_dump(db, (data / snapshot::kDumpFile).string(), error);
+           : snapshot::write_dump(db, (data / snapshot::kDumpFile).string(), false, error);
+    if (paused.owns_lock()) paused.unlock();
+    if (ok(s) && durable) s = snapshot::sync_file((data / snapshot::kDumpFile).string(), error);
   }
   if (!ok(s)) return s;
   m.files = snapshot::list_files(data.string());
@@ -120,10 +124,10 @@ Status ProviderImpl::snapshot(const std::string& dest, bool remove_source, std::
     // No write may land after the copy, since the source goes: writers are
     // held back from the copy to the detach.
     std::unique_lock<std::shared_mutex> paused(write_order);
-    s = copy_out(*db, type, dest, /*pause_for_dump=*/false, error);
+    s = copy_out(*db, type, dest, /*pause_for_dump=*/false, /*durable=*/true, error);
     if (ok(s)) detached = std::exchange(backend, no_database(id));
   } else {
-    s = copy_out(*db, type, dest, /*pause_for_dump=*/true, error);
+    s = copy_out(*db, type, dest, /*pause_for_dump=*/true, /*durable=*/true, error);
   }
   if (!ok(s)) {
     snapshot::remove_path(data.string());

@@ -39,14 +39,17 @@ Status write_manifest(const std::string& dir, const Manifest& m, std::string* er
 // CORRUPTION if a listed file is missing from DIR/data.
 Status read_manifest(const std::string& dir, Manifest* m, std::string* error);
 
-// Every pair of `backend` into `file` (created; fsynced). The caller holds
-// the writers back so that this is one consistent version.
-Status write_dump(Backend& backend, const std::string& file, std::string* error);
+// Every pair of `backend` into `file` (created; fsynced if `sync`). The
+// caller holds the writers back so that this is one consistent version.
+Status write_dump(Backend& backend, const std::string& file, bool sync, std::string* error);
+// fsync()s `file`.
+Status sync_file(const std::string& file, std::string* error);
 // Puts every pair of a dump into `backend`, in batches.
 Status load_dump(Backend& backend, const std::string& file, std::string* error);
 
 // Copies the tree `src` into `dst` (created). Regular files go through
-// copy_file_range (no user-space copy); with `link_immutable`, files the
+// copy_file_range (no user-space copy; not fsynced: see copy_file); with
+// `link_immutable`, files the
 // library never rewrites (RocksDB's *.sst, *.blob) are hard-linked when on the
 // same file system.
 Status copy_tree(const std::string& src, const std::string& dst, bool link_immutable,

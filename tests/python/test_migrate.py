@@ -138,12 +138,20 @@ def test_kill_destination_mid_migration(engine, remote, tmp_path, backend):
 
     t = threading.Thread(target=run)
     t.start()
-    # Stop the destination as soon as a first chunk has landed.
+    # Stop the destination as soon as the transfer has begun, then let it run
+    # in slices of about a millisecond until a first chunk has landed: it is
+    # then stopped mid-transfer whatever the speed of the machine.
     deadline = time.monotonic() + 60
-    while staged_bytes(root) == 0 and t.is_alive() and time.monotonic() < deadline:
+    staging = str(root) + ".yokan-incoming"
+    while not os.path.isdir(staging) and t.is_alive() and time.monotonic() < deadline:
         pass
     os.kill(dest.proc.pid, signal.SIGSTOP)
     wait_stopped(dest.proc.pid)
+    while staged_bytes(root) == 0 and t.is_alive() and time.monotonic() < deadline:
+        os.kill(dest.proc.pid, signal.SIGCONT)
+        time.sleep(0.001)
+        os.kill(dest.proc.pid, signal.SIGSTOP)
+        wait_stopped(dest.proc.pid)
     staged = staged_bytes(root)
     assert 0 < staged < N_BIG << 20, f"not mid-transfer: {staged} bytes staged"
     # Meanwhile reads are served and writes refused (BUSY), not lost.
