@@ -104,6 +104,20 @@ class Backend {
   // Make everything acknowledged so far durable (no-op for in-memory backends).
   virtual Status flush() { return Status::YOKAN_SUCCESS; }
 
+  // Snapshot support (docs/snapshot.rst). Writes a consistent copy of the
+  // whole database into the directory `dir`, which does not exist yet, using
+  // the library's own facility, so that writers need not be paused (RocksDB's
+  // checkpoint, LMDB's environment copy). Opening a backend of the same type
+  // with "path" set to `dir` must then find the data. On failure `dir` may be
+  // left half-written (the caller removes it) and `*error` says why.
+  // Default: YOKAN_ERR_OP_UNSUPPORTED; the provider then dumps every pair with
+  // iterate() while it holds its writers back.
+  virtual Status checkpoint(const std::string& dir, std::string* error) {
+    (void)dir;
+    (void)error;
+    return Status::YOKAN_ERR_OP_UNSUPPORTED;
+  }
+
   // Called by the provider while its engine has nothing else to do: a short
   // step of background work (a few µs; the in-memory backends fault in the
   // memory of future records). Returns true if there is more to do. May run

@@ -185,6 +185,19 @@ class LmdbBackend final : public Backend {
     return map_rc(mdb_env_sync(env_, 1));
   }
 
+  // LMDB's own copy (mdb_env_copy2) reads through one read transaction, so
+  // the copy is one consistent version. It holds the mutex shared: readers go
+  // on, writers wait until the copy is done, because a write may have to grow
+  // the map, which LMDB allows only with no transaction open.
+  Status checkpoint(const std::string& dir, std::string* error) override {
+    Status st = make_directories(dir, error);
+    if (!ok(st)) return st;
+    std::shared_lock<std::shared_mutex> guard(mutex_);
+    int rc = mdb_env_copy2(env_, dir.c_str(), 0);
+    if (rc != MDB_SUCCESS && error) *error = "lmdb: copy into \"" + dir + "\": " + mdb_strerror(rc);
+    return rc == MDB_SUCCESS ? Status::YOKAN_SUCCESS : map_rc(rc);
+  }
+
  private:
   // Readers share the mutex; writers and map resizes take it exclusively. This
   // also makes no_lock (MDB_NOLOCK, no reader table) safe within the process.

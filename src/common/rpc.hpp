@@ -30,6 +30,13 @@ enum Id : uint16_t {
   kDocLength = 16,
   kDocErase = 17,
   kDocList = 18,
+  // Admin RPCs (src/server/snapshot.cpp, migrate.cpp), numbered apart from
+  // the data RPCs.
+  kSnapshot = 40,       // meta [dest path bytes] -> status, message
+  kMigrateBegin = 41,   // provider to provider: meta [manifest JSON][new_root][extra_config]
+  kMigrateChunk = 42,   // meta [token u64][file name][offset u64]; body: bytes
+  kMigrateCommit = 43,  // meta [token u64] -> restored and serving
+  kMigrateAbort = 44,   // meta [token u64]
 };
 
 // Upper bound on the number of items in one batch (protects the decoder).

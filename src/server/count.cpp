@@ -8,6 +8,7 @@ void ProviderImpl::handle_count(RequestPtr req) {
   int32_t m = in.get<int32_t>();
   if (!in.done()) return req->respond(Status::YOKAN_ERR_INVALID_ARGS);
   if (m & ~kSupportedModes) return req->respond(Status::YOKAN_ERR_MODE);
+  const std::shared_ptr<Backend> backend = pin();  // survives a restore meanwhile
   uint64_t n = 0;
   Status s = backend->count(&n);
   WireWriter out;

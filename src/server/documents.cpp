@@ -107,6 +107,9 @@ void ProviderImpl::handle_documents(RequestPtr req) {
   if (name.empty() || name.find('\0') != std::string_view::npos)
     return req->respond(Status::YOKAN_ERR_INVALID_ARGS,
                         "a collection name must be non-empty and contain no NUL byte");
+  // Pinned so that it survives a restore meanwhile; re-read under write_order,
+  // so that a write never lands in a database that was replaced or detached.
+  std::shared_ptr<Backend> backend = pin();
   if (!backend->traits().values)
     return req->respond(Status::YOKAN_ERR_OP_UNSUPPORTED,
                         "this backend stores no values, so it has no collections");
@@ -156,6 +159,7 @@ void ProviderImpl::handle_documents(RequestPtr req) {
     case rpc::kCollCreate: {
       if (!in.done()) return req->respond(Status::YOKAN_ERR_INVALID_ARGS);
       std::unique_lock<std::shared_mutex> g(write_order);
+      backend = this->backend;
       bool found = false;
       s = backend->exists(name, &found);
       if (ok(s) && found) s = Status::YOKAN_ERR_KEY_EXISTS;
@@ -165,6 +169,7 @@ void ProviderImpl::handle_documents(RequestPtr req) {
     case rpc::kCollDrop: {
       if (!in.done()) return req->respond(Status::YOKAN_ERR_INVALID_ARGS);
       std::unique_lock<std::shared_mutex> g(write_order);
+      backend = this->backend;
       CollMeta meta;
       s = read_meta(&meta);
       std::vector<std::string> keys;
@@ -182,6 +187,7 @@ void ProviderImpl::handle_documents(RequestPtr req) {
       CollMeta meta;
       {
         std::shared_lock<std::shared_mutex> g(write_order);
+        backend = this->backend;
         s = read_meta(&meta);
       }
       const bool exists = ok(s);
@@ -195,6 +201,7 @@ void ProviderImpl::handle_documents(RequestPtr req) {
       std::vector<uint64_t> ids;
       {
         std::unique_lock<std::shared_mutex> g(write_order);
+        backend = this->backend;
         CollMeta meta;
         s = read_meta(&meta);
         if (ok(s) && docs.size() >= UINT64_MAX - meta.next_id) s = Status::YOKAN_ERR_INVALID_ID;
@@ -224,6 +231,7 @@ void ProviderImpl::handle_documents(RequestPtr req) {
       if (!read_docs(&docs) || !in.done() || docs.size() != ids.size())
         return req->respond(Status::YOKAN_ERR_INVALID_ARGS);
       std::unique_lock<std::shared_mutex> g(write_order);
+      backend = this->backend;
       CollMeta meta;
       s = read_meta(&meta);
       if (!ok(s) || ids.empty()) break;
@@ -264,6 +272,7 @@ void ProviderImpl::handle_documents(RequestPtr req) {
       std::vector<uint64_t> sizes(ids.size(), KEY_NOT_FOUND);
       {
         std::shared_lock<std::shared_mutex> g(write_order);
+        backend = this->backend;
         CollMeta meta;
         s = read_meta(&meta);
         Placer placer(packed, caps);
@@ -283,6 +292,7 @@ void ProviderImpl::handle_documents(RequestPtr req) {
       std::vector<uint64_t> sizes(ids.size(), KEY_NOT_FOUND);
       {
         std::shared_lock<std::shared_mutex> g(write_order);
+        backend = this->backend;
         CollMeta meta;
         s = read_meta(&meta);
         for (size_t i = 0; ok(s) && i < ids.size(); ++i) {
@@ -300,6 +310,7 @@ void ProviderImpl::handle_documents(RequestPtr req) {
       auto ids = in.array<uint64_t>(rpc::kMaxBatch);
       if (!in.done()) return req->respond(Status::YOKAN_ERR_INVALID_ARGS);
       std::unique_lock<std::shared_mutex> g(write_order);
+      backend = this->backend;
       CollMeta meta;
       s = read_meta(&meta);
       if (!ok(s)) break;
@@ -337,6 +348,7 @@ void ProviderImpl::handle_documents(RequestPtr req) {
       std::vector<uint64_t> ids, sizes;
       {
         std::shared_lock<std::shared_mutex> g(write_order);
+        backend = this->backend;
         CollMeta meta;
         s = read_meta(&meta);
         const bool nothing = !ok(s) || count == 0 || start >= meta.next_id;

@@ -12,13 +12,13 @@ void ProviderImpl::handle_erase_range(RequestPtr req) {
   const std::string_view prefix = in.bytes();
   if (!in.done()) return req->respond(Status::YOKAN_ERR_INVALID_ARGS);
   if (m & ~kSupportedModes) return req->respond(Status::YOKAN_ERR_MODE);
-  // Only in bytewise order are the keys with a prefix one contiguous range.
-  const bool sorted = backend->traits().sorted && backend->traits().bytewise;
   std::vector<std::string> doomed;
   Status s;
   {
     // Exclusive: no key with the prefix may appear between the scan and the erase.
     std::unique_lock<std::shared_mutex> g(write_order);
+    // Only in bytewise order are the keys with a prefix one contiguous range.
+    const bool sorted = backend->traits().sorted && backend->traits().bytewise;
     s = backend->iterate(sorted ? prefix : std::string_view(), true, false,
                          [&](std::string_view k, std::string_view) {
                            bool match = k.substr(0, prefix.size()) == prefix;

@@ -8,6 +8,7 @@ void ProviderImpl::handle_exists(RequestPtr req) {
   Status s = decode_keys_only(*req, &batch);
   if (!ok(s)) return req->respond(s);
   if (park_if_missing(req, batch)) return;
+  const std::shared_ptr<Backend> backend = pin();  // survives a restore meanwhile
   std::string flags(batch.keys.size(), '\0');
   for (size_t i = 0; i < batch.keys.size(); ++i) {
     bool found = false;

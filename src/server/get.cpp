@@ -109,7 +109,8 @@ Status ProviderImpl::read_values(const KeyBatch& batch, bool packed,
   });
   if (!ok(s)) return s;
   if (missing && (batch.mode & mode::WAIT)) return Status::YOKAN_ERR_TRY_AGAIN;
-  if (consume) backend->erase_batch(batch.keys);
+  // A database that refuses writes (one migrating) has consumed nothing.
+  if (consume) return backend->erase_batch(batch.keys);
   return Status::YOKAN_SUCCESS;
 }
 

@@ -8,6 +8,7 @@ void ProviderImpl::handle_length(RequestPtr req) {
   Status s = decode_keys_only(*req, &batch);
   if (!ok(s)) return req->respond(s);
   if (park_if_missing(req, batch)) return;
+  const std::shared_ptr<Backend> backend = pin();  // survives a restore meanwhile
   std::vector<uint64_t> sizes(batch.keys.size());
   for (size_t i = 0; i < batch.keys.size(); ++i) {
     size_t n = 0;

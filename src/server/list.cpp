@@ -29,6 +29,7 @@ void ProviderImpl::handle_list(RequestPtr req) {
     return req->respond(Status::YOKAN_ERR_INVALID_ARGS);
   if (m & ~(kSupportedModes | mode::LUA_FILTER | mode::LIB_FILTER))
     return req->respond(Status::YOKAN_ERR_MODE);
+  const std::shared_ptr<Backend> backend = pin();  // survives a restore meanwhile
   if (!backend->traits().sorted)
     return req->respond(Status::YOKAN_ERR_OP_UNSUPPORTED, "this backend cannot list keys in order");
 

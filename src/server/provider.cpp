@@ -8,6 +8,7 @@
 #include <cstring>
 #include <mutex>
 
+#include "server/no_database.hpp"
 #include "server/provider_impl.hpp"
 
 namespace yokan {
@@ -40,15 +41,24 @@ void check_buffer_cache(json& config) {
 }
 
 // Parses the provider config and creates its backend. Throws yokan::Exception.
-std::unique_ptr<Backend> open_database(json& config) {
+// A config without "database" gives a provider with no database (upstream
+// allows it: the destination of a restore or a migration); its calls answer
+// YOKAN_ERR_INVALID_DATABASE until one is restored or migrated in.
+std::shared_ptr<Backend> open_database(json& config, uint16_t provider_id) {
   if (!config.is_object())
     throw Exception(Status::YOKAN_ERR_INVALID_CONFIG, "provider config must be a JSON object");
   if (config.contains("read_only") && !config["read_only"].is_boolean())
     throw Exception(Status::YOKAN_ERR_INVALID_CONFIG,
                     "\"read_only\" must be true or false, not " + config["read_only"].dump());
-  if (!config.contains("database"))
+  if (config.contains("snapshot_dir") &&
+      (!config["snapshot_dir"].is_string() || config["snapshot_dir"].get<std::string>().empty()))
     throw Exception(Status::YOKAN_ERR_INVALID_CONFIG,
-                    "provider config has no \"database\" section");
+                    "\"snapshot_dir\" must be a non-empty string (a directory), not " +
+                        config["snapshot_dir"].dump());
+  if (!config.contains("database")) {
+    check_buffer_cache(config);
+    return no_database(provider_id);
+  }
   json& db = config["database"];
   if (!db.is_object())
     throw Exception(Status::YOKAN_ERR_INVALID_CONFIG, "\"database\" must be an object");
@@ -72,7 +82,7 @@ std::unique_ptr<Backend> open_database(json& config) {
     throw Exception(s, error.empty() ? status_message(s) : error);
   }
   db["config"] = backend->config();
-  return backend;
+  return std::shared_ptr<Backend>(std::move(backend));
 }
 
 std::atomic<uint64_t> next_hook_token{1};
@@ -117,11 +127,13 @@ Provider::Provider(std::shared_ptr<Engine> engine, uint16_t provider_id,
     throw Exception(
         Status::YOKAN_ERR_INVALID_PROVIDER,
         "a provider with id " + std::to_string(provider_id) + " already exists on this engine");
-  auto backend = open_database(config);
+  auto backend = open_database(config, provider_id);
   const bool read_only = config.value("read_only", false);
+  const std::string snapshot_dir = config.value("snapshot_dir", std::string());
   impl_ =
       std::make_shared<ProviderImpl>(engine, provider_id, std::move(config), std::move(backend));
   impl_->read_only = read_only;
+  impl_->snapshot_dir = snapshot_dir;
   impl_->register_handlers();
   // If the engine goes first, stop serving and close the backend then.
   std::weak_ptr<ProviderImpl> weak = impl_;
@@ -129,9 +141,12 @@ Provider::Provider(std::shared_ptr<Engine> engine, uint16_t provider_id,
   engine->on_finalize(impl_->hook_token, [weak] {
     if (auto impl = weak.lock()) impl->shutdown();
   });
-  // The backend outlives the task: ~Provider cancels it first.
-  engine->on_idle(impl_->hook_token,
-                  [backend = impl_->backend.get()] { return backend->use_idle_time(); });
+  // ~Provider cancels the task first. It runs on the progress thread, so it
+  // never waits for write_order (a snapshot may hold it for a while).
+  engine->on_idle(impl_->hook_token, [impl = impl_.get()] {
+    std::shared_lock<std::shared_mutex> g(impl->write_order, std::try_to_lock);
+    return g.owns_lock() && impl->backend->use_idle_time();
+  });
 }
 
 Provider::~Provider() {
@@ -141,7 +156,30 @@ Provider::~Provider() {
   impl_->shutdown();
 }
 
-std::string Provider::config() const { return impl_->config.dump(); }
+std::string Provider::config() const {
+  std::lock_guard<std::mutex> g(impl_->config_mu);
+  return impl_->config.dump();
+}
+
+void Provider::snapshot(const std::string& dest_path, bool remove_source) {
+  std::string error;
+  Status s = impl_->snapshot(dest_path, remove_source, &error);
+  if (!ok(s)) throw Exception(s, error.empty() ? status_message(s) : error);
+}
+
+void Provider::migrate(const std::string& dest_address, uint16_t dest_provider_id,
+                       const std::string& new_root, const std::string& extra_config) {
+  std::string error;
+  Status s = impl_->migrate(dest_address, dest_provider_id, new_root, extra_config, &error);
+  if (!ok(s)) throw Exception(s, error.empty() ? status_message(s) : error);
+}
+
+void Provider::restore(const std::string& src_path, const std::string& new_root,
+                       const std::string& extra_config) {
+  std::string error;
+  Status s = impl_->restore(src_path, new_root, extra_config, &error);
+  if (!ok(s)) throw Exception(s, error.empty() ? status_message(s) : error);
+}
 uint16_t Provider::provider_id() const { return impl_->id; }
 
 void ProviderImpl::shutdown() {
@@ -249,6 +287,24 @@ void ProviderImpl::register_handlers() {
   add(rpc::kIdentify, &ProviderImpl::handle_identify);
   add(rpc::kList, &ProviderImpl::handle_list);
   add(rpc::kEraseRange, &ProviderImpl::handle_erase_range);
+  // Admin RPCs: never inline (they write files), never refused as writes (a
+  // remote snapshot reads the database; see handle_snapshot for its checks).
+  auto add_admin = [&](rpc::Id id_, void (ProviderImpl::*fn)(RequestPtr)) {
+    engine->register_handler(
+        id, id_,
+        [weak, fn](RequestPtr req) {
+          auto impl = weak.lock();
+          if (!impl || impl->closing) return req->respond(Status::YOKAN_ERR_INVALID_PROVIDER);
+          reset_failure();
+          (impl.get()->*fn)(std::move(req));
+        },
+        /*run_inline=*/false);
+  };
+  add_admin(rpc::kSnapshot, &ProviderImpl::handle_snapshot);
+  add_admin(rpc::kMigrateBegin, &ProviderImpl::handle_migrate_begin);
+  add_admin(rpc::kMigrateChunk, &ProviderImpl::handle_migrate_chunk);
+  add_admin(rpc::kMigrateCommit, &ProviderImpl::handle_migrate_commit);
+  add_admin(rpc::kMigrateAbort, &ProviderImpl::handle_migrate_abort);
   for (rpc::Id doc_rpc :
        {rpc::kCollCreate, rpc::kCollDrop, rpc::kCollInfo, rpc::kDocStore, rpc::kDocUpdate,
         rpc::kDocLoad, rpc::kDocLength, rpc::kDocErase, rpc::kDocList})
@@ -281,9 +337,12 @@ Status decode_key_batch(WireReader& meta, std::string_view body, KeyBatch* batch
 
 bool ProviderImpl::park_if_missing(RequestPtr& req, const KeyBatch& batch) {
   if (!(batch.mode & mode::WAIT)) return false;
+  const std::shared_ptr<Backend> backend = pin();
   for (auto key : batch.keys) {
     bool found = false;
-    if (ok(backend->exists(key, &found)) && found) continue;
+    // A failing database (none, migrated) is answered by the handler, not waited on.
+    if (!ok(backend->exists(key, &found))) return false;
+    if (found) continue;
     std::string k(key);  // `key` points into the request, which is parked now
     watcher->park(k, std::move(req));
     // A write may have landed between the check and the park: re-check, and

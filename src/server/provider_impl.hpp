@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <map>
 #include <memory>
+#include <mutex>
 #include <shared_mutex>
 #include <string>
 #include <string_view>
@@ -35,17 +36,64 @@ struct KeyBatch {
 class ProviderImpl : public std::enable_shared_from_this<ProviderImpl> {
  public:
   ProviderImpl(std::shared_ptr<Engine> engine, uint16_t id, json config,
-               std::unique_ptr<Backend> backend)
+               std::shared_ptr<Backend> backend)
       : engine(std::move(engine)), id(id), config(std::move(config)), backend(std::move(backend)) {}
 
   std::shared_ptr<Engine> engine;
   uint16_t id;
-  json config;
-  std::unique_ptr<Backend> backend;
+  json config;  // guarded by config_mu once serving (a restore rewrites "database")
+  mutable std::mutex config_mu;
+  // The database. Never null: a provider without one serves a NoDatabase.
+  // Replaced (restore, migration, detach) only under write_order held
+  // exclusively, so code that holds write_order may use it directly (the
+  // get/put paths: no cost added per request); code that does not, pins it.
+  std::shared_ptr<Backend> backend;
   // Conditional operations (NEW_ONLY, EXIST_ONLY, APPEND, CONSUME) take this
   // exclusively so that their read-then-write is atomic against every other
-  // write, which takes it shared.
+  // write, which takes it shared. A snapshot that has to stop writers takes
+  // it exclusively too: every write of every backend goes through it.
   std::shared_mutex write_order;
+  // A reference to the database that stays valid across a replacement, for
+  // handlers that use it without holding write_order (listings, counts...).
+  std::shared_ptr<Backend> pin() {
+    std::shared_lock<std::shared_mutex> g(write_order);
+    return backend;
+  }
+  // One snapshot, restore or migration at a time.
+  std::mutex admin;
+  // {"snapshot_dir": DIR}: remote snapshots are allowed, inside DIR only.
+  std::string snapshot_dir;
+
+  // Snapshot, restore and migration (src/server/snapshot.cpp, migrate.cpp).
+  // Each returns a status and, on failure, says why in `*error`.
+  Status snapshot(const std::string& dest, bool remove_source, std::string* error);
+  // `move_data`: SRC/data may be moved into new_root rather than copied (a
+  // migration's received copy).
+  Status restore(const std::string& src, const std::string& new_root, const std::string& extra,
+                 std::string* error, bool move_data = false);
+  Status migrate(const std::string& address, uint16_t dest_id, const std::string& new_root,
+                 const std::string& extra, std::string* error);
+  // Copies `db` (of `type`) into DIR/data and writes DIR's manifest. A backend
+  // without checkpoint() is dumped, under write_order held exclusively if
+  // `pause_for_dump` (false when the caller keeps writes out already).
+  // `durable`: a dump is fsynced (false for a migration's temporary copy).
+  Status copy_out(Backend& db, const std::string& type, const std::string& dir, bool pause_for_dump,
+                  bool durable, std::string* error);
+  // Puts `next` in place of the database (under write_order) and records it
+  // in the config ("database" removed when `next` is a NoDatabase). Returns
+  // the database it replaced.
+  std::shared_ptr<Backend> install(std::shared_ptr<Backend> next, const std::string& type);
+  // The type of the database ("" if none).
+  std::string db_type() const;
+  void handle_snapshot(RequestPtr req);
+  // The destination side of a migration (src/server/migrate.cpp).
+  void handle_migrate_begin(RequestPtr req);
+  void handle_migrate_chunk(RequestPtr req);
+  void handle_migrate_commit(RequestPtr req);
+  void handle_migrate_abort(RequestPtr req);
+  struct Incoming;  // a migration being received
+  std::mutex incoming_mu;
+  std::shared_ptr<Incoming> incoming;
   std::atomic<bool> closing{false};
   // {"read_only": true}: the write RPCs are registered as refusals (PERMISSION).
   bool read_only = false;

@@ -13,6 +13,9 @@ from conftest import PERSISTENT, backend_config
 from mochi.margo import Engine
 from mochi.yokan.backends import available_backends
 from mochi.yokan.client import Client
+from mochi.yokan.client import Exception as ClientException
+from mochi.yokan.exception import YOKAN_ERR_INVALID_DATABASE
+from mochi.yokan.server import Provider
 
 DAEMON = [sys.executable, "-m", "mochi.yokan.server"]
 PERSISTENT_BUILT = sorted(b for b in PERSISTENT if b in available_backends and b != "log")
@@ -163,7 +166,9 @@ MALFORMED = [
     ({"providers": [{"name": "x", "provider_id": -1, "config": {}}]}, "providers[0].provider_id"),
     ({"providers": [{"name": "x", "provider_id": 1, "config": []}]}, "providers[0].config"),
     (
-        {"providers": [{"name": "x", "provider_id": 1, "config": {}}]},
+        # No "database" is fine (a provider without one, as upstream); one
+        # that is not an object is not.
+        {"providers": [{"name": "x", "provider_id": 1, "config": {"database": 5}}]},
         "providers[0].config.database",
     ),
     (
@@ -375,3 +380,25 @@ def test_a_read_only_provider_serves_reads_and_refuses_writes(tmp_path):
     assert daemon.stop()[0] == 0
     assert f"provider 'ro' (id 1) serving a {backend} database" in log_file.read_text()
     assert "(read-only)" in log_file.read_text()
+
+
+def test_a_provider_without_database_receives_a_migration(tmp_path):
+    config = write_config(tmp_path, {"providers": [provider_entry("spare", 3, {})]})
+    daemon = Daemon(tmp_path, config)
+    address = daemon.wait_ready()
+    try:
+        with Engine("tcp") as engine:
+            spare = Client(engine).make_database_handle(address, 3)
+            with pytest.raises(ClientException) as info:
+                spare.put("k", "v")
+            assert info.value.code == YOKAN_ERR_INVALID_DATABASE
+            source = Provider(engine=engine, provider_id=1, config={"database": {"type": "map"}})
+            db = Client(engine).make_database_handle(engine.addr(), 1)
+            db.put("k", "v")
+            source.migrate(address, 3)
+            assert spare.get("k") == b"v"
+            del db, spare, source
+    finally:
+        code, _, err = daemon.stop()
+    assert code == 0, err
+    assert "serving no database yet" in err

@@ -22,6 +22,8 @@ STANDALONE = [
     "higher_level_api",
     "documents",
     "rebalance",
+    "snapshot",
+    "migrate",
 ]
 
 

@@ -8,6 +8,7 @@ written in place. Every call that talks to a provider releases the GIL.
 
 from __future__ import annotations
 
+import re
 from itertools import chain, repeat
 from typing import (
     Any,
@@ -30,11 +31,26 @@ from mochi.yokan.exception import (
     YOKAN_ERR_BUFFER_SIZE,
     YOKAN_ERR_INVALID_ARGS,
     YOKAN_ERR_KEY_NOT_FOUND,
+    YOKAN_ERR_MIGRATED,
 )
 from mochi.yokan.exception import ClientException as Exception  # noqa: A004
 from mochi.yokan.server import _engine_or_mid, _native_engine
 
-__all__ = ["Client", "Database", "Exception"]
+__all__ = ["Client", "Database", "Exception", "migration_target"]
+
+# The tail of a YOKAN_ERR_MIGRATED message (src/server/migrate.cpp).
+_MIGRATED_TO = re.compile(r"migrated to (\S+) provider (\d+)$")
+
+
+def migration_target(error: BaseException) -> Optional[Tuple[str, int]]:
+    """Returns ``(address, provider_id)`` of where a database went, from the
+    ``YOKAN_ERR_MIGRATED`` error that a call on its old provider raised; None
+    for any other error. Never raises."""
+    if getattr(error, "code", None) != YOKAN_ERR_MIGRATED:
+        return None
+    match = _MIGRATED_TO.search(str(error))
+    return (match.group(1), int(match.group(2))) if match else None
+
 
 #: ``callback(index, key, value)`` of :meth:`Database.iter` / ``fetch*``.
 KeyCallback = Callable[[int, Any, Optional[memoryview]], Any]
@@ -127,6 +143,29 @@ class Database:
         """Returns which UCX transports this handle's connection uses, as text
         (diagnostics); never raises."""
         return self._db.transport_info()
+
+    def follow_migration(self, error: BaseException) -> Database:
+        """Returns a handle on the provider the database migrated to, given the
+        ``YOKAN_ERR_MIGRATED`` error a call on this handle raised. Re-raises
+        ``error`` when it is not such an error."""
+        target = migration_target(error)
+        if target is None or self._client is None:
+            raise error
+        return self._client.make_database_handle(target[0], target[1])
+
+    def snapshot(self, dest_path: str, timeout_ms: float = 0) -> None:
+        """Asks the provider to snapshot its database into ``dest_path`` on the
+        provider's own file system (an admin call; see docs/snapshot.rst).
+        The provider refuses with ``YOKAN_ERR_PERMISSION`` unless its config
+        sets ``"snapshot_dir"`` and ``dest_path`` resolves inside it (a relative
+        path is taken relative to it). Returns None; raises :class:`Exception`
+        with the provider's error otherwise."""
+        from mochi.yokan import _server
+
+        if self._client is None:
+            raise Exception("this handle has no client engine", YOKAN_ERR_INVALID_ARGS)
+        engine = _native_engine(self._client._engine)
+        _server.remote_snapshot(engine, self.address, self.provider_id, str(dest_path), timeout_ms)
 
     def __enter__(self) -> Database:
         return self

@@ -2,6 +2,7 @@
 
     yokan-server ADDRESS -c CONFIG.json [--address-file F] [--pid-file F]
                  [--log-level LEVEL] [--log-file F]
+    yokan-server snapshot ADDRESS PROVIDER_ID DEST   (see mochi.yokan.admin)
 
 (also ``python -m mochi.yokan.server ...``). The configuration has
 Bedrock's shape, so that a file written for ``bedrock ADDRESS -c`` serves
@@ -78,6 +79,10 @@ class ProviderSpec:
 
     @property
     def backend(self) -> str:
+        """The backend type, or "" for a provider without a database (the
+        destination of a restore or migration, docs/snapshot.rst)."""
+        if "database" not in self.config:
+            return ""
         return str(self.config["database"]["type"])
 
     @property
@@ -88,7 +93,7 @@ class ProviderSpec:
     @property
     def path(self) -> Optional[str]:
         """The database's file or directory, for backends that have one."""
-        path = self.config["database"].get("config", {}).get("path")
+        path = self.config.get("database", {}).get("config", {}).get("path")
         return path if isinstance(path, str) and path else None
 
 
@@ -132,16 +137,19 @@ def _parse_provider(
     )
     config = entry.get("config")
     _require(isinstance(config, dict), f"{where}.config", "must be an object")
-    database = config.get("database")
-    _require(isinstance(database, dict), f"{where}.config.database", "must be an object")
-    backend = database.get("type")
-    _require(
-        isinstance(backend, str) and backend in backends,
-        f"{where}.config.database.type",
-        f"must name a backend of this build ({', '.join(backends)}), not {backend!r}",
-    )
-    sub = database.get("config", {})
-    _require(isinstance(sub, dict), f"{where}.config.database.config", "must be an object")
+    # No "database": a provider without one, until one is restored or
+    # migrated in (docs/snapshot.rst).
+    if "database" in config:
+        database = config["database"]
+        _require(isinstance(database, dict), f"{where}.config.database", "must be an object")
+        backend = database.get("type")
+        _require(
+            isinstance(backend, str) and backend in backends,
+            f"{where}.config.database.type",
+            f"must name a backend of this build ({', '.join(backends)}), not {backend!r}",
+        )
+        sub = database.get("config", {})
+        _require(isinstance(sub, dict), f"{where}.config.database.config", "must be an object")
     read_only = config.get("read_only", False)
     _require(
         isinstance(read_only, bool),
@@ -302,6 +310,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     """Runs the server; returns the process exit code (0 after a clean stop,
     2 for a bad configuration, 1 when the engine or a provider fails to start).
     Raises nothing: every failure is reported on standard error and the log."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["snapshot"]:  # an admin call, not a server (mochi.yokan.admin)
+        from mochi.yokan.admin import snapshot_main
+
+        return snapshot_main(argv[1:])
     args = _arguments(argv)
     _setup_logging(args.log_level, args.log_file)
 
@@ -487,10 +500,10 @@ def _serve(args: argparse.Namespace, config: ServerConfig, stack: contextlib.Exi
         for spec in config.providers:
             providers.append(Provider(engine, spec.provider_id, json.dumps(spec.config)))
             log.info(
-                "provider %r (id %d) serving a %s database%s%s",
+                "provider %r (id %d) serving %s%s%s",
                 spec.name,
                 spec.provider_id,
-                spec.backend,
+                f"a {spec.backend} database" if spec.backend else "no database yet",
                 f" at {spec.path}" if spec.path else "",
                 " (read-only)" if spec.read_only else "",
             )

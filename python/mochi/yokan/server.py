@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from typing import Any, Dict, Literal, Optional, Union
 
 from mochi.yokan import _common, _server
@@ -78,6 +79,73 @@ class Provider:
         dict. Raises ``AttributeError`` after :meth:`close`."""
         config: Dict[str, Any] = json.loads(self._native.config())
         return config
+
+    def snapshot(self, dest_path: str, remove_source: bool = False) -> None:
+        """Writes a consistent copy of the database to ``dest_path`` (upstream's
+        layout: ``yokan-snapshot.json`` and ``data/``). The provider keeps
+        serving; backends without a consistent-copy facility of their own hold
+        writers (and gets) back while they are dumped (see docs/snapshot.rst).
+        With ``remove_source``, the database is then detached and its files
+        deleted, after success only; later calls answer
+        ``YOKAN_ERR_INVALID_DATABASE``. Returns None. Raises
+        :class:`mochi.yokan.server.Exception`: ``YOKAN_ERR_INVALID_ARGS`` (empty
+        path, or one that already holds a snapshot), ``YOKAN_ERR_INVALID_DATABASE``
+        (no database), ``YOKAN_ERR_PERMISSION`` (``remove_source`` on a
+        read-only provider), ``YOKAN_ERR_IO``."""
+        self._native.snapshot(os.fspath(dest_path), bool(remove_source))
+
+    def restore(
+        self,
+        src_path: str,
+        new_root: str,
+        extra_config: Union[str, Dict[str, Any], None] = None,
+    ) -> None:
+        """Restores the snapshot at ``src_path``: copies its data into
+        ``new_root`` (required; absent or empty), opens it and serves it. A
+        database already served is replaced only once the new one opened, so a
+        failed restore leaves it serving. ``extra_config`` (a dict or JSON
+        text) is merged into the snapshot's backend config, its values winning.
+        Returns None. Raises :class:`mochi.yokan.server.Exception`:
+        ``YOKAN_ERR_INVALID_ARGS`` (no ``new_root`` or manifest, ``new_root`` not
+        empty), ``YOKAN_ERR_INVALID_CONFIG`` (bad manifest or ``extra_config``),
+        ``YOKAN_ERR_INVALID_BACKEND`` (backend not compiled in),
+        ``YOKAN_ERR_CORRUPTION`` (data missing or damaged), ``YOKAN_ERR_IO``."""
+        if new_root is None or new_root == "":
+            raise Exception("restore() needs a new_root", 3)
+        if isinstance(extra_config, dict):
+            extra_config = json.dumps(extra_config)
+        self._native.restore(os.fspath(src_path), os.fspath(new_root), extra_config or "")
+
+    def migrate(
+        self,
+        dest_address: Any,
+        dest_provider_id: int,
+        new_root: Optional[str] = None,
+        extra_config: Union[str, Dict[str, Any], None] = None,
+    ) -> None:
+        """Moves the database to the provider ``dest_provider_id`` at
+        ``dest_address`` (an address or its string), which must have none
+        (started with config ``"{}"``); any backend, to the same backend type.
+        The data goes over the engine in chunks; a chunk whose reply is lost is
+        sent again. Writes are refused with ``YOKAN_ERR_BUSY`` while it runs;
+        reads go on. On success this provider answers ``YOKAN_ERR_MIGRATED``
+        with a message naming the destination (see
+        :func:`mochi.yokan.client.migration_target`) and its files are
+        deleted; on failure it serves again. ``new_root`` is where the
+        destination puts the data (required for persistent backends; absent
+        or empty). Returns None. Raises :class:`mochi.yokan.server.Exception`:
+        ``YOKAN_ERR_INVALID_DATABASE`` (no database here, or one there),
+        ``YOKAN_ERR_INVALID_BACKEND``, ``YOKAN_ERR_INVALID_ARGS``,
+        ``YOKAN_ERR_FROM_MERCURY`` / ``YOKAN_ERR_TIMEOUT`` (destination
+        unreachable or dead), ``YOKAN_ERR_IO``."""
+        if isinstance(extra_config, dict):
+            extra_config = json.dumps(extra_config)
+        self._native.migrate(
+            str(dest_address),
+            int(dest_provider_id),
+            os.fspath(new_root) if new_root else "",
+            extra_config or "",
+        )
 
     def close(self) -> None:
         """Stops serving now (idempotent). Returns None; never raises."""
