@@ -30,6 +30,8 @@ enum Id : uint16_t {
   kDocLength = 16,
   kDocErase = 17,
   kDocList = 18,
+  // One key's value, a byte range of it (src/server/get_range.cpp).
+  kGetRange = 19,
 };
 
 // Upper bound on the number of items in one batch (protects the decoder).

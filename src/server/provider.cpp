@@ -249,6 +249,7 @@ void ProviderImpl::register_handlers() {
   add(rpc::kIdentify, &ProviderImpl::handle_identify);
   add(rpc::kList, &ProviderImpl::handle_list);
   add(rpc::kEraseRange, &ProviderImpl::handle_erase_range);
+  add(rpc::kGetRange, &ProviderImpl::handle_get_range);
   for (rpc::Id doc_rpc :
        {rpc::kCollCreate, rpc::kCollDrop, rpc::kCollInfo, rpc::kDocStore, rpc::kDocUpdate,
         rpc::kDocLoad, rpc::kDocLength, rpc::kDocErase, rpc::kDocList})

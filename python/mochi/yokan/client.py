@@ -45,6 +45,7 @@ _NO_PREFIX = _MODES["NO_PREFIX"]
 _SUFFIX = _MODES["SUFFIX"]
 _LUA_FILTER = _MODES["LUA_FILTER"]
 _LIB_FILTER = _MODES["LIB_FILTER"]
+_U64_MAX = (1 << 64) - 1
 
 
 def _packed(buffer: Data, sizes: Iterable[int]) -> Tuple[Data, List[int]]:
@@ -186,6 +187,54 @@ class Database:
         if size == -1:
             raise Exception("Buffer too small", YOKAN_ERR_BUFFER_SIZE)
         return size
+
+    def get_range(
+        self,
+        key: Data,
+        offset: int = 0,
+        length: Optional[int] = None,
+        *,
+        suffix: Optional[int] = None,
+        buffer: Optional[Buffer] = None,
+        mode: int = 0,
+        timeout_ms: float = 0.0,
+    ) -> Any:
+        """Returns part of the value of ``key``: the bytes
+        ``[offset, offset + length)`` clipped to the value (``length=None``:
+        to its end; an empty result past the end), or with ``suffix=n`` its
+        last ``min(n, size)`` bytes. The provider cuts the range: only those
+        bytes cross the network (its backend may still read the whole value).
+
+        Without ``buffer``, returns ``bytes``. With a writable ``buffer``,
+        writes the bytes at its start and returns their count; raises
+        ``YOKAN_ERR_BUFFER_SIZE`` if they do not fit. Raises
+        ``YOKAN_ERR_KEY_NOT_FOUND`` if absent (as :meth:`get`),
+        ``YOKAN_ERR_INVALID_ARGS`` for an empty key, ``YOKAN_ERR_MODE`` for
+        ``CONSUME``, ``ValueError`` for a negative or past-64-bit offset,
+        length or suffix, or a ``suffix`` given with ``offset``/``length``.
+        """
+        if suffix is not None:
+            if offset or length is not None:
+                raise ValueError("get_range takes either suffix or offset/length, not both")
+            offset, length, from_end = 0, suffix, True
+        else:
+            from_end = False
+            if length is None:
+                length = _U64_MAX
+        for name, n in (("offset", offset), ("length", length)):
+            if not 0 <= n <= _U64_MAX:
+                what = "suffix" if from_end and name == "length" else name
+                raise ValueError(f"get_range {what} must be in [0, 2**64 - 1], got {n}")
+        size, data = self._db.get_range(key, offset, length, from_end, int(mode), timeout_ms)
+        if size is None:
+            raise Exception("Key not found", YOKAN_ERR_KEY_NOT_FOUND)
+        if buffer is None:
+            return data
+        out = memoryview(buffer).cast("B")
+        if len(data) > len(out):
+            raise Exception("Buffer too small", YOKAN_ERR_BUFFER_SIZE)
+        out[: len(data)] = data
+        return len(data)
 
     def exists(self, key: Data, mode: int = 0, timeout_ms: float = 0.0) -> bool:
         """Returns True if ``key`` is stored, else False.
