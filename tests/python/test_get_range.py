@@ -115,3 +115,37 @@ def test_a_read_only_provider_serves_ranges(engine, tmp_path, backend):
             assert info.value.code == YOKAN_ERR_KEY_NOT_FOUND
     finally:
         del ro, provider
+
+
+def test_a_sharded_database_reads_the_range_on_the_keys_shard(engine):
+    from mochi.yokan.group import ShardedDatabase, shard_of
+
+    providers = [
+        Provider(engine=engine, provider_id=pid, config={"database": {"type": "map"}})
+        for pid in (1, 2, 3)
+    ]
+    client = Client(engine)
+    shards = [client.make_database_handle(engine.addr(), pid) for pid in (1, 2, 3)]
+    stable = ShardedDatabase(shards[:2])
+    keys = [f"k{i}" for i in range(16)]
+    for k in keys:
+        stable.put(k, k.encode() * 4)
+    for k in keys:
+        assert stable.get_range(k, 1, 3) == (k.encode() * 4)[1:4]
+        assert stable.get_range(k, suffix=2) == (k.encode() * 4)[-2:]
+    with pytest.raises(ClientError) as info:
+        stable.get_range("absent", 0, 1)
+    assert info.value.code == YOKAN_ERR_KEY_NOT_FOUND
+
+    # Growing to 3 shards: keys whose new shard is the third are still on
+    # their old shard, and read from there.
+    moving = ShardedDatabase(shards, moving_from=2)
+    movers = [k for k in keys if shard_of(k, 3) == 2]
+    assert movers  # with 16 keys some move
+    for k in movers:
+        assert not shards[2].exists(k)
+        assert moving.get_range(k, 0, 2) == k.encode()[:2]
+    with pytest.raises(ClientError) as info:
+        moving.get_range(movers[0] + "x", 0, 1)
+    assert info.value.code == YOKAN_ERR_KEY_NOT_FOUND
+    del stable, moving, shards, providers
