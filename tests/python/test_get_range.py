@@ -149,3 +149,28 @@ def test_a_sharded_database_reads_the_range_on_the_keys_shard(engine):
         moving.get_range(movers[0] + "x", 0, 1)
     assert info.value.code == YOKAN_ERR_KEY_NOT_FOUND
     del stable, moving, shards, providers
+
+
+def test_the_asyncio_twin(db):
+    import asyncio
+
+    from mochi.yokan import aio
+
+    db.put("k", VALUE)
+    adb = aio.AsyncDatabase(db)
+
+    async def run():
+        assert await adb.get_range("k", 10, 20) == VALUE[10:30]
+        assert await adb.get_range("k", suffix=3) == VALUE[-3:]
+        out = bytearray(8)
+        assert await adb.get_range("k", 1020, buffer=out) == 4
+        assert out[:4] == VALUE[1020:]
+        many = await asyncio.gather(*(adb.get_range("k", i, 1) for i in range(0, 1024, 97)))
+        assert many == [VALUE[i : i + 1] for i in range(0, 1024, 97)]
+        with pytest.raises(ClientError) as info:
+            await adb.get_range("absent", 0, 1)
+        assert info.value.code == YOKAN_ERR_KEY_NOT_FOUND
+        with pytest.raises(ValueError):
+            await adb.get_range("k", -1)
+
+    asyncio.run(run())

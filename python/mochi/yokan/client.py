@@ -25,7 +25,7 @@ from typing import (
 
 from mochi.yokan import _client, _mode
 from mochi.yokan._types import Buffer, Data
-from mochi.yokan.collection import Collection
+from mochi.yokan.collection import _UINT64_MAX, Collection
 from mochi.yokan.exception import (
     YOKAN_ERR_BUFFER_SIZE,
     YOKAN_ERR_INVALID_ARGS,
@@ -45,13 +45,42 @@ _NO_PREFIX = _MODES["NO_PREFIX"]
 _SUFFIX = _MODES["SUFFIX"]
 _LUA_FILTER = _MODES["LUA_FILTER"]
 _LIB_FILTER = _MODES["LIB_FILTER"]
-_U64_MAX = (1 << 64) - 1
 
 
 def _packed(buffer: Data, sizes: Iterable[int]) -> Tuple[Data, List[int]]:
     """A packed batch for the native layer, which slices it without a Python
     object per item: (buffer, list of sizes)."""
     return (buffer, sizes if type(sizes) is list else list(sizes))
+
+
+def _range_args(offset: int, length: Optional[int], suffix: Optional[int]) -> Tuple[int, int, bool]:
+    """(offset, length, from_end) of a get_range call, checked so that the
+    native layer gets 64-bit values. Raises ``ValueError``."""
+    from_end = suffix is not None
+    if suffix is not None:
+        if offset or length is not None:
+            raise ValueError("get_range takes either suffix or offset/length, not both")
+        offset, length = 0, suffix
+    elif length is None:
+        length = _UINT64_MAX
+    for name, n in (("offset", offset), ("suffix" if from_end else "length", length)):
+        if not 0 <= n <= _UINT64_MAX:
+            raise ValueError(f"get_range {name} must be in [0, 2**64 - 1], got {n}")
+    return offset, length, from_end
+
+
+def _range_result(size: Optional[int], data: bytes, buffer: Optional[Buffer]) -> Any:
+    """What get_range returns for a reply: the bytes, or their count once
+    copied into ``buffer``. Raises KEY_NOT_FOUND / BUFFER_SIZE."""
+    if size is None:
+        raise Exception("Key not found", YOKAN_ERR_KEY_NOT_FOUND)
+    if buffer is None:
+        return data
+    out = memoryview(buffer).cast("B")  # type: ignore[arg-type]
+    if len(data) > len(out):
+        raise Exception("Buffer too small", YOKAN_ERR_BUFFER_SIZE)
+    out[: len(data)] = data
+    return len(data)
 
 
 def _split_packed(buffer: Data, sizes: Iterable[int], what: str) -> List[memoryview]:
@@ -213,28 +242,9 @@ class Database:
         ``CONSUME``, ``ValueError`` for a negative or past-64-bit offset,
         length or suffix, or a ``suffix`` given with ``offset``/``length``.
         """
-        if suffix is not None:
-            if offset or length is not None:
-                raise ValueError("get_range takes either suffix or offset/length, not both")
-            offset, length, from_end = 0, suffix, True
-        else:
-            from_end = False
-            if length is None:
-                length = _U64_MAX
-        for name, n in (("offset", offset), ("length", length)):
-            if not 0 <= n <= _U64_MAX:
-                what = "suffix" if from_end and name == "length" else name
-                raise ValueError(f"get_range {what} must be in [0, 2**64 - 1], got {n}")
+        offset, length, from_end = _range_args(offset, length, suffix)
         size, data = self._db.get_range(key, offset, length, from_end, int(mode), timeout_ms)
-        if size is None:
-            raise Exception("Key not found", YOKAN_ERR_KEY_NOT_FOUND)
-        if buffer is None:
-            return data
-        out = memoryview(buffer).cast("B")
-        if len(data) > len(out):
-            raise Exception("Buffer too small", YOKAN_ERR_BUFFER_SIZE)
-        out[: len(data)] = data
-        return len(data)
+        return _range_result(size, data, buffer)
 
     def exists(self, key: Data, mode: int = 0, timeout_ms: float = 0.0) -> bool:
         """Returns True if ``key`` is stored, else False.
