@@ -545,7 +545,8 @@ class ShardedDatabase(Database):
         mode: int = 0,
         timeout_ms: float = 0.0,
     ) -> Any:
-        """As :meth:`Database.get_range`, on the key's shard: only the range
+        """As :meth:`Database.get_range`, on the key's shard: returns the
+        range as bytes, or its size when a ``buffer`` is given; only the range
         crosses the wire. While shards are being added, a key absent from its
         new shard is read from its old one, then the new one again (the mover
         copies before it erases, as the other reads do). Raises ``YOKAN_ERR_KEY_NOT_FOUND`` if
