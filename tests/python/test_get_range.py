@@ -3,7 +3,7 @@
 import json
 
 import pytest
-from conftest import VALUED_BACKENDS, backend_config, serving
+from conftest import DOC_ONLY, VALUED_BACKENDS, available_backends, backend_config, serving
 from mochi.yokan.client import Client
 from mochi.yokan.client import Exception as ClientError
 from mochi.yokan.exception import (
@@ -11,6 +11,7 @@ from mochi.yokan.exception import (
     YOKAN_ERR_INVALID_ARGS,
     YOKAN_ERR_KEY_NOT_FOUND,
     YOKAN_ERR_MODE,
+    YOKAN_ERR_OP_UNSUPPORTED,
     YOKAN_ERR_PERMISSION,
 )
 from mochi.yokan.mode import Mode
@@ -174,3 +175,23 @@ def test_the_asyncio_twin(db):
             await adb.get_range("k", -1)
 
     asyncio.run(run())
+
+
+def test_wait_parks_until_the_key_appears(map_db):
+    import threading
+
+    writer = threading.Timer(0.2, lambda: map_db.put("late", VALUE))
+    writer.start()
+    try:
+        assert map_db.get_range("late", 3, 2, mode=Mode.WAIT, timeout_ms=20000) == VALUE[3:5]
+    finally:
+        writer.join()
+
+
+@pytest.mark.parametrize("backend", sorted(DOC_ONLY & set(available_backends)))
+def test_document_only_backends_refuse_it_as_they_refuse_get(engine, tmp_path, backend):
+    with serving(engine, backend, tmp_path) as db:
+        for call in (lambda: db.get("k"), lambda: db.get_range("k", 0, 1)):
+            with pytest.raises(ClientError) as info:
+                call()
+            assert info.value.code == YOKAN_ERR_OP_UNSUPPORTED
