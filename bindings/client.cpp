@@ -411,6 +411,45 @@ void bind_client(py::module_& m) {
           py::arg("layout"), py::arg("key_buffers"), py::arg("value_buffers"), py::arg("mode"),
           py::arg("timeout_ms"));
   bind_start_calls(database);
+  // A byte range of one value: (the value's full size, or None if absent; the bytes).
+  auto range_tuple = [](Database::RangeResult& r) {
+    py::object size =
+        r.value_size == KEY_NOT_FOUND ? py::object(py::none()) : py::object(py::int_(r.value_size));
+    auto v = r.bytes.view();
+    return py::object(py::make_tuple(size, py::bytes(v.data(), v.size())));
+  };
+  database
+      .def(
+          "get_range",
+          [range_tuple](const Database& db, py::handle key, uint64_t offset, uint64_t length,
+                        bool from_end, int32_t mode, double t) {
+            ByteViews views;
+            auto k = views.read(key, "key");
+            Database::RangeResult r;
+            {
+              py::gil_scoped_release nogil;
+              r = db.get_range(mode, k, offset, length, from_end, t);
+            }
+            return range_tuple(r);
+          },
+          py::arg("key"), py::arg("offset"), py::arg("length"), py::arg("from_end"),
+          py::arg("mode"), py::arg("timeout_ms"))
+      .def(
+          "get_range_start",
+          [range_tuple](const Database& db, py::handle key, uint64_t offset, uint64_t length,
+                        bool from_end, int32_t mode, double t,
+                        const std::shared_ptr<CompletionQueue>& q, uint64_t cookie) {
+            ByteViews views;
+            auto k = views.read(key, "key");
+            Started<Database::RangeResult> s;
+            {
+              py::gil_scoped_release nogil;
+              s = db.get_range_start(mode, k, offset, length, from_end, t, completion(q, cookie));
+            }
+            return pending(std::move(s), range_tuple);
+          },
+          py::arg("key"), py::arg("offset"), py::arg("length"), py::arg("from_end"),
+          py::arg("mode"), py::arg("timeout_ms"), py::arg("completions"), py::arg("cookie"));
 
   py::class_<ShardedDatabase> sharded(m, "ShardedDatabase");
   bind_key_value_calls(sharded);

@@ -79,6 +79,18 @@ class Database {
   // Values of any size, back to back into `values` (absent keys take no space).
   std::vector<uint64_t> get_alloc(int32_t mode, const Keys& keys, Buffer* values,
                                   double timeout_ms) const;
+  // Bytes [offset, offset + length) of `key`'s value, clipped to the value
+  // (empty past its end); with `from_end`, its last min(length, size) bytes
+  // (`offset` is ignored then). Only those bytes cross the wire, though the
+  // provider's backend may read the whole value. value_size is the value's
+  // full size, KEY_NOT_FOUND if absent (then `bytes` is empty). Throws
+  // INVALID_ARGS for an empty key, MODE for CONSUME.
+  struct RangeResult {
+    uint64_t value_size = 0;
+    Buffer bytes;
+  };
+  RangeResult get_range(int32_t mode, std::string_view key, uint64_t offset, uint64_t length,
+                        bool from_end, double timeout_ms) const;
   std::vector<bool> exists(int32_t mode, const Keys& keys, double timeout_ms) const;
   // Sizes, KEY_NOT_FOUND for absent keys.
   std::vector<uint64_t> length(int32_t mode, const Keys& keys, double timeout_ms) const;
@@ -122,6 +134,9 @@ class Database {
                                                   double timeout_ms,
                                                   const Completion& done = {}) const;
   Started<AllocResult> get_alloc_start(int32_t mode, const Keys& keys, double timeout_ms,
+                                       const Completion& done = {}) const;
+  Started<RangeResult> get_range_start(int32_t mode, std::string_view key, uint64_t offset,
+                                       uint64_t length, bool from_end, double timeout_ms,
                                        const Completion& done = {}) const;
   Started<std::vector<bool>> exists_start(int32_t mode, const Keys& keys, double timeout_ms,
                                           const Completion& done = {}) const;

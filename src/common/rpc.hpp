@@ -30,6 +30,8 @@ enum Id : uint16_t {
   kDocLength = 16,
   kDocErase = 17,
   kDocList = 18,
+  // One key's value, a byte range of it (src/server/get_range.cpp).
+  kGetRange = 19,
   // Admin RPCs (src/server/snapshot.cpp, migrate.cpp), numbered apart from
   // the data RPCs.
   kSnapshot = 40,       // meta [dest path bytes] -> status, message

@@ -287,6 +287,7 @@ void ProviderImpl::register_handlers() {
   add(rpc::kIdentify, &ProviderImpl::handle_identify);
   add(rpc::kList, &ProviderImpl::handle_list);
   add(rpc::kEraseRange, &ProviderImpl::handle_erase_range);
+  add(rpc::kGetRange, &ProviderImpl::handle_get_range);
   // Admin RPCs: never inline (they write files), never refused as writes (a
   // remote snapshot reads the database; see handle_snapshot for its checks).
   auto add_admin = [&](rpc::Id id_, void (ProviderImpl::*fn)(RequestPtr)) {

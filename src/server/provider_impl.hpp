@@ -114,6 +114,7 @@ class ProviderImpl : public std::enable_shared_from_this<ProviderImpl> {
   void handle_identify(RequestPtr req);
   void handle_list(RequestPtr req);
   void handle_erase_range(RequestPtr req);
+  void handle_get_range(RequestPtr req);
   // Every document-collection RPC (kCollCreate ... kDocList), by req->rpc().
   void handle_documents(RequestPtr req);
 

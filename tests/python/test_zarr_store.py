@@ -153,13 +153,13 @@ class TestYokanStoreSharded(TestYokanStore):
 
 def spy_on(db):
     """A Database on the same connection as `db` that records the buffers
-    handed to put, get_multi and the calls to length."""
+    handed to put, get_multi and the calls to length and get_range."""
     from mochi.yokan.client import Database
 
     class Spy(Database):
         def __init__(self):
             super().__init__(db._db, db._client)
-            self.puts, self.gets, self.lengths = [], [], 0
+            self.puts, self.gets, self.lengths, self.ranges = [], [], 0, []
 
         def put(self, key, value, *args, **kwargs):
             self.puts.append(value)
@@ -174,7 +174,49 @@ def spy_on(db):
             self.lengths += 1
             return super().length(*args, **kwargs)
 
+        def get_range(self, key, *args, **kwargs):
+            self.ranges.append(key)
+            return super().get_range(key, *args, **kwargs)
+
     return Spy()
+
+
+class CountingNative:
+    """Stands in for a native database handle and adds up the value bytes
+    that each reply delivered to the client (what crossed the wire as
+    values), by call name."""
+
+    def __init__(self, native):
+        self._native = native
+        self.received = {}
+
+    def __getattr__(self, name):
+        call = getattr(self._native, name)
+        if not callable(call):
+            return call
+
+        def counted(*args, **kwargs):
+            result = call(*args, **kwargs)
+            if name in ("get", "get_packed"):  # sizes: None absent, -1 too small
+                n = sum(s for s in result if s is not None and s >= 0)
+            elif name == "get_alloc":
+                n = sum(len(v) for v in result if v is not None)
+            elif name == "get_range":
+                n = len(result[1])
+            else:
+                return result  # carries no values
+            self.received[name] = self.received.get(name, 0) + n
+            return result
+
+        return counted
+
+
+def counting(db):
+    """(a Database on `db`'s connection whose replies are counted, the counter)."""
+    from mochi.yokan.client import Database
+
+    native = CountingNative(db._db)
+    return Database(native, db._client), native
 
 
 def fill(store, keys):
@@ -260,17 +302,51 @@ def test_a_read_lands_in_the_returned_buffer(map_db):
     assert not np.shares_memory(got, spy.gets[-1][0])
 
 
-def test_partial_values_are_read_in_one_batch(map_db):
+def test_partial_values_read_whole_values_in_one_batch_and_ranges_apart(map_db):
     spy = spy_on(map_db)
     store = YokanStore(spy, "z")
     fill(store, [f"c/{i}" for i in range(8)])
-    ranges = [(f"c/{i}", RangeByteRequest(0, 2)) for i in range(8)]
-    ranges += [("c/3", SuffixByteRequest(1)), ("absent", None)]
+    ranges = [(f"c/{i}", None) for i in range(8)] + [("c/2", None)]
+    ranges += [("c/3", SuffixByteRequest(1)), ("absent", None), ("c/5", RangeByteRequest(0, 2))]
+    ranges += [("gone", OffsetByteRequest(1))]
     got = sync(store.get_partial_values(PROTO, ranges))
-    assert [g.to_bytes() if g else None for g in got] == [
-        f"c/{i}".encode()[:2] for i in range(8)
-    ] + [b"3", None]
-    assert len(spy.gets) == 1 and len(spy.gets[0]) == 9  # distinct keys, one call
+    assert [g.to_bytes() if g else None for g in got] == [f"c/{i}".encode() for i in range(8)] + [
+        b"c/2",
+        b"3",
+        None,
+        b"c/",
+        None,
+    ]
+    assert len(spy.gets) == 1 and len(spy.gets[0]) == 9  # distinct whole keys, one call
+    assert spy.ranges == ["z/c/3", "z/c/5", "z/gone"]  # one get_range per range
+
+
+def test_a_byte_range_of_a_1_mib_chunk_moves_only_the_range(db):
+    db_counted, native = counting(db)
+    store = YokanStore(db_counted, "z")
+    chunk = np.random.default_rng(7).integers(0, 256, 1 << 20, dtype=np.uint8)
+    sync(store.set("c/0", cpu.Buffer.from_array_like(chunk)))
+
+    got = sync(store.get("c/0", PROTO, RangeByteRequest(1000, 5096))).as_numpy_array()
+    np.testing.assert_array_equal(got, chunk[1000:5096])
+    assert native.received == {"get_range": 4096}
+
+    got = sync(store.get("c/0", PROTO, OffsetByteRequest((1 << 20) - 100))).as_numpy_array()
+    np.testing.assert_array_equal(got, chunk[-100:])
+    got = sync(store.get("c/0", PROTO, SuffixByteRequest(10))).as_numpy_array()
+    np.testing.assert_array_equal(got, chunk[-10:])
+    parts = sync(
+        store.get_partial_values(
+            PROTO, [("c/0", RangeByteRequest(0, 8)), ("c/0", RangeByteRequest(1 << 19, 1 << 30))]
+        )
+    )
+    np.testing.assert_array_equal(parts[0].as_numpy_array(), chunk[:8])
+    np.testing.assert_array_equal(parts[1].as_numpy_array(), chunk[1 << 19 :])
+    assert native.received == {"get_range": 4096 + 100 + 10 + 8 + (1 << 19)}
+
+    # The counter does see whole values: a plain read moves the whole chunk.
+    np.testing.assert_array_equal(sync(store.get("c/0", PROTO)).as_numpy_array(), chunk)
+    assert sum(native.received.values()) == 4096 + 100 + 10 + 8 + (1 << 19) + (1 << 20)
 
 
 # ---------------------------------------------------------------------------

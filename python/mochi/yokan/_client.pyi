@@ -47,6 +47,20 @@ class Database:
     def length(self, keys: Any, mode: int, timeout_ms: float) -> List[Optional[int]]: ...
     def erase(self, keys: Any, mode: int, timeout_ms: float) -> None: ...
     def erase_range(self, prefix: Any, mode: int, timeout_ms: float) -> None: ...
+    def get_range(
+        self, key: Any, offset: int, length: int, from_end: bool, mode: int, timeout_ms: float
+    ) -> Tuple[Optional[int], bytes]: ...
+    def get_range_start(
+        self,
+        key: Any,
+        offset: int,
+        length: int,
+        from_end: bool,
+        mode: int,
+        timeout_ms: float,
+        completions: Optional[CompletionQueue],
+        cookie: int,
+    ) -> PendingCall: ...
     def list(
         self,
         from_key: Any,

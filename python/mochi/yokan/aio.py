@@ -59,6 +59,8 @@ from mochi.yokan.client import (
     KeyCallback,
     _is_pair,
     _packed,
+    _range_args,
+    _range_result,
     _split_packed,
 )
 from mochi.yokan.collection import (
@@ -292,6 +294,33 @@ class AsyncDatabase:
         if size == -1:
             raise Exception("Buffer too small", YOKAN_ERR_BUFFER_SIZE)
         return size
+
+    async def get_range(
+        self,
+        key: Data,
+        offset: int = 0,
+        length: Optional[int] = None,
+        *,
+        suffix: Optional[int] = None,
+        buffer: Optional[Buffer] = None,
+        mode: int = 0,
+        timeout_ms: float = 0.0,
+    ) -> Any:
+        """Returns part of the value of ``key`` (only that part crosses the
+        wire) as ``bytes``, or with ``buffer``, writes it there when the call
+        completes and returns its size. Takes the arguments of, and raises as,
+        :meth:`mochi.yokan.client.Database.get_range`."""
+        offset, length, from_end = _range_args(offset, length, suffix)
+        size, data = await _call(
+            self._db.get_range_start,
+            key,
+            offset,
+            length,
+            from_end,
+            int(mode),
+            timeout_ms=timeout_ms,
+        )
+        return _range_result(size, data, buffer)
 
     async def exists(self, key: Data, mode: int = 0, timeout_ms: float = 0.0) -> bool:
         """Returns True if ``key`` is stored; raises as

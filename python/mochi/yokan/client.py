@@ -26,7 +26,7 @@ from typing import (
 
 from mochi.yokan import _client, _mode
 from mochi.yokan._types import Buffer, Data
-from mochi.yokan.collection import Collection
+from mochi.yokan.collection import _UINT64_MAX, Collection
 from mochi.yokan.exception import (
     YOKAN_ERR_BUFFER_SIZE,
     YOKAN_ERR_INVALID_ARGS,
@@ -67,6 +67,36 @@ def _packed(buffer: Data, sizes: Iterable[int]) -> Tuple[Data, List[int]]:
     """A packed batch for the native layer, which slices it without a Python
     object per item: (buffer, list of sizes)."""
     return (buffer, sizes if type(sizes) is list else list(sizes))
+
+
+def _range_args(offset: int, length: Optional[int], suffix: Optional[int]) -> Tuple[int, int, bool]:
+    """(offset, length, from_end) of a get_range call, checked so that the
+    native layer gets 64-bit values. Raises ``ValueError``."""
+    from_end = suffix is not None
+    if suffix is not None:
+        if offset or length is not None:
+            raise ValueError("get_range takes either suffix or offset/length, not both")
+        offset, length = 0, suffix
+    elif length is None:
+        length = _UINT64_MAX
+    for name, n in (("offset", offset), ("suffix" if from_end else "length", length)):
+        if not 0 <= n <= _UINT64_MAX:
+            raise ValueError(f"get_range {name} must be in [0, 2**64 - 1], got {n}")
+    return offset, length, from_end
+
+
+def _range_result(size: Optional[int], data: bytes, buffer: Optional[Buffer]) -> Any:
+    """What get_range returns for a reply: the bytes, or their count once
+    copied into ``buffer``. Raises KEY_NOT_FOUND / BUFFER_SIZE."""
+    if size is None:
+        raise Exception("Key not found", YOKAN_ERR_KEY_NOT_FOUND)
+    if buffer is None:
+        return data
+    out = memoryview(buffer).cast("B")  # type: ignore[arg-type]
+    if len(data) > len(out):
+        raise Exception("Buffer too small", YOKAN_ERR_BUFFER_SIZE)
+    out[: len(data)] = data
+    return len(data)
 
 
 def _split_packed(buffer: Data, sizes: Iterable[int], what: str) -> List[memoryview]:
@@ -225,6 +255,35 @@ class Database:
         if size == -1:
             raise Exception("Buffer too small", YOKAN_ERR_BUFFER_SIZE)
         return size
+
+    def get_range(
+        self,
+        key: Data,
+        offset: int = 0,
+        length: Optional[int] = None,
+        *,
+        suffix: Optional[int] = None,
+        buffer: Optional[Buffer] = None,
+        mode: int = 0,
+        timeout_ms: float = 0.0,
+    ) -> Any:
+        """Returns part of the value of ``key``: the bytes
+        ``[offset, offset + length)`` clipped to the value (``length=None``:
+        to its end; an empty result past the end), or with ``suffix=n`` its
+        last ``min(n, size)`` bytes. The provider cuts the range: only those
+        bytes cross the network (its backend may still read the whole value).
+
+        Without ``buffer``, returns ``bytes``. With a writable ``buffer``,
+        writes the bytes at its start and returns their count; raises
+        ``YOKAN_ERR_BUFFER_SIZE`` if they do not fit. Raises
+        ``YOKAN_ERR_KEY_NOT_FOUND`` if absent (as :meth:`get`),
+        ``YOKAN_ERR_INVALID_ARGS`` for an empty key, ``YOKAN_ERR_MODE`` for
+        ``CONSUME``, ``ValueError`` for a negative or past-64-bit offset,
+        length or suffix, or a ``suffix`` given with ``offset``/``length``.
+        """
+        offset, length, from_end = _range_args(offset, length, suffix)
+        size, data = self._db.get_range(key, offset, length, from_end, int(mode), timeout_ms)
+        return _range_result(size, data, buffer)
 
     def exists(self, key: Data, mode: int = 0, timeout_ms: float = 0.0) -> bool:
         """Returns True if ``key`` is stored, else False.

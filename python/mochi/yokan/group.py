@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import heapq
 import json
 import math
@@ -59,7 +60,7 @@ from mochi.yokan import _client
 from mochi.yokan._types import Buffer, Data
 from mochi.yokan.client import Client, Database
 from mochi.yokan.collection import Collection
-from mochi.yokan.exception import YOKAN_ERR_MIGRATED
+from mochi.yokan.exception import YOKAN_ERR_KEY_NOT_FOUND, YOKAN_ERR_MIGRATED
 from mochi.yokan.exception import ClientException as Exception  # noqa: A004
 
 _T = TypeVar("_T")
@@ -532,6 +533,49 @@ class ShardedDatabase(Database):
             lambda: view.shards[view.native.shard_of(key)].get(key, value, mode, timeout_ms),
             key,
         )
+
+    def get_range(
+        self,
+        key: Any,
+        offset: int = 0,
+        length: Optional[int] = None,
+        *,
+        suffix: Optional[int] = None,
+        buffer: Any = None,
+        mode: int = 0,
+        timeout_ms: float = 0.0,
+    ) -> Any:
+        """As :meth:`Database.get_range`, on the key's shard: returns the
+        range as bytes, or its size when a ``buffer`` is given; only the range
+        crosses the wire. While shards are being added, a key absent from its
+        new shard is read from its old one, then the new one again (the mover
+        copies before it erases, as the other reads do). Raises ``YOKAN_ERR_KEY_NOT_FOUND`` if
+        absent, and the client's exception, naming the shard, if it fails or
+        times out."""
+        view = self._current()
+
+        def read(shard: Database) -> Any:
+            return shard.get_range(
+                key,
+                offset,
+                length,
+                suffix=suffix,
+                buffer=buffer,
+                mode=mode,
+                timeout_ms=timeout_ms,
+            )
+
+        new = view.shards[view.native.shard_of(key)]
+        old = new if view.moving_from is None else view.shards[shard_of(key, view.moving_from)]
+        if old is new:
+            return self._named(view, lambda: read(new), key)
+        for shard in (new, old):
+            try:
+                return self._named(view, functools.partial(read, shard), key)
+            except Exception as e:
+                if e.code != YOKAN_ERR_KEY_NOT_FOUND:
+                    raise
+        return self._named(view, lambda: read(new), key)
 
     def exists(self, key: Any, mode: int = 0, timeout_ms: float = 0.0) -> bool:
         """Returns whether ``key`` exists on its shard.

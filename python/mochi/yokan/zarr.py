@@ -24,11 +24,11 @@ What moves, and how:
   than half of the guess is copied to a tight buffer so that a small value
   does not pin a large one;
 * a byte range (``RangeByteRequest``, ``OffsetByteRequest``,
-  ``SuffixByteRequest``) is served by reading the whole value and handing
-  back a slice of it (a view, not a copy): the provider has no call that
-  reads part of a value, so a partial read moves the whole value over the
-  wire. Zarr's sharding codec reads shards in pieces; with Yokan, store
-  chunks as keys of their own (no sharding codec) instead;
+  ``SuffixByteRequest``) is one ``get_range`` call: the provider cuts the
+  range out of the value and only those bytes cross the wire (its backend
+  may still read the whole value from its storage). Each ranged read is a
+  round trip of its own, so Zarr's sharding codec, which reads a shard's
+  index and then its chunks in pieces, costs one call per piece;
 * listings page through the keys under a prefix in key order, so they need a
   sorted backend (``map``, ``rocksdb``, ``leveldb``, ``lmdb``, ``berkeleydb``
   btree, ``tkrzw`` tree). On an unsorted one (``unordered_map``, ``gdbm``...)
@@ -71,7 +71,11 @@ from mochi.margo import Engine
 from mochi.margo import client as client_mode
 from mochi.yokan.client import Client, Database
 from mochi.yokan.client import Exception as ClientError
-from mochi.yokan.exception import YOKAN_ERR_KEY_EXISTS, YOKAN_ERR_OP_UNSUPPORTED
+from mochi.yokan.exception import (
+    YOKAN_ERR_KEY_EXISTS,
+    YOKAN_ERR_KEY_NOT_FOUND,
+    YOKAN_ERR_OP_UNSUPPORTED,
+)
 from mochi.yokan.group import ShardedDatabase
 from mochi.yokan.mode import Mode
 from zarr.abc.store import (
@@ -266,8 +270,8 @@ class YokanStore(Store):
     ) -> Optional[Buffer]:
         """Returns the value of ``key`` (or the bytes ``byte_range`` selects)
         as a buffer of ``prototype`` (default: host memory), or None if the
-        key is absent. A byte range reads the whole value and returns a slice
-        of it. Raises ``TypeError`` for a ``byte_range`` that is not a
+        key is absent. A byte range is cut by the provider (``get_range``):
+        only the range is transferred. Raises ``TypeError`` for a ``byte_range`` that is not a
         ``ByteRequest``, ``ValueError`` for a negative one, and
         :class:`mochi.yokan.client.Exception` if the call fails."""
         return self.get_sync(key, prototype=prototype, byte_range=byte_range)
@@ -282,11 +286,13 @@ class YokanStore(Store):
         """Returns what :meth:`get` returns, without a coroutine; raises as
         :meth:`get`."""
         _check_range(byte_range)
-        value = self._read(self._key(key)) if key or self._prefix else None
-        if value is None:
+        if not (key or self._prefix):
             return None
-        start, stop = _bounds(len(value), byte_range)
-        return _wrap(prototype, value[start:stop])
+        if byte_range is not None:
+            part = self._read_range(self._key(key), byte_range)
+            return None if part is None else _wrap(prototype, part)
+        value = self._read(self._key(key))
+        return None if value is None else _wrap(prototype, value)
 
     async def get_partial_values(
         self,
@@ -294,21 +300,18 @@ class YokanStore(Store):
         key_ranges: Iterable[Tuple[str, Optional[ByteRequest]]],
     ) -> List[Optional[Buffer]]:
         """Returns, for each ``(key, byte_range)`` in order, what :meth:`get`
-        would (None for an absent key). Every distinct key is read once, in
-        batched calls (one per 256 MiB of destination buffers). Raises as
-        :meth:`get`."""
+        would (None for an absent key). Every distinct key read whole is
+        read once, in batched calls (one per 256 MiB of destination buffers);
+        each byte range is a ``get_range`` call that moves only the range.
+        Raises as :meth:`get`."""
         requests = [(key, rng) for key, rng in key_ranges]
         for _, rng in requests:
             _check_range(rng)
-        values = self._read_many([k for k, _ in requests])
+        values = self._read_many([k for k, rng in requests if rng is None])
         out: List[Optional[Buffer]] = []
         for key, rng in requests:
-            value = values.get(key)
-            if value is None:
-                out.append(None)
-                continue
-            start, stop = _bounds(len(value), rng)
-            out.append(_wrap(prototype, value[start:stop]))
+            value = values.get(key) if rng is None else self._read_range_of(key, rng)
+            out.append(None if value is None else _wrap(prototype, value))
         return out
 
     async def _get_many(
@@ -318,14 +321,10 @@ class YokanStore(Store):
         reqs = list(requests)
         for _, _, rng in reqs:
             _check_range(rng)
-        values = self._read_many([k for k, _, _ in reqs])
+        values = self._read_many([k for k, _, rng in reqs if rng is None])
         for key, prototype, rng in reqs:
-            value = values.get(key)
-            if value is None:
-                yield key, None
-                continue
-            start, stop = _bounds(len(value), rng)
-            yield key, _wrap(prototype, value[start:stop])
+            value = values.get(key) if rng is None else self._read_range_of(key, rng)
+            yield key, None if value is None else _wrap(prototype, value)
 
     async def exists(self, key: str) -> bool:
         """Returns True if ``key`` is stored. Raises
@@ -494,6 +493,31 @@ class YokanStore(Store):
             guess = length
             self._learn(length)
 
+    def _read_range_of(self, key: str, byte_range: ByteRequest) -> Optional[npt.NDArray[np.uint8]]:
+        """_read_range of a store key (None for the empty key without a prefix)."""
+        return self._read_range(self._key(key), byte_range) if key or self._prefix else None
+
+    def _read_range(self, key: str, byte_range: ByteRequest) -> Optional[npt.NDArray[np.uint8]]:
+        """The bytes ``byte_range`` selects of the value of ``key``, clipped to
+        it (as Zarr's own stores clip), or None if absent. The provider cuts
+        them: only they are transferred."""
+        db = self.database
+        try:
+            if isinstance(byte_range, RangeByteRequest):
+                length = max(0, byte_range.end - byte_range.start)
+                data = db.get_range(key, byte_range.start, length, timeout_ms=self._timeout_ms)
+            elif isinstance(byte_range, OffsetByteRequest):
+                data = db.get_range(key, byte_range.offset, timeout_ms=self._timeout_ms)
+            else:
+                data = db.get_range(key, suffix=byte_range.suffix, timeout_ms=self._timeout_ms)
+        except ClientError as e:
+            if e.code == YOKAN_ERR_KEY_NOT_FOUND:
+                return None
+            raise
+        # A read-only view of the reply's bytes, no copy (as Zarr's LocalStore
+        # returns the bytes it read).
+        return np.frombuffer(data, dtype=np.uint8)
+
     def _read_many(self, keys: Sequence[str]) -> Dict[str, npt.NDArray[np.uint8]]:
         """The values of the distinct ``keys`` (absent ones left out), read in
         batches of at most _BATCH_BYTES of destination buffers (and one more
@@ -592,21 +616,6 @@ def _check_range(byte_range: Optional[ByteRequest]) -> None:
         raise TypeError(f"Unexpected byte_range, got {byte_range!r}.")
     if any(v < 0 for v in values):
         raise ValueError(f"byte_range must not be negative, got {byte_range!r}")
-
-
-def _bounds(size: int, byte_range: Optional[ByteRequest]) -> Tuple[int, int]:
-    """[start, stop) of ``byte_range`` in a value of ``size`` bytes, clipped
-    to it (as Zarr's own stores clip)."""
-    if byte_range is None:
-        return 0, size
-    if isinstance(byte_range, RangeByteRequest):
-        start, stop = byte_range.start, byte_range.end
-    elif isinstance(byte_range, OffsetByteRequest):
-        start, stop = byte_range.offset, size
-    else:
-        start, stop = max(0, size - byte_range.suffix), size
-    start = min(start, size)
-    return start, max(start, min(stop, size))
 
 
 def _fitted(out: npt.NDArray[np.uint8], size: int) -> npt.NDArray[np.uint8]:
