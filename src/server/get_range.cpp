@@ -27,8 +27,9 @@ std::pair<uint64_t, uint64_t> clip(uint64_t size, uint64_t offset, uint64_t leng
 // straight from its own memory, with no copy.
 void ProviderImpl::handle_get_range(RequestPtr req) {
   // Registered outside the key/value id span that register_handlers refuses
-  // for document-only backends, so refused here, with the same words.
-  if (!backend->traits().key_value)
+  // for document-only backends, so refused here, with the same words. Pinned:
+  // a restore may replace the database meanwhile.
+  if (!pin()->traits().key_value)
     return req->respond(Status::YOKAN_ERR_OP_UNSUPPORTED,
                         "this backend stores documents only (use collections)");
   WireReader in(req->meta());

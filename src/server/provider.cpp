@@ -5,8 +5,10 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <chrono>
 #include <cstring>
 #include <mutex>
+#include <thread>
 
 #include "server/no_database.hpp"
 #include "server/provider_impl.hpp"
@@ -154,6 +156,16 @@ Provider::~Provider() {
   impl_->engine->cancel_on_idle(impl_->hook_token);
   impl_->engine->cancel_on_finalize(impl_->hook_token);
   impl_->shutdown();
+  // A request that was being handled when the RPCs were deregistered still
+  // holds the provider (and so its database) for a moment. Wait for it, so
+  // that the database's files and locks are released when this returns: a
+  // provider opened on the same path right after must not find it still open.
+  // Bounded: a handler ends within its budget, and after the bound the last
+  // holder closes the database.
+  const auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while (impl_.use_count() > 1 && std::chrono::steady_clock::now() < give_up)
+    std::this_thread::sleep_for(std::chrono::microseconds(200));
+  impl_.reset();
 }
 
 std::string Provider::config() const {

@@ -86,3 +86,44 @@ def test_sigkill_after_ack_loses_nothing(remote, tmp_path, backend):
         db = Client(e).make_database_handle(server.address, 42)
         check_all(db, data[1:])
         assert not db.exists(data[0][0])
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_reopen_at_once_while_a_client_is_busy(tmp_path, backend):
+    """Closing a provider releases its database before returning, even with
+    a request in the middle of being handled: the same path opens right after
+    (it used to fail now and then with "already open by another provider",
+    the last handler still holding the old database)."""
+    import threading
+
+    config = json.dumps(backend_config(backend, tmp_path))
+    with Engine("tcp") as e:
+        stop = threading.Event()
+        errors = []
+
+        def hammer(db):
+            i = 0
+            while not stop.is_set():
+                try:
+                    # Batches big enough that the close lands mid-request.
+                    db.put_multi([(f"k{i % 4}-{j}", "v" * 512) for j in range(500)])
+                except Exception as exc:  # the provider went away: expected
+                    errors.append(exc)
+                    return
+                i += 1
+
+        for _ in range(20):
+            p = Provider(engine=e, provider_id=1, config=config)
+            db = Client(e).make_database_handle(e.addr(), 1)
+            t = threading.Thread(target=hammer, args=(db,))
+            t.start()
+            while t.is_alive() and not errors and db.count() == 0:
+                pass
+            p.close()
+            p = Provider(engine=e, provider_id=2, config=config)  # must not be "already open"
+            p.close()
+            stop.set()
+            t.join(10)
+            stop.clear()
+            errors.clear()
+            del db
