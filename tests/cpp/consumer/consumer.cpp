@@ -1,11 +1,10 @@
 // A C++ program that uses an installed mochi-yokan the way a consumer would:
 // found with find_package(yokan) or pkg-config, headers from include/yokan.
 // It starts a provider, stores a pair through a client and reads it back.
-#include <yokan/client.hpp>
-#include <yokan/provider.hpp>
-
 #include <cstdio>
 #include <string>
+#include <yokan/client.hpp>
+#include <yokan/provider.hpp>
 
 int main() {
   auto engine = yokan::Engine::create("tcp", /*listen=*/true);
