@@ -57,8 +57,11 @@ from mochi.yokan.client import (
     Client,
     Database,
     KeyCallback,
+    _found,
+    _get_args,
     _is_pair,
     _packed,
+    _put_multi_args,
     _range_args,
     _range_result,
     _split_packed,
@@ -69,6 +72,7 @@ from mochi.yokan.collection import (
     Document,
     _doc,
     _id,
+    _json_objects,
     _split,
     query_to_lua,
 )
@@ -275,25 +279,16 @@ class AsyncDatabase:
         """Returns the value of ``key`` as ``bytes``, or with a buffer
         ``value``, writes it there (when the call completes) and returns its
         size. Raises as :meth:`mochi.yokan.client.Database.get`."""
-        if isinstance(value, int):
-            if mode:
-                raise TypeError("get() got a mode both in place of the buffer and as mode=")
-            mode, value = value, None
+        value, mode = _get_args(value, mode)
         if value is None:
             (result,) = await _call(
                 self._db.get_alloc_start, (key,), int(mode), timeout_ms=timeout_ms
             )
-            if result is None:
-                raise Exception("Key not found", YOKAN_ERR_KEY_NOT_FOUND)
-            return result
-        (size,) = await _call(
-            self._db.get_start, (key,), (value,), int(mode), timeout_ms=timeout_ms
-        )
-        if size is None:
-            raise Exception("Key not found", YOKAN_ERR_KEY_NOT_FOUND)
-        if size == -1:
-            raise Exception("Buffer too small", YOKAN_ERR_BUFFER_SIZE)
-        return size
+        else:
+            (result,) = await _call(
+                self._db.get_start, (key,), (value,), int(mode), timeout_ms=timeout_ms
+            )
+        return _found(result)
 
     async def get_range(
         self,
@@ -350,20 +345,8 @@ class AsyncDatabase:
     ) -> None:
         """``put_multi([(k, v), ...])`` or ``put_multi(keys, values)``; returns
         None. Raises as :meth:`mochi.yokan.client.Database.put_multi`."""
-        if values is not None and not isinstance(values, (list, tuple)):
-            mode, values = cast(int, values), None
-        if values is None:
-            pairs = list(pairs)
-            if not all(_is_pair(p) for p in pairs):
-                raise TypeError("put_multi expects (key, value) pairs or keys and values")
-            keys = [p[0] for p in pairs]
-            values = [p[1] for p in pairs]
-        else:
-            keys = list(pairs)
-            values = list(values)
-            if len(keys) != len(values):
-                raise ValueError("keys and values should have the same length")
-        await _call(self._db.put_start, keys, values, int(mode), timeout_ms=timeout_ms)
+        keys, vals, mode = _put_multi_args(pairs, values, mode)
+        await _call(self._db.put_start, keys, vals, int(mode), timeout_ms=timeout_ms)
 
     async def put_packed(
         self,
@@ -1110,14 +1093,5 @@ class AsyncCollection:
         code = query_to_lua(query)
         if limit is not None and limit <= 0:
             return []
-        out = []
-        async for doc_id, data in self.scan(
-            0, code, limit or 0, _LUA_FILTER, batch_size, timeout_ms
-        ):
-            try:
-                doc = json.loads(data)
-            except ValueError:
-                continue
-            if isinstance(doc, dict):
-                out.append((doc_id, doc))
-        return out
+        found = self.scan(0, code, limit or 0, _LUA_FILTER, batch_size, timeout_ms)
+        return _json_objects([item async for item in found])

@@ -120,6 +120,48 @@ def _is_pair(item: object) -> bool:
     return isinstance(item, (tuple, list)) and len(item) == 2
 
 
+# Argument and result shaping shared by the blocking Database and its asyncio
+# twin (mochi.yokan.aio), which differ only in how they make the call.
+
+
+def _get_args(value: Any, mode: int) -> Tuple[Any, int]:
+    """``get(key, Mode.CONSUME)``: an int in the buffer's place is the mode."""
+    if isinstance(value, int):
+        if mode:
+            raise TypeError("get() got a mode both in place of the buffer and as mode=")
+        return None, value
+    return value, mode
+
+
+def _found(result: Any) -> Any:
+    """A single get's value (or size); KEY_NOT_FOUND / BUFFER_SIZE as raised."""
+    if result is None:
+        raise Exception("Key not found", YOKAN_ERR_KEY_NOT_FOUND)
+    if result == -1 and isinstance(result, int):
+        raise Exception("Buffer too small", YOKAN_ERR_BUFFER_SIZE)
+    return result
+
+
+def _put_multi_args(
+    pairs: Iterable[Any], values: Union[Sequence[Data], int, None], mode: int
+) -> Tuple[List[Any], List[Any], int]:
+    """``put_multi(pairs[, mode])`` or ``put_multi(keys, values[, mode])`` as
+    (keys, values, mode)."""
+    if values is not None and not isinstance(values, (list, tuple)):
+        # put_multi(pairs, mode) positional form
+        mode, values = cast(int, values), None
+    if values is None:
+        pairs = list(pairs)
+        if not all(_is_pair(p) for p in pairs):
+            raise TypeError("put_multi expects (key, value) pairs or keys and values")
+        return [p[0] for p in pairs], [p[1] for p in pairs], mode
+    keys = list(pairs)
+    vals = list(values)
+    if len(keys) != len(vals):
+        raise ValueError("keys and values should have the same length")
+    return keys, vals, mode
+
+
 class Client:
     """A Yokan client on an engine (``mochi.margo.Engine``)."""
 
@@ -240,21 +282,10 @@ class Database:
         ``get(key, Mode.CONSUME)``: an int or a ``Mode`` in the second place
         is the mode (the manual's ``get(key, mode=0)``), not a buffer.
         """
-        if isinstance(value, int):
-            if mode:
-                raise TypeError("get() got a mode both in place of the buffer and as mode=")
-            mode, value = value, None
+        value, mode = _get_args(value, mode)
         if value is None:
-            (result,) = self._db.get_alloc((key,), int(mode), timeout_ms)
-            if result is None:
-                raise Exception("Key not found", YOKAN_ERR_KEY_NOT_FOUND)
-            return result
-        (size,) = self._db.get((key,), (value,), int(mode), timeout_ms)
-        if size is None:
-            raise Exception("Key not found", YOKAN_ERR_KEY_NOT_FOUND)
-        if size == -1:
-            raise Exception("Buffer too small", YOKAN_ERR_BUFFER_SIZE)
-        return size
+            return _found(self._db.get_alloc((key,), int(mode), timeout_ms)[0])
+        return _found(self._db.get((key,), (value,), int(mode), timeout_ms)[0])
 
     def get_range(
         self,
@@ -322,21 +353,8 @@ class Database:
         ``keys`` and ``values`` differ in length, :class:`Exception` as
         :meth:`put` does (``YOKAN_ERR_INVALID_ARGS``, ``YOKAN_ERR_MODE``...).
         """
-        if values is not None and not isinstance(values, (list, tuple)):
-            # put_multi(pairs, mode) positional form
-            mode, values = cast(int, values), None
-        if values is None:
-            pairs = list(pairs)
-            if not all(_is_pair(p) for p in pairs):
-                raise TypeError("put_multi expects (key, value) pairs or keys and values")
-            keys = [p[0] for p in pairs]
-            values = [p[1] for p in pairs]
-        else:
-            keys = list(pairs)
-            values = list(values)
-            if len(keys) != len(values):
-                raise ValueError("keys and values should have the same length")
-        self._db.put(keys, values, int(mode), timeout_ms)
+        keys, vals, mode = _put_multi_args(pairs, values, mode)
+        self._db.put(keys, vals, int(mode), timeout_ms)
 
     def put_packed(
         self,

@@ -79,6 +79,21 @@ def _split(buffer: Data, sizes: Iterable[int]) -> List[memoryview]:
     return out
 
 
+def _json_objects(found: Iterable[Tuple[int, bytes]]) -> List[Tuple[int, Dict[str, Any]]]:
+    """The (id, document) pairs of a query's matches that are JSON objects:
+    other JSON, or no JSON at all, is no document to query (find() on the
+    blocking and the asyncio collection)."""
+    out = []
+    for doc_id, data in found:
+        try:
+            doc = json.loads(data)
+        except ValueError:
+            continue
+        if isinstance(doc, dict):
+            out.append((doc_id, doc))
+    return out
+
+
 class Collection:
     """The collection ``name`` of ``database`` (no RPC is made to create this
     object; see ``Database.create_collection``)."""
@@ -457,15 +472,8 @@ class Collection:
         code = query_to_lua(query)
         if limit is not None and limit <= 0:
             return []
-        out = []
-        for doc_id, data in self.scan(0, code, limit or 0, _LUA_FILTER, batch_size, timeout_ms):
-            try:
-                doc = json.loads(data)
-            except ValueError:
-                continue
-            if isinstance(doc, dict):  # only JSON objects are documents to query
-                out.append((doc_id, doc))
-        return out
+        found = self.scan(0, code, limit or 0, _LUA_FILTER, batch_size, timeout_ms)
+        return _json_objects(found)
 
 
 # -- query translation -----------------------------------------------------------
